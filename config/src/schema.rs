@@ -1,0 +1,166 @@
+//! The resolved configuration the rest of Portcullis reads: plain Rust types, no serde.
+//!
+//! `load` turns TOML into these after validation; nothing outside this crate sees TOML.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    pub listen: Listen,
+    pub tls: Option<TlsFiles>,
+    pub policy: Policy,
+    pub audit: AuditSection,
+    pub notify: Notify,
+    pub users: Vec<User>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySection {
+    /// Store, audit log, recordings, generated keys and certs.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub ssh: SocketAddr,
+    pub postgres: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Certificate and key for the PostgreSQL listener; absent means self-signed, generated once.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Default ceiling on any grant; a target may lower it. Default 8h.
+    pub max_grant: Duration,
+    /// Notice to live sessions this long before expiry. Default 5m.
+    pub warn_before: Duration,
+    /// Default approvers for requests (user names).
+    pub approvers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Group commit: fsync in batches.
+    Batched,
+    /// fsync before the caller's append returns.
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSection {
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    /// `[notify] webhook_url`: receives a JSON POST per notable event (http:// only).
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    /// OpenSSH public key lines, validated at load.
+    pub ssh_keys: Vec<String>,
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, validated at load.
+    pub password_scram: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Postgres,
+    Ssh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    /// `host:port` as written; resolved when connecting.
+    pub address: String,
+    /// Postgres: the upstream database name.
+    pub database: Option<String>,
+    /// Postgres: TLS to the upstream. Default `prefer`.
+    pub tls: PgTlsMode,
+    /// Postgres with `verify-full`: CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// SSH: the pinned upstream host key (OpenSSH public key line).
+    pub host_key: Option<String>,
+    /// This target's ceiling; never above the policy's.
+    pub max_grant: Option<Duration>,
+    /// Approvers for requests on this target; empty means `policy.approvers`.
+    pub approvers: Vec<String>,
+    pub roles: BTreeMap<String, Role>,
+}
+
+/// What a role allows on an SSH target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Allow {
+    Shell,
+    Exec,
+    Sftp,
+    Scp,
+    PortForward,
+    AgentForward,
+}
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// The upstream login name.
+    pub user: String,
+    /// Password from `password_env`, `password_file` or inline `password`.
+    pub password: Option<Secret>,
+    /// SSH: the private key file's path and its contents (OpenSSH format), read at load.
+    pub private_key_file: Option<PathBuf>,
+    pub private_key: Option<Secret>,
+    /// SSH: allowed channel kinds. Default: shell, exec, sftp, scp.
+    pub allow: Vec<Allow>,
+}
+
+impl Config {
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+impl Target {
+    /// The effective ceiling: the target's own, else the policy's.
+    pub fn max_grant(&self, policy: &Policy) -> Duration {
+        self.max_grant.unwrap_or(policy.max_grant)
+    }
+
+    /// The effective approvers: the target's own, else the policy's.
+    pub fn approvers<'a>(&'a self, policy: &'a Policy) -> &'a [String] {
+        if self.approvers.is_empty() {
+            &policy.approvers
+        } else {
+            &self.approvers
+        }
+    }
+}

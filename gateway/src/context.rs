@@ -1,0 +1,24 @@
+//! What every listener and session shares: config, grants, audit log, shutdown signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use portcullis_config::Config;
+use portcullis_recorder::AuditLog;
+use tokio_util::sync::CancellationToken;
+
+use crate::grants::Grants;
+
+/// The running gateway's shared state, handed to each listener as `Arc<Gateway>`.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub data_dir: PathBuf,
+    pub grants: Grants,
+    pub audit: AuditLog,
+    /// Cancelled once on SIGINT/SIGTERM; listeners stop accepting and sessions close with
+    /// reason `shutdown` through the kill path.
+    pub shutdown: CancellationToken,
+}
+
+pub type Shared = Arc<Gateway>;

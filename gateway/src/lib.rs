@@ -1,0 +1,13 @@
+//! The Portcullis runtime: listeners, grants, sessions, the PostgreSQL and SSH proxies, the
+//! admin API and the command line.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod context;
+pub mod grants;
+pub mod keys;
+pub mod pg;
+pub mod serve;
+pub mod ssh;
+pub mod testbed;
