@@ -16,6 +16,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub grants: Grants,
     pub audit: AuditLog,
+    /// Bearer token with full admin rights (`<data_dir>/admin.token`).
+    pub admin_token: String,
     /// Cancelled once on SIGINT/SIGTERM; listeners stop accepting and sessions close with
     /// reason `shutdown` through the kill path.
     pub shutdown: CancellationToken,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod context;
 pub mod grants;
 pub mod keys;
+pub mod notify;
 pub mod pg;
 pub mod serve;
 pub mod ssh;

@@ -52,7 +52,11 @@ pub struct AuditLog {}
 impl AuditLog {
     /// Opens (recovering a torn tail) or creates the log under `dir` (`<data_dir>/audit`),
     /// with the seal key at `key_path`, and starts the writer task on the current runtime.
-    pub fn open(_dir: &Path, _key_path: &Path, _durability: Durability) -> Result<AuditLog, AuditError> {
+    pub fn open(
+        _dir: &Path,
+        _key_path: &Path,
+        _durability: Durability,
+    ) -> Result<AuditLog, AuditError> {
         unimplemented!("audit work")
     }
 

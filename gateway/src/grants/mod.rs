@@ -56,14 +56,25 @@ pub enum Denied {
     )]
     NoGrant { user: String, target: String },
     /// The user's grant on the target has expired.
-    #[error("your grant on {target} has expired; request access again with: portcullis request create --target {target} --for 1h --reason \"...\"")]
+    #[error(
+        "your grant on {target} has expired; request access again with: portcullis request create --target {target} --for 1h --reason \"...\""
+    )]
     Expired { user: String, target: String },
     /// The user holds grants on the target, but not for this role.
     #[error("no live grant for {user} on {target} with role {role}; roles held: {held}")]
-    RoleNotHeld { user: String, target: String, role: String, held: String },
+    RoleNotHeld {
+        user: String,
+        target: String,
+        role: String,
+        held: String,
+    },
     /// More than one role is held and none was named.
     #[error("{user} holds several roles on {target} ({held}); name one: {user}+{target}+ROLE")]
-    AmbiguousRole { user: String, target: String, held: String },
+    AmbiguousRole {
+        user: String,
+        target: String,
+        held: String,
+    },
 }
 
 /// What the proxy tells the registry about the session it is starting.
@@ -135,7 +146,31 @@ impl Lease {
 #[derive(Debug, Clone)]
 pub struct Grants {}
 
+/// Why the grant table could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantsError {
+    /// The store (SQLite) failed.
+    #[error("grant store: {0}")]
+    Store(String),
+}
+
 impl Grants {
+    /// Opens the store at `store_path` (`<data_dir>/grants.db`), rebuilds the live table,
+    /// marks grants that lapsed while the gateway was down as expired (one `grant.expired`
+    /// each), and spawns the one expiry scheduler on the current runtime.
+    pub fn start(
+        _config: std::sync::Arc<portcullis_config::Config>,
+        _store_path: &std::path::Path,
+        _audit: portcullis_recorder::AuditLog,
+    ) -> Result<Grants, GrantsError> {
+        unimplemented!("grants work")
+    }
+
+    /// Closes every live session with reason `shutdown`, through the one kill path.
+    pub fn shutdown_all(&self) {
+        unimplemented!("grants work")
+    }
+
     /// May `user` open a session on `target` (as `role`, or the one role they hold) now?
     /// On success the session is registered and closed through the kill path when its grant
     /// lapses.

@@ -1,0 +1,1 @@
+//! placeholder: webhook notifications (grants work)
