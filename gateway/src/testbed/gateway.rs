@@ -1,0 +1,125 @@
+//! A `portcullis serve` child with its own config and data dir, listening on free ports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use super::{Child, Result, TestbedError, wait_until};
+
+/// The addresses `serve` actually bound, as written to `<data_dir>/listen.json`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+pub struct Bound {
+    pub ssh: SocketAddr,
+    pub postgres: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A running gateway; stopped (SIGTERM) and its temp dir removed on drop.
+#[derive(Debug)]
+pub struct GatewayProc {
+    pub bin: PathBuf,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub bound: Bound,
+    pub admin_token: String,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl GatewayProc {
+    /// Writes a config — `[gateway] data_dir` and `[listen]` on port 0 in a temp dir, then
+    /// `body` (users, targets, policy, ...) — and starts `bin serve` with it.
+    pub fn start(bin: impl AsRef<Path>, body: &str) -> Result<GatewayProc> {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-gw-")
+            .tempdir()?;
+        let data_dir = dir.path().join("data");
+        let config_path = dir.path().join("portcullis.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[gateway]\ndata_dir = \"{}\"\n\n[listen]\nssh = \"127.0.0.1:0\"\n\
+                 postgres = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{body}\n",
+                data_dir.display()
+            ),
+        )?;
+        let mut gw = GatewayProc {
+            bin: bin.as_ref().to_path_buf(),
+            config_path,
+            data_dir,
+            bound: Bound {
+                ssh: ([127, 0, 0, 1], 0).into(),
+                postgres: ([127, 0, 0, 1], 0).into(),
+                admin: ([127, 0, 0, 1], 0).into(),
+            },
+            admin_token: String::new(),
+            child: None,
+            dir,
+        };
+        gw.spawn()?;
+        Ok(gw)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let listen = self.data_dir.join("listen.json");
+        let _ = std::fs::remove_file(&listen);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
+            .arg("-c")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info,portcullis=debug");
+        let log = self.dir.path().join("gateway.log");
+        let mut child = Child::spawn(&mut cmd, &log, Signal::SIGTERM)?;
+        wait_until("portcullis serve", &mut child, || listen.is_file())?;
+        let text = std::fs::read_to_string(&listen)?;
+        self.bound = serde_json::from_str(&text).map_err(|e| TestbedError::Setup {
+            what: "reading listen.json".into(),
+            detail: e.to_string(),
+        })?;
+        self.admin_token = std::fs::read_to_string(self.data_dir.join("admin.token"))?
+            .trim()
+            .to_string();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the gateway (SIGTERM, clean shutdown) and starts it again with the same config
+    /// and data dir.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// Stops the gateway; returns whether it exited successfully.
+    pub fn stop(&mut self) -> Result<bool> {
+        match self.child.take() {
+            Some(mut c) => Ok(c.stop()?.map(|s| s.success()).unwrap_or(false)),
+            None => Ok(true),
+        }
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// A `portcullis` CLI command pointed at this gateway's config, API and token.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
+            .arg(&self.config_path)
+            .arg("--api")
+            .arg(format!("http://{}", self.bound.admin))
+            .env("PORTCULLIS_TOKEN", &self.admin_token)
+            .env_remove("PORTCULLIS_PASSWORD");
+        cmd
+    }
+
+    /// The temp dir holding config, data dir and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
