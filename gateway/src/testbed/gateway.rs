@@ -1,6 +1,5 @@
 //! A `portcullis serve` child with its own config and data dir, listening on free ports.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,14 +7,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use super::{Child, Result, TestbedError, wait_until};
-
-/// The addresses `serve` actually bound, as written to `<data_dir>/listen.json`.
-#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
-pub struct Bound {
-    pub ssh: SocketAddr,
-    pub postgres: SocketAddr,
-    pub admin: SocketAddr,
-}
+use crate::serve::Bound;
 
 /// A running gateway; stopped (SIGTERM) and its temp dir removed on drop.
 #[derive(Debug)]
