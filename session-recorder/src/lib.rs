@@ -1,11 +1,40 @@
 //! The audit log (hash chain, segments, seals, verify) and terminal recordings.
 //!
-//! CONTRACT (the gateway codes against exactly this; the bodies are filled in by the audit
-//! work): `AuditLog::open` starts the single writer task; `AuditLog::append` queues one
-//! event and returns its `seq` once it is durable per the configured durability.
+//! CONTRACT (the gateway codes against exactly this): `AuditLog::open` starts the single
+//! writer; `AuditLog::append` queues one event and returns its `seq` once it is durable per
+//! the configured durability.
+//!
+//! Module map: [`record`] is the pure chain core (canonical bytes, hash, line checks);
+//! [`seal`] signs and checks segment seals; [`segment`] names and lists segment files;
+//! [`verify`] checks a whole log read-only; [`recover`] repairs a torn tail at open;
+//! `writer` is the single writer thread; [`read`] iterates and filters records;
+//! [`asciicast`] writes terminal recordings; [`key`] keeps the seal key.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+pub mod asciicast;
+pub mod key;
+pub mod read;
+pub mod record;
+pub mod recover;
+pub mod seal;
+pub mod segment;
+pub mod verify;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use asciicast::Recording;
+pub use ed25519_dalek::VerifyingKey;
+pub use read::{Filter, Records, Tail, records};
+pub use record::Record;
+pub use verify::{Summary, VerifyError, verify};
+
+use writer::{Cmd, Writer};
 
 /// One audit event: a JSON object whose `type` is a SPEC §7 event type.
 #[derive(Debug, Clone)]
@@ -21,10 +50,10 @@ impl Event {
 
     /// Adds a field; `None` values are left out.
     pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
-        if let Ok(v) = serde_json::to_value(value) {
-            if !v.is_null() {
-                self.0.insert(key.into(), v);
-            }
+        if let Ok(v) = serde_json::to_value(value)
+            && !v.is_null()
+        {
+            self.0.insert(key.into(), v);
         }
         self
     }
@@ -33,7 +62,10 @@ impl Event {
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
+    /// Group commit: `append` returns once its batch is written to the file (it survives a
+    /// crash of the gateway); the writer fsyncs after every batch.
     Batched,
+    /// `append` returns only after the batch holding the event is fsynced.
     Strict,
 }
 
@@ -45,42 +77,132 @@ pub enum AuditError {
     Unavailable(String),
 }
 
-/// Handle to the writer task; cheap to clone.
+/// Tuning of [`AuditLog::open_with`]; [`Options::new`] gives the defaults.
 #[derive(Debug, Clone)]
-pub struct AuditLog {}
+pub struct Options {
+    pub durability: Durability,
+    /// A segment is sealed and a new one started once it reaches this size (64 MiB).
+    pub segment_max_bytes: u64,
+    /// ... or once it is this old, counted from when this process opened it (1 h). The
+    /// check runs when events arrive: an idle log is not rotated until its next event.
+    pub segment_max_age: Duration,
+    /// Events queued for the writer before `append` waits (back-pressure).
+    pub queue: usize,
+}
+
+impl Options {
+    /// The defaults with the given durability.
+    pub fn new(durability: Durability) -> Self {
+        Options {
+            durability,
+            segment_max_bytes: 64 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            queue: 16_384,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::Sender<Cmd>,
+    healthy: Arc<AtomicBool>,
+    pubkey: VerifyingKey,
+}
+
+/// Handle to the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
 
 impl AuditLog {
     /// Opens (recovering a torn tail) or creates the log under `dir` (`<data_dir>/audit`),
-    /// with the seal key at `key_path`, and starts the writer task on the current runtime.
+    /// with the seal key at `key_path` (created 0600 when absent), and starts the writer.
+    ///
+    /// A torn final record is cut and an `audit.recovered` event (file, offset, bytes,
+    /// reason) is appended; any other inconsistency refuses to open, naming file and offset.
     pub fn open(
-        _dir: &Path,
-        _key_path: &Path,
-        _durability: Durability,
+        dir: &Path,
+        key_path: &Path,
+        durability: Durability,
     ) -> Result<AuditLog, AuditError> {
-        unimplemented!("audit work")
+        Self::open_with(dir, key_path, Options::new(durability))
+    }
+
+    /// [`AuditLog::open`] with explicit [`Options`].
+    pub fn open_with(dir: &Path, key_path: &Path, opts: Options) -> Result<AuditLog, AuditError> {
+        let fail = |e: &dyn std::fmt::Display| AuditError::Unavailable(e.to_string());
+        let key = key::load_or_create(key_path).map_err(|e| fail(&e))?;
+        let pubkey = key.verifying_key();
+        let resume = recover::recover(dir).map_err(|e| fail(&e))?;
+        let cut = match &resume {
+            recover::Resume::Continue { cut, .. } => cut.clone(),
+            recover::Resume::New { .. } => None,
+        };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut w = Writer::new(dir, key, &opts, resume, healthy.clone()).map_err(|e| fail(&e))?;
+        if let Some(cut) = cut {
+            tracing::warn!(file = %cut.file, offset = cut.offset, bytes = cut.bytes, reason = %cut.reason, "audit log: cut a torn final record");
+            let ev = Event::new("audit.recovered")
+                .with("file", &cut.file)
+                .with("offset", cut.offset)
+                .with("bytes", cut.bytes)
+                .with("reason", &cut.reason);
+            let (tx, _rx) = oneshot::channel();
+            w.commit(vec![(ev, tx)]).map_err(|e| fail(&e))?;
+        }
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| fail(&e))?;
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                healthy,
+                pubkey,
+            }),
+        })
     }
 
     /// Appends one event; returns its seq once durable per the durability mode.
     ///
+    /// Waits while the writer's queue is full (back-pressure).
+    ///
     /// # Cancellation safety
-    /// If dropped after the event was queued, the event is still written.
-    pub async fn append(&self, _event: Event) -> Result<u64, AuditError> {
-        unimplemented!("audit work")
+    /// If dropped after the event was queued, the event is still written; if dropped while
+    /// waiting for queue space, it was not queued.
+    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        if !self.healthy() {
+            return Err(AuditError::Unavailable("audit log is not writable".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Cmd::Append(event, tx))
+            .await
+            .map_err(|_| AuditError::Unavailable("audit log closed".into()))?;
+        rx.await.map_err(|_| {
+            AuditError::Unavailable("audit writer stopped before writing the event".into())
+        })?
     }
 
-    /// Is the log currently writable? False after an I/O error (fail closed).
+    /// Is the log currently writable? False after an I/O error (fail closed) or `close`.
     pub fn healthy(&self) -> bool {
-        unimplemented!("audit work")
+        self.inner.healthy.load(Ordering::SeqCst)
     }
 
-    /// Flushes, seals the open segment and stops the writer.
+    /// The public key that verifies this log's seals.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.inner.pubkey
+    }
+
+    /// Flushes, seals the open segment and stops the writer. Later appends fail.
     pub async fn close(&self) -> Result<(), AuditError> {
-        unimplemented!("audit work")
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Cmd::Close(tx)).await.is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
     }
-}
-
-/// An asciicast v2 recording of one terminal channel, under `<data_dir>/recordings/`.
-#[derive(Debug)]
-pub struct Recording {
-    pub path: PathBuf,
 }

@@ -1,0 +1,221 @@
+//! `verify`: checks every record, chain link and seal of a log, read-only.
+//!
+//! [`Verifier`] is the pure core (segments are fed as bytes); [`verify`] reads the files.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+
+use crate::record::{self, Chain, LineError, LinkError};
+use crate::seal::{Seal, SealError};
+use crate::segment;
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub segments: usize,
+    pub sealed: usize,
+    pub records: u64,
+    pub bytes: u64,
+    /// Seq and hash (hex) of the last record (0 and genesis for an empty log).
+    pub last_seq: u64,
+    pub last_hash: String,
+    /// Hex public key the seals were checked against (`None` when nothing is sealed yet).
+    pub pubkey: Option<String>,
+    /// The unsealed segment the gateway is still writing, if any.
+    pub open_segment: Option<String>,
+}
+
+/// What is wrong at the place a [`VerifyError`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The line is not a valid record (altered or malformed).
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// The record does not continue the chain (removed, reordered or inserted records).
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The file ends inside a record: a torn write, or a truncation.
+    #[error(
+        "incomplete final record (torn write or truncation; a restart of the gateway repairs a torn write)"
+    )]
+    Torn,
+    /// A seal does not vouch for its segment.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A segment other than the last one has no seal.
+    #[error("segment is not sealed but is followed by {0}")]
+    Unsealed(String),
+    /// A segment number is missing from the sequence.
+    #[error("segment {0} is missing")]
+    MissingSegment(String),
+    /// The directory holds no log.
+    #[error("no audit segments found")]
+    Empty,
+    /// A file could not be read.
+    #[error("cannot read: {0}")]
+    Io(String),
+}
+
+/// The first bad place in a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file} at offset {offset} (seq {seq}): {problem}")]
+pub struct VerifyError {
+    /// File name (segment or seal) where the problem is.
+    pub file: String,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// The seq expected at that place: where the chain breaks.
+    pub seq: u64,
+    pub problem: Problem,
+}
+
+/// Verifies segments fed in order, without I/O.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    chain: Chain,
+    key: Option<VerifyingKey>,
+    segments: usize,
+    sealed: usize,
+    records: u64,
+    bytes: u64,
+    open_segment: Option<String>,
+}
+
+impl Verifier {
+    /// Seals are checked against `key`; `None` takes the first seal's key and requires the
+    /// same key for every other seal.
+    pub fn new(key: Option<VerifyingKey>) -> Self {
+        Verifier {
+            key,
+            ..Default::default()
+        }
+    }
+
+    /// Checks one segment's bytes and its seal (`None`: unsealed, only allowed last).
+    pub fn segment(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        seal: Option<&[u8]>,
+    ) -> Result<(), VerifyError> {
+        if let Some(open) = &self.open_segment {
+            return Err(VerifyError {
+                file: open.clone(),
+                offset: 0,
+                seq: self.chain.last_seq + 1,
+                problem: Problem::Unsealed(name.to_string()),
+            });
+        }
+        self.segments += 1;
+        let first_seq = self.chain.last_seq + 1;
+        let mut off = 0usize;
+        while off < data.len() {
+            let err = |problem: Problem, chain: &Chain| VerifyError {
+                file: name.to_string(),
+                offset: off as u64,
+                seq: chain.last_seq + 1,
+                problem,
+            };
+            let Some(len) = data[off..].iter().position(|&b| b == b'\n') else {
+                return Err(err(Problem::Torn, &self.chain));
+            };
+            let info = record::check_line(&data[off..off + len])
+                .map_err(|e| err(e.into(), &self.chain))?;
+            self.chain
+                .link(&info)
+                .map_err(|e| err(e.into(), &self.chain))?;
+            self.records += 1;
+            off += len + 1;
+        }
+        self.bytes += data.len() as u64;
+        let Some(seal_bytes) = seal else {
+            self.open_segment = Some(name.to_string());
+            return Ok(());
+        };
+        let seal_name = name.replace(".jsonl", ".seal");
+        let seal_err = |problem: SealError, seq: u64| VerifyError {
+            file: seal_name.clone(),
+            offset: 0,
+            seq,
+            problem: Problem::Seal(problem),
+        };
+        let seal = Seal::parse(seal_bytes).map_err(|e| seal_err(e, first_seq))?;
+        let key = match self.key {
+            Some(k) => k,
+            None => seal.signer().map_err(|e| seal_err(e, first_seq))?,
+        };
+        let digest: [u8; 32] = Sha256::digest(data).into();
+        seal.check(
+            name,
+            &digest,
+            first_seq,
+            self.chain.last_seq,
+            &self.chain.last_hash,
+            &key,
+        )
+        .map_err(|e| seal_err(e, first_seq))?;
+        self.key = Some(key);
+        self.sealed += 1;
+        Ok(())
+    }
+
+    /// The summary of everything fed so far.
+    pub fn finish(self) -> Summary {
+        Summary {
+            segments: self.segments,
+            sealed: self.sealed,
+            records: self.records,
+            bytes: self.bytes,
+            last_seq: self.chain.last_seq,
+            last_hash: hex::encode(self.chain.last_hash),
+            pubkey: self.key.map(|k| hex::encode(k.to_bytes())),
+            open_segment: self.open_segment,
+        }
+    }
+}
+
+/// Verifies the log under `dir` (`<data_dir>/audit`): every record, chain link and seal.
+///
+/// Read-only. Seals are checked against `pubkey`, or when `None` against the key of the first
+/// seal (the caller should print it so it can be compared with the known key).
+pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, VerifyError> {
+    let io_err = |file: &str, e: std::io::Error| VerifyError {
+        file: file.to_string(),
+        offset: 0,
+        seq: 0,
+        problem: Problem::Io(e.to_string()),
+    };
+    let dir_name = dir.display().to_string();
+    let segs = segment::list(dir).map_err(|e| io_err(&dir_name, e))?;
+    if segs.is_empty() {
+        return Err(VerifyError {
+            file: dir_name,
+            offset: 0,
+            seq: 1,
+            problem: Problem::Empty,
+        });
+    }
+    let mut v = Verifier::new(pubkey);
+    for (i, seg) in segs.iter().enumerate() {
+        let want = i as u64 + 1;
+        if seg.index != want {
+            return Err(VerifyError {
+                file: seg.name(),
+                offset: 0,
+                seq: v.chain.last_seq + 1,
+                problem: Problem::MissingSegment(segment::segment_name(want)),
+            });
+        }
+        let name = seg.name();
+        let data = std::fs::read(&seg.path).map_err(|e| io_err(&name, e))?;
+        let seal = match std::fs::read(&seg.seal_path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&segment::seal_name(seg.index), e)),
+        };
+        v.segment(&name, &data, seal.as_deref())?;
+    }
+    Ok(v.finish())
+}

@@ -1,0 +1,282 @@
+//! The single writer: one thread owning the open segment, fed by a bounded queue, committing
+//! in groups (one write and one fsync per batch), rotating and sealing segments.
+//!
+//! It runs on its own OS thread rather than a tokio task because every step is blocking file
+//! I/O; appenders talk to it through a bounded tokio channel, so a full queue back-pressures
+//! them instead of growing memory.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::{self, Chain};
+use crate::recover::Resume;
+use crate::seal::Seal;
+use crate::segment::SegmentFile;
+use crate::{AuditError, Durability, Event};
+
+/// The most events committed in one write.
+const MAX_BATCH: usize = 4096;
+
+pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+/// A request to the writer.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Append(Event, Reply),
+    Close(oneshot::Sender<Result<(), AuditError>>),
+}
+
+pub(crate) struct Writer {
+    dir: PathBuf,
+    key: SigningKey,
+    durability: Durability,
+    max_bytes: u64,
+    max_age: Duration,
+    seg: SegmentFile,
+    file: File,
+    len: u64,
+    hasher: Sha256,
+    first_seq: u64,
+    opened: Instant,
+    chain: Chain,
+    buf: Vec<u8>,
+    /// Shared with every handle; cleared before any appender hears of a failure.
+    healthy: Arc<AtomicBool>,
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn create_segment(dir: &Path, seg: &SegmentFile) -> std::io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&seg.path)?;
+    // The new file's directory entry must be durable before records in it are acknowledged.
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+fn unavailable(e: &std::io::Error) -> AuditError {
+    AuditError::Unavailable(format!("write failed: {e}"))
+}
+
+impl Writer {
+    pub(crate) fn new(
+        dir: &Path,
+        key: SigningKey,
+        opts: &crate::Options,
+        resume: Resume,
+        healthy: Arc<AtomicBool>,
+    ) -> std::io::Result<Writer> {
+        let (seg, file, len, hasher, chain, first_seq) = match resume {
+            Resume::New { index, chain } => {
+                let seg = SegmentFile::at(dir, index);
+                let file = create_segment(dir, &seg)?;
+                (seg, file, 0, Sha256::new(), chain, chain.last_seq + 1)
+            }
+            Resume::Continue {
+                segment,
+                chain,
+                first_seq,
+                len,
+                hasher,
+                ..
+            } => {
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&segment.path)?;
+                (segment, file, len, hasher, chain, first_seq)
+            }
+        };
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            key,
+            durability: opts.durability,
+            max_bytes: opts.segment_max_bytes,
+            max_age: opts.segment_max_age,
+            seg,
+            file,
+            len,
+            hasher,
+            first_seq,
+            opened: Instant::now(),
+            chain,
+            buf: Vec::with_capacity(1 << 16),
+            healthy,
+        })
+    }
+
+    fn has_records(&self) -> bool {
+        self.chain.last_seq >= self.first_seq
+    }
+
+    fn rotate_due(&self) -> bool {
+        self.has_records()
+            && (self.len + self.buf.len() as u64 >= self.max_bytes
+                || self.opened.elapsed() >= self.max_age)
+    }
+
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.hasher.update(&self.buf);
+            self.len += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn seal(&self) -> std::io::Result<()> {
+        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let seal = Seal::sign(
+            &self.key,
+            &self.seg.name(),
+            &digest,
+            self.first_seq,
+            self.chain.last_seq,
+            &self.chain.last_hash,
+        );
+        let tmp = self.seg.seal_path.with_extension("seal.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&seal.to_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.seg.seal_path)?;
+        sync_dir(&self.dir)
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.flush_buf()?;
+        self.file.sync_data()?;
+        self.seal()?;
+        let next = SegmentFile::at(&self.dir, self.seg.index + 1);
+        self.file = create_segment(&self.dir, &next)?;
+        self.seg = next;
+        self.len = 0;
+        self.hasher = Sha256::new();
+        self.first_seq = self.chain.last_seq + 1;
+        self.opened = Instant::now();
+        Ok(())
+    }
+
+    /// Writes a batch; replies to each appender per the durability mode.
+    pub(crate) fn commit(&mut self, appends: Vec<(Event, Reply)>) -> std::io::Result<()> {
+        let mut replies: Vec<(u64, Reply)> = Vec::with_capacity(appends.len());
+        let now = record::format_ts(chrono::Utc::now());
+        let mut rest = appends.into_iter();
+        let mut result = Ok(());
+        for (event, reply) in rest.by_ref() {
+            if self.rotate_due()
+                && let Err(e) = self.rotate()
+            {
+                replies.push((0, reply));
+                result = Err(e);
+                break;
+            }
+            let seq = self.chain.last_seq + 1;
+            let hash = record::encode(seq, &now, &self.chain.last_hash, &event.0, &mut self.buf);
+            self.chain = Chain {
+                last_seq: seq,
+                last_hash: hash,
+            };
+            replies.push((seq, reply));
+        }
+        if result.is_ok() {
+            result = self.flush_buf();
+        }
+        if let Err(e) = result {
+            // Unhealthy first, so an appender that hears of the failure sees it reflected.
+            self.healthy.store(false, Ordering::SeqCst);
+            for (_, r) in replies.into_iter().chain(rest.map(|(_, r)| (0, r))) {
+                let _ = r.send(Err(unavailable(&e)));
+            }
+            return Err(e);
+        }
+        if self.durability == Durability::Batched {
+            for (seq, r) in replies.drain(..) {
+                let _ = r.send(Ok(seq));
+            }
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.healthy.store(false, Ordering::SeqCst);
+            for (_, r) in replies {
+                let _ = r.send(Err(unavailable(&e)));
+            }
+            return Err(e);
+        }
+        for (seq, r) in replies {
+            let _ = r.send(Ok(seq));
+        }
+        Ok(())
+    }
+
+    /// Seals the open segment (or removes it when empty) at shutdown.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush_buf()?;
+        self.file.sync_data()?;
+        if self.has_records() {
+            self.seal()
+        } else {
+            std::fs::remove_file(&self.seg.path)?;
+            sync_dir(&self.dir)
+        }
+    }
+
+    /// The writer loop; returns when closed or when every handle is gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let healthy = self.healthy.clone();
+        let mut failed: Option<String> = None;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Append(ev, reply) if close.is_none() => batch.push((ev, reply)),
+                    Cmd::Append(_, reply) => {
+                        let _ = reply.send(Err(AuditError::Unavailable("audit log closed".into())));
+                    }
+                    Cmd::Close(reply) => close = Some(reply),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Some(msg) = &failed {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(AuditError::Unavailable(msg.clone())));
+                }
+            } else if !batch.is_empty() {
+                if let Err(e) = self.commit(std::mem::take(&mut batch)) {
+                    tracing::error!(error = %e, segment = %self.seg.path.display(), "audit log write failed; refusing further events");
+                    healthy.store(false, Ordering::SeqCst);
+                    failed = Some(format!("write failed: {e}"));
+                }
+                batch = Vec::with_capacity(MAX_BATCH);
+            }
+            if let Some(reply) = close {
+                healthy.store(false, Ordering::SeqCst);
+                let res = match &failed {
+                    Some(msg) => Err(AuditError::Unavailable(msg.clone())),
+                    None => self
+                        .finish()
+                        .map_err(|e| AuditError::Unavailable(format!("sealing failed: {e}"))),
+                };
+                let _ = reply.send(res);
+                return;
+            }
+        }
+        // Every handle dropped without close(): make what was written durable; the segment
+        // stays open and is resumed at the next start.
+        let _ = self.file.sync_data();
+    }
+}
