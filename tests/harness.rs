@@ -41,3 +41,42 @@ fn psql_and_ssh_reach_the_real_upstreams_directly() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
 }
+
+/// As root (CI), run the test above again as an ordinary OS user, so the harness is known to
+/// work for developers who are not root. Run as an ordinary user, the test above already is
+/// that run.
+#[test]
+fn the_harness_also_works_for_an_ordinary_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    if !portcullis_gateway::testbed::is_root() {
+        eprintln!("not root: psql_and_ssh_reach_the_real_upstreams_directly is the ordinary-user run");
+        return;
+    }
+    let user = nix::unistd::User::from_name("postgres")
+        .expect("passwd lookup")
+        .expect("an ordinary user (postgres) exists where PostgreSQL is installed");
+    // The checkout may sit under a folder that user cannot enter: run a copy of this binary.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.path().join("harness-test");
+    std::fs::copy(std::env::current_exe().expect("current exe"), &copy).expect("copy");
+    let out = std::process::Command::new(&copy)
+        .args(["--exact", "psql_and_ssh_reach_the_real_upstreams_directly", "--nocapture"])
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .env("HOME", &user.dir)
+        .env("USER", &user.name)
+        .current_dir(dir.path())
+        .output()
+        .expect("run as postgres");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "as {}: {}\n{}",
+        user.name,
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -93,6 +93,11 @@ impl GatewayProc {
         }
     }
 
+    /// The gateway's process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// The gateway's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
