@@ -1,0 +1,49 @@
+//! The side-by-side comparison runner: real PostgreSQL, PgBouncer, OpenSSH sshd and
+//! Portcullis on this machine, each figure measured direct / through a peer / through
+//! Portcullis in one run, printed as a markdown table.
+//!
+//! `cargo bench --bench compare` (add `-- --quick` for a short smoke run, `-- --write` to
+//! replace `benches/RESULTS.md`).
+
+mod kill;
+mod pg;
+mod report;
+mod scale;
+mod setup;
+mod ssh;
+
+use report::Table;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = args.iter().any(|a| a == "--write");
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
+
+    let env = setup::Env::start(quick)?;
+    let mut table = Table::default();
+    if want("pg") {
+        pg::run(&env, &mut table)?;
+    }
+    if want("ssh") {
+        ssh::run(&env, &mut table)?;
+    }
+    if want("kill") {
+        kill::run(&env, &mut table)?;
+    }
+    if want("scale") {
+        scale::run(&env, &mut table)?;
+    }
+    let md = table.markdown(&env.describe());
+    println!("{md}");
+    if write {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS.md");
+        std::fs::write(&path, &md)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
