@@ -7,9 +7,36 @@
 //! the session must close. Expiry, revoke, `sessions kill`, config reload and shutdown all go
 //! through one kill path that resolves leases.
 
+mod audit;
+mod clock;
+mod engine;
+mod expiry;
+mod lease;
+pub mod model;
+mod requests;
+mod sessions;
+pub mod store;
+mod table;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_requests;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use portcullis_config::Config;
+
+pub use audit::AuditSink;
+pub use engine::NewGrant;
+pub use lease::Lease;
+pub use model::{
+    Actor, GrantFilter, GrantRecord, GrantStatus, RequestRecord, RequestStatus, SessionRecord,
+};
+pub use requests::NewRequest;
+pub use store::{SqliteStore, Store, StoreError};
 
 /// Why a session was (or must be) closed; the strings are SPEC §7's `session.ended` reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,48 +137,33 @@ impl Counters {
     }
 }
 
-/// A permit to run one session under one grant. Dropping it deregisters the session.
-#[derive(Debug)]
-pub struct Lease {
-    pub session_id: String,
-    pub grant_id: String,
-    pub user: String,
-    pub target: String,
-    pub role: String,
-    pub counters: Arc<Counters>,
-}
-
-impl Lease {
-    /// The grant's current deadline (moves when the grant is extended).
-    pub fn expires_at(&self) -> chrono::DateTime<chrono::Utc> {
-        unimplemented!("grants work")
-    }
-
-    /// Waits for the next thing the session must act on.
-    ///
-    /// # Cancellation safety
-    /// Cancellation safe: no event is lost if the future is dropped before it resolves.
-    pub async fn next_event(&mut self) -> LeaseEvent {
-        unimplemented!("grants work")
-    }
-
-    /// Defence in depth: is the grant still live right now? Called before each new query or
-    /// channel.
-    pub fn is_live(&self) -> bool {
-        unimplemented!("grants work")
-    }
-}
-
 /// The grant table handle, cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Grants {}
+pub struct Grants {
+    inner: Arc<engine::Inner>,
+}
 
-/// Why the grant table could not start or change.
+/// Why a grant or request change was not made. Display is the sentence shown to the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantsError {
-    /// The store (SQLite) failed.
+    /// The store (SQLite) failed (internal).
     #[error("grant store: {0}")]
     Store(String),
+    /// No grant, request or session with that id (client).
+    #[error("no {kind} {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// The request is malformed: unknown user, target or role, zero duration (client).
+    #[error("{0}")]
+    Invalid(String),
+    /// Policy says no: over the ceiling, self-approval, not an approver, already decided.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<StoreError> for GrantsError {
+    fn from(e: StoreError) -> Self {
+        GrantsError::Store(e.to_string())
+    }
 }
 
 impl Grants {
@@ -159,16 +171,28 @@ impl Grants {
     /// marks grants that lapsed while the gateway was down as expired (one `grant.expired`
     /// each), and spawns the one expiry scheduler on the current runtime.
     pub fn start(
-        _config: std::sync::Arc<portcullis_config::Config>,
-        _store_path: &std::path::Path,
-        _audit: portcullis_recorder::AuditLog,
+        config: Arc<Config>,
+        store_path: &Path,
+        audit: portcullis_recorder::AuditLog,
     ) -> Result<Grants, GrantsError> {
-        unimplemented!("grants work")
+        let store = SqliteStore::open(store_path)?;
+        Grants::start_with(config, Box::new(store), Arc::new(audit))
+    }
+
+    /// Like [`Grants::start`] with any store and audit sink (tests, benches, other stores).
+    pub fn start_with(
+        config: Arc<Config>,
+        store: Box<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Grants, GrantsError> {
+        Ok(Grants {
+            inner: engine::Inner::open(config, store, audit)?,
+        })
     }
 
     /// Closes every live session with reason `shutdown`, through the one kill path.
     pub fn shutdown_all(&self) {
-        unimplemented!("grants work")
+        self.inner.kill(engine::Kill::All, CloseReason::Shutdown);
     }
 
     /// May `user` open a session on `target` (as `role`, or the one role they hold) now?
@@ -176,11 +200,121 @@ impl Grants {
     /// lapses.
     pub fn authorize(
         &self,
-        _user: &str,
-        _target: &str,
-        _role: Option<&str>,
-        _info: SessionInfo,
+        user: &str,
+        target: &str,
+        role: Option<&str>,
+        info: SessionInfo,
     ) -> Result<Lease, Denied> {
-        unimplemented!("grants work")
+        self.inner.authorize(user, target, role, info)
+    }
+
+    /// The config grants are currently judged against.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config()
+    }
+
+    /// Creates a grant now (`grant add`); operator only.
+    pub async fn add_grant(
+        &self,
+        new: NewGrant,
+        actor: &Actor,
+    ) -> Result<GrantRecord, GrantsError> {
+        self.inner.add_grant(new, actor).await
+    }
+
+    /// Revokes a live grant; its sessions close at once.
+    pub async fn revoke(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<GrantRecord, GrantsError> {
+        self.inner.revoke(id, actor, reason).await
+    }
+
+    /// Moves a live grant's deadline later; its sessions are re-armed.
+    pub async fn extend(
+        &self,
+        id: &str,
+        by: Duration,
+        actor: &Actor,
+    ) -> Result<GrantRecord, GrantsError> {
+        self.inner.extend(id, by, actor).await
+    }
+
+    /// Grants the viewer may see, newest first.
+    pub fn list_grants(
+        &self,
+        filter: &GrantFilter,
+        viewer: &Actor,
+    ) -> Result<Vec<GrantRecord>, GrantsError> {
+        self.inner.list_grants(filter, viewer)
+    }
+
+    /// One grant as stored.
+    pub fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, GrantsError> {
+        Ok(self.inner.store.get_grant(id)?)
+    }
+
+    /// A user asks for access.
+    pub async fn create_request(
+        &self,
+        new: NewRequest,
+        actor: &Actor,
+    ) -> Result<RequestRecord, GrantsError> {
+        self.inner.create_request(new, actor).await
+    }
+
+    /// An approver (or the operator) approves; the grant's clock starts now.
+    pub async fn approve(
+        &self,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<(RequestRecord, GrantRecord), GrantsError> {
+        self.inner.approve(id, actor).await
+    }
+
+    /// An approver (or the operator, or the requester withdrawing it) denies a request.
+    pub async fn deny(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<RequestRecord, GrantsError> {
+        self.inner.deny(id, actor, reason).await
+    }
+
+    /// Requests the viewer may see, newest first.
+    pub fn list_requests(
+        &self,
+        pending_only: bool,
+        viewer: &Actor,
+    ) -> Result<Vec<RequestRecord>, GrantsError> {
+        self.inner.list_requests(pending_only, viewer)
+    }
+
+    /// Live sessions the viewer may see.
+    pub fn sessions(&self, viewer: &Actor) -> Vec<SessionRecord> {
+        self.inner.list_sessions(viewer)
+    }
+
+    /// Closes one session now, reason `killed`, through the kill path.
+    pub fn kill_session(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<SessionRecord, GrantsError> {
+        self.inner.kill_session(id, actor, reason)
+    }
+
+    /// Takes a reloaded config; grants for removed users, targets or roles are revoked.
+    pub async fn reload(&self, config: Arc<Config>) {
+        self.inner.reload(config).await
+    }
+
+    /// Live grants in the table and armed in the scheduler (for health and benches).
+    pub fn live_count(&self) -> (usize, usize) {
+        (self.inner.table.len(), self.inner.scheduler.len())
     }
 }

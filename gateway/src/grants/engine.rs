@@ -1,0 +1,645 @@
+//! The grant table's engine: authorize, the one kill path, and every grant change (add,
+//! revoke, extend, expire, reload), each written to the store, the live table, the scheduler
+//! and the audit log in that order.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use portcullis_config::{Config, Target};
+use portcullis_recorder::Event;
+
+use super::audit::{AuditSink, Emitter};
+use super::clock::Clock;
+use super::expiry::Scheduler;
+use super::lease::Lease;
+use super::model::{Actor, GrantFilter, GrantRecord, GrantStatus, SessionRecord, new_id};
+use super::sessions::{Registry, SessionEntry, Victims};
+use super::store::Store;
+use super::table::{LiveGrant, LiveTable};
+use super::{CloseReason, Denied, GrantsError, SessionInfo};
+use crate::notify::Notifier;
+
+/// The config as `authorize` needs it, swapped whole on reload.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub config: Arc<Config>,
+    targets: HashSet<String>,
+}
+
+impl Policy {
+    fn new(config: Arc<Config>) -> Policy {
+        let targets = config.targets.iter().map(|t| t.name.clone()).collect();
+        Policy { config, targets }
+    }
+}
+
+/// Which sessions the kill path closes: a grant's (whose watch is closed too), one, or all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kill<'a> {
+    Grant(&'a LiveGrant),
+    Session(&'a str),
+    All,
+}
+
+/// What a new grant needs from its creator.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub user: String,
+    pub target: String,
+    pub role: Option<String>,
+    pub duration: Duration,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    policy: RwLock<Arc<Policy>>,
+    pub store: Box<dyn Store>,
+    pub table: LiveTable,
+    pub sessions: Arc<Registry>,
+    pub scheduler: Scheduler,
+    pub clock: Clock,
+    pub emitter: Emitter,
+    /// Serialises grant and request changes so store, table and scheduler agree. Held only
+    /// across synchronous work, never across an await.
+    ops: Mutex<()>,
+}
+
+pub(crate) fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// The status a listing shows: a grant past its deadline is expired even if the scheduler has
+/// not marked it yet.
+pub(crate) fn effective(mut g: GrantRecord, now: DateTime<Utc>) -> GrantRecord {
+    if g.status == GrantStatus::Live && g.expires_at <= now {
+        g.status = GrantStatus::Expired;
+    }
+    g
+}
+
+pub(crate) fn grant_event(kind: &str, g: &GrantRecord) -> Event {
+    Event::new(kind)
+        .with("grant", &g.id)
+        .with("user", &g.user)
+        .with("target", &g.target)
+        .with("role", &g.role)
+        .with("expires_at", g.expires_at)
+}
+
+/// The role a grant or request is for: the named one, or the target's only role.
+pub(crate) fn resolve_role(t: &Target, role: Option<&str>) -> Result<String, GrantsError> {
+    let roles = || t.roles.keys().cloned().collect::<Vec<_>>().join(", ");
+    match role {
+        Some(r) if t.roles.contains_key(r) => Ok(r.to_owned()),
+        Some(r) => Err(GrantsError::Invalid(format!(
+            "target {} has no role {r} (roles: {})",
+            t.name,
+            roles()
+        ))),
+        None if t.roles.len() == 1 => Ok(t.roles.keys().next().cloned().unwrap_or_default()),
+        None => Err(GrantsError::Invalid(format!(
+            "target {} has several roles ({}); name one with --role",
+            t.name,
+            roles()
+        ))),
+    }
+}
+
+impl Inner {
+    pub(crate) fn open(
+        config: Arc<Config>,
+        store: Box<dyn Store>,
+        sink: Arc<dyn AuditSink>,
+    ) -> Result<Arc<Inner>, GrantsError> {
+        let notifier = Notifier::start(config.notify.webhook_url.clone());
+        let inner = Arc::new(Inner {
+            policy: RwLock::new(Arc::new(Policy::new(config))),
+            store,
+            table: LiveTable::default(),
+            sessions: Arc::default(),
+            scheduler: Scheduler::default(),
+            // Unit tests run on paused time, where the wall clock must not leak in.
+            clock: Clock::new(!cfg!(test)),
+            emitter: Emitter::start(sink, notifier),
+            ops: Mutex::new(()),
+        });
+        inner.restore()?;
+        tokio::spawn(super::expiry::run(inner.clone()));
+        Ok(inner)
+    }
+
+    /// Rebuilds the live table from the store; grants that lapsed while the gateway was down
+    /// are marked expired now, each with its one `grant.expired`.
+    fn restore(&self) -> Result<(), GrantsError> {
+        let now = self.clock.now();
+        let warn_before = self.config().policy.warn_before;
+        let _ops = self.lock_ops();
+        for g in self.store.list_grants(Some(GrantStatus::Live))? {
+            if g.expires_at <= now {
+                let mut done = g.clone();
+                done.status = GrantStatus::Expired;
+                done.version += 1;
+                self.store.update_grant(&done)?;
+                self.table.mark_lapsed(&g.user, &g.target);
+                self.emitter.emit(grant_event("grant.expired", &done));
+            } else {
+                self.insert_live(&g, warn_before);
+            }
+        }
+        self.sweep_requests(now)?;
+        Ok(())
+    }
+
+    pub(crate) fn lock_ops(&self) -> MutexGuard<'_, ()> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.policy().config.clone()
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn authorize(
+        &self,
+        user: &str,
+        target: &str,
+        role: Option<&str>,
+        info: SessionInfo,
+    ) -> Result<Lease, Denied> {
+        let policy = self.policy();
+        if !policy.targets.contains(target) {
+            return Err(Denied::UnknownTarget {
+                target: target.to_owned(),
+            });
+        }
+        let now = self.clock.now();
+        let chosen = self.table.with_grants(user, target, |gs| {
+            let live = || gs.iter().filter(|g| g.is_live(now));
+            let held = || {
+                let mut r: Vec<&str> = live().map(|g| g.role.as_str()).collect();
+                r.sort_unstable();
+                r.dedup();
+                r
+            };
+            // Of several grants for the same role, the one that lasts longest wins.
+            let pick = |r: &str| {
+                live()
+                    .filter(|g| g.role == r)
+                    .max_by_key(|g| g.expires_at())
+                    .cloned()
+            };
+            match role {
+                Some(r) => pick(r).ok_or_else(|| held().join(", ")),
+                None => {
+                    let h = held();
+                    match h.as_slice() {
+                        [one] => pick(one).ok_or_else(String::new),
+                        _ => Err(h.join(", ")),
+                    }
+                }
+            }
+        });
+        let grant = match chosen {
+            Ok(g) => g,
+            Err(held) if held.is_empty() => {
+                return Err(if self.table.has_lapsed(user, target) {
+                    Denied::Expired {
+                        user: user.to_owned(),
+                        target: target.to_owned(),
+                    }
+                } else {
+                    Denied::NoGrant {
+                        user: user.to_owned(),
+                        target: target.to_owned(),
+                    }
+                });
+            }
+            Err(held) => {
+                return Err(match role {
+                    Some(r) => Denied::RoleNotHeld {
+                        user: user.to_owned(),
+                        target: target.to_owned(),
+                        role: r.to_owned(),
+                        held,
+                    },
+                    None => Denied::AmbiguousRole {
+                        user: user.to_owned(),
+                        target: target.to_owned(),
+                        held,
+                    },
+                });
+            }
+        };
+        let (close, _) = tokio::sync::watch::channel(None);
+        let entry = Arc::new(SessionEntry {
+            id: new_id("s_"),
+            proto: info.proto,
+            user: grant.user.clone(),
+            target: grant.target.clone(),
+            role: grant.role.clone(),
+            grant_id: grant.id.clone(),
+            client: info.client,
+            started_at: now,
+            counters: Arc::default(),
+            close,
+        });
+        self.sessions.insert(entry.clone());
+        // The grant may have lapsed while we registered; the kill path has then already
+        // passed over us, so refuse here (dropping the lease deregisters it).
+        let lease = Lease::new(
+            grant,
+            entry,
+            self.sessions.clone(),
+            self.clock,
+            policy.config.policy.warn_before,
+        );
+        if !lease.is_live() {
+            return Err(Denied::Expired {
+                user: user.to_owned(),
+                target: target.to_owned(),
+            });
+        }
+        Ok(lease)
+    }
+
+    /// THE kill path. Expiry, revoke, `sessions kill`, config reload and shutdown all close
+    /// sessions here and nowhere else. It only signals: each session closes itself in its
+    /// own task, so this never waits on a client, an upstream, the audit log or a webhook.
+    pub(crate) fn kill(&self, which: Kill<'_>, reason: CloseReason) -> Vec<SessionRecord> {
+        let victims = match which {
+            Kill::Grant(g) => {
+                g.state.send_modify(|s| {
+                    s.closed.get_or_insert(reason);
+                });
+                Victims::Grant(&g.id)
+            }
+            Kill::Session(id) => Victims::Session(id),
+            Kill::All => Victims::All,
+        };
+        let closed = self.sessions.close(victims, reason);
+        for s in &closed {
+            tracing::info!(session = %s.id, user = %s.user, target = %s.target,
+                reason = reason.as_str(), "closing session");
+            if reason == CloseReason::Killed {
+                self.emitter.notify_only(
+                    &Event::new("session.killed")
+                        .with("session", &s.id)
+                        .with("user", &s.user)
+                        .with("target", &s.target)
+                        .with("role", &s.role)
+                        .with("grant", &s.grant_id)
+                        .with("client", &s.client),
+                );
+            }
+        }
+        closed
+    }
+
+    /// Puts a stored live grant into the table and the scheduler. Caller holds `ops`.
+    fn insert_live(&self, g: &GrantRecord, warn_before: Duration) {
+        self.table.insert(Arc::new(LiveGrant::new(
+            g.id.clone(),
+            g.user.clone(),
+            g.target.clone(),
+            g.role.clone(),
+            g.expires_at,
+        )));
+        self.scheduler.arm(&g.id, g.expires_at, warn_before);
+    }
+
+    /// Checks a prospective grant against the config; returns the record to store.
+    pub(crate) fn build_grant(
+        &self,
+        new: &NewGrant,
+        created_by: &str,
+        approved_by: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<GrantRecord, GrantsError> {
+        let cfg = self.config();
+        if cfg.user(&new.user).is_none() {
+            return Err(GrantsError::Invalid(format!("unknown user {}", new.user)));
+        }
+        let t = cfg
+            .target(&new.target)
+            .ok_or_else(|| GrantsError::Invalid(format!("unknown target {}", new.target)))?;
+        let role = resolve_role(t, new.role.as_deref())?;
+        check_duration(t, &cfg, new.duration)?;
+        let now = self.clock.now();
+        Ok(GrantRecord {
+            id: new_id("g_"),
+            user: new.user.clone(),
+            target: t.name.clone(),
+            role,
+            status: GrantStatus::Live,
+            created_at: now,
+            expires_at: now + new.duration,
+            reason: new.reason.clone().filter(|r| !r.trim().is_empty()),
+            created_by: created_by.to_owned(),
+            approved_by: approved_by.map(str::to_owned),
+            request_id: request_id.map(str::to_owned),
+            revoked_at: None,
+            revoked_by: None,
+            version: 1,
+        })
+    }
+
+    /// Stores and arms a built grant. Caller holds `ops`.
+    pub(crate) fn commit_grant(&self, g: &GrantRecord) -> Result<(), GrantsError> {
+        self.store.insert_grant(g)?;
+        self.insert_live(g, self.config().policy.warn_before);
+        Ok(())
+    }
+
+    pub(crate) async fn add_grant(
+        &self,
+        new: NewGrant,
+        actor: &Actor,
+    ) -> Result<GrantRecord, GrantsError> {
+        if *actor != Actor::Admin {
+            return Err(GrantsError::Refused(
+                "only an operator can add grants; ask for access with request create".into(),
+            ));
+        }
+        let g = self.build_grant(&new, actor.name(), None, None)?;
+        {
+            let _ops = self.lock_ops();
+            self.commit_grant(&g)?;
+        }
+        self.emitter.emit_wait(created_event(&g)).await;
+        Ok(g)
+    }
+
+    /// The stored grant `id`, which must still be live.
+    fn live_record(&self, id: &str, now: DateTime<Utc>) -> Result<GrantRecord, GrantsError> {
+        let g = self
+            .store
+            .get_grant(id)?
+            .ok_or_else(|| GrantsError::NotFound {
+                kind: "grant",
+                id: id.to_owned(),
+            })?;
+        let g = effective(g, now);
+        if g.status != GrantStatus::Live {
+            return Err(GrantsError::Refused(format!(
+                "grant {id} is already {}",
+                g.status.as_str()
+            )));
+        }
+        Ok(g)
+    }
+
+    pub(crate) async fn revoke(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<GrantRecord, GrantsError> {
+        if *actor != Actor::Admin {
+            return Err(GrantsError::Refused(
+                "only an operator can revoke grants".into(),
+            ));
+        }
+        let g = self.revoke_now(id, actor.name())?;
+        self.emitter
+            .emit_wait(
+                grant_event("grant.revoked", &g)
+                    .with("revoked_by", &g.revoked_by)
+                    .with("reason", reason),
+            )
+            .await;
+        Ok(g)
+    }
+
+    /// Marks a grant revoked everywhere and closes its sessions; no audit (callers emit).
+    fn revoke_now(&self, id: &str, by: &str) -> Result<GrantRecord, GrantsError> {
+        let _ops = self.lock_ops();
+        let now = self.clock.now();
+        let mut g = self.live_record(id, now)?;
+        g.status = GrantStatus::Revoked;
+        g.revoked_at = Some(now);
+        g.revoked_by = Some(by.to_owned());
+        g.version += 1;
+        self.store.update_grant(&g)?;
+        self.scheduler.disarm(id);
+        if let Some(live) = self.table.remove(id, false) {
+            self.kill(Kill::Grant(&live), CloseReason::GrantRevoked);
+        }
+        Ok(g)
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        id: &str,
+        by: Duration,
+        actor: &Actor,
+    ) -> Result<GrantRecord, GrantsError> {
+        if *actor != Actor::Admin {
+            return Err(GrantsError::Refused(
+                "only an operator can extend grants".into(),
+            ));
+        }
+        if by.is_zero() {
+            return Err(GrantsError::Invalid("--by must be longer than 0s".into()));
+        }
+        let (g, previous) = {
+            let _ops = self.lock_ops();
+            let now = self.clock.now();
+            let mut g = self.live_record(id, now)?;
+            let cfg = self.config();
+            let previous = g.expires_at;
+            g.expires_at = previous + by;
+            // The ceiling bounds how far ahead of now a grant may reach.
+            if let Some(t) = cfg.target(&g.target) {
+                let ahead = (g.expires_at - now).to_std().unwrap_or_default();
+                let max = t.max_grant(&cfg.policy);
+                if ahead > max {
+                    return Err(GrantsError::Refused(format!(
+                        "extending grant {id} by {} would reach {} ahead, beyond the maximum grant of {} on {}",
+                        fmt_dur(by),
+                        fmt_dur(ahead),
+                        fmt_dur(max),
+                        g.target
+                    )));
+                }
+            }
+            g.version += 1;
+            self.store.update_grant(&g)?;
+            self.scheduler.arm(id, g.expires_at, cfg.policy.warn_before);
+            if let Some(live) = self.table.get(id) {
+                // Leases watch this: they re-arm their timers on the new deadline.
+                live.state.send_modify(|s| s.expires_at = g.expires_at);
+            }
+            (g, previous)
+        };
+        self.emitter
+            .emit_wait(
+                grant_event("grant.extended", &g)
+                    .with("previous_expires_at", previous)
+                    .with("by", actor.name()),
+            )
+            .await;
+        Ok(g)
+    }
+
+    /// The scheduler says `id` is due: mark it expired once and close its sessions.
+    pub(crate) fn on_expire(&self, id: &str) {
+        let _ops = self.lock_ops();
+        let now = self.clock.now();
+        let Some(live) = self.table.get(id) else {
+            return;
+        };
+        if live.expires_at() > now {
+            // Extended after this entry was popped; the scheduler holds the new deadline.
+            return;
+        }
+        self.table.remove(id, true);
+        self.kill(Kill::Grant(&live), CloseReason::GrantExpired);
+        match self.store.get_grant(id) {
+            Ok(Some(mut g)) if g.status == GrantStatus::Live => {
+                g.status = GrantStatus::Expired;
+                g.version += 1;
+                if let Err(e) = self.store.update_grant(&g) {
+                    tracing::error!(grant = id, error = %e, "could not mark grant expired");
+                }
+                self.emitter.emit(grant_event("grant.expired", &g));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(grant = id, error = %e, "could not read expiring grant"),
+        }
+    }
+
+    /// The scheduler says `id` is `warn_before` from expiry: tell the webhook.
+    pub(crate) fn on_warn(&self, id: &str) {
+        if let Some(g) = self.table.get(id) {
+            self.emitter.notify_only(
+                &Event::new("grant.expiring")
+                    .with("grant", &g.id)
+                    .with("user", &g.user)
+                    .with("target", &g.target)
+                    .with("role", &g.role)
+                    .with("expires_at", g.expires_at()),
+            );
+        }
+    }
+
+    pub(crate) fn list_grants(
+        &self,
+        filter: &GrantFilter,
+        viewer: &Actor,
+    ) -> Result<Vec<GrantRecord>, GrantsError> {
+        let now = self.clock.now();
+        let status = (!filter.all).then_some(GrantStatus::Live);
+        Ok(self
+            .store
+            .list_grants(status)?
+            .into_iter()
+            .map(|g| effective(g, now))
+            .filter(|g| filter.all || g.status == GrantStatus::Live)
+            .filter(|g| filter.user.as_ref().is_none_or(|u| *u == g.user))
+            .filter(|g| filter.target.as_ref().is_none_or(|t| *t == g.target))
+            .filter(|g| match viewer {
+                Actor::Admin => true,
+                Actor::User(u) => *u == g.user,
+            })
+            .collect())
+    }
+
+    pub(crate) fn list_sessions(&self, viewer: &Actor) -> Vec<SessionRecord> {
+        let mut all = self.sessions.list();
+        if let Actor::User(u) = viewer {
+            all.retain(|s| s.user == *u);
+        }
+        all
+    }
+
+    pub(crate) fn kill_session(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<SessionRecord, GrantsError> {
+        let not_found = || GrantsError::NotFound {
+            kind: "session",
+            id: id.to_owned(),
+        };
+        let entry = self.sessions.get(id).ok_or_else(not_found)?;
+        if let Actor::User(u) = actor
+            && *u != entry.user
+        {
+            return Err(GrantsError::Refused(format!(
+                "{u} may not kill another user's session"
+            )));
+        }
+        tracing::info!(
+            session = id,
+            by = actor.name(),
+            reason,
+            "session kill requested"
+        );
+        self.kill(Kill::Session(id), CloseReason::Killed)
+            .pop()
+            .ok_or_else(|| GrantsError::Refused(format!("session {id} is already closing")))
+    }
+
+    /// Takes a new config; grants whose user, target or role it no longer has are revoked
+    /// (closing their sessions through the kill path).
+    pub(crate) async fn reload(&self, config: Arc<Config>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Policy::new(config.clone()));
+        for live in self.table.all() {
+            let still = config.user(&live.user).is_some()
+                && config
+                    .target(&live.target)
+                    .is_some_and(|t| t.roles.contains_key(&live.role));
+            if still {
+                continue;
+            }
+            match self.revoke_now(&live.id, "config") {
+                Ok(g) => {
+                    self.emitter
+                        .emit_wait(
+                            grant_event("grant.revoked", &g)
+                                .with("revoked_by", "config")
+                                .with("reason", "user, target or role removed from the config"),
+                        )
+                        .await
+                }
+                Err(e) => tracing::warn!(grant = %live.id, error = %e, "reload could not revoke"),
+            }
+        }
+    }
+}
+
+pub(crate) fn created_event(g: &GrantRecord) -> Event {
+    grant_event("grant.created", g)
+        .with("reason", &g.reason)
+        .with("created_by", &g.created_by)
+        .with("approved_by", &g.approved_by)
+        .with("request", &g.request_id)
+}
+
+/// A grant or request must be positive and within the target's (else the policy's) ceiling.
+pub(crate) fn check_duration(t: &Target, cfg: &Config, d: Duration) -> Result<(), GrantsError> {
+    if d.is_zero() {
+        return Err(GrantsError::Invalid("--for must be longer than 0s".into()));
+    }
+    let max = t.max_grant(&cfg.policy);
+    if d > max {
+        return Err(GrantsError::Refused(format!(
+            "{} exceeds the maximum grant of {} on {}",
+            fmt_dur(d),
+            fmt_dur(max),
+            t.name
+        )));
+    }
+    Ok(())
+}

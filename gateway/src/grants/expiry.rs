@@ -1,0 +1,119 @@
+//! The one expiry scheduler: an ordered set of (deadline, kind, grant id) and a single task
+//! woken by `Notify` when the earliest deadline may have moved.
+//!
+//! Each live grant has two entries: its warning (`warn_before` ahead) and its expiry. The
+//! task pops whatever is due, in deadline order, and hands it to the grant table; nothing
+//! else ever expires a grant, so each grant is marked expired exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::time::sleep_until;
+
+use super::engine::Inner;
+
+/// What is due at a deadline. `Warn` sorts first so a warning never follows its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    Warn,
+    Expire,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    set: BTreeSet<(DateTime<Utc>, Due, String)>,
+    /// Grant id to its (warn_at, expires_at), so disarming finds both entries.
+    armed: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    entries: Mutex<Entries>,
+    wake: Notify,
+}
+
+impl Scheduler {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // Every mutation below keeps `set` and `armed` in step before it can panic, so a
+        // poisoned lock still guards consistent data.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schedules (or reschedules) a grant's warning and expiry.
+    pub(crate) fn arm(&self, id: &str, expires_at: DateTime<Utc>, warn_before: Duration) {
+        let warn_at = expires_at - warn_before;
+        {
+            let mut e = self.lock();
+            if let Some((w, x)) = e.armed.remove(id) {
+                e.set.remove(&(w, Due::Warn, id.to_owned()));
+                e.set.remove(&(x, Due::Expire, id.to_owned()));
+            }
+            e.set.insert((warn_at, Due::Warn, id.to_owned()));
+            e.set.insert((expires_at, Due::Expire, id.to_owned()));
+            e.armed.insert(id.to_owned(), (warn_at, expires_at));
+        }
+        // A stored permit makes the task re-check even if it is not waiting yet.
+        self.wake.notify_one();
+    }
+
+    /// Forgets a grant (revoked); a no-op when it is not armed.
+    pub(crate) fn disarm(&self, id: &str) {
+        let mut e = self.lock();
+        if let Some((w, x)) = e.armed.remove(id) {
+            e.set.remove(&(w, Due::Warn, id.to_owned()));
+            e.set.remove(&(x, Due::Expire, id.to_owned()));
+        }
+    }
+
+    /// Removes and returns everything due at `now`, in order, or the next deadline.
+    fn take_due(&self, now: DateTime<Utc>) -> (Vec<(Due, String)>, Option<DateTime<Utc>>) {
+        let mut e = self.lock();
+        let mut due = Vec::new();
+        while let Some(first) = e.set.first() {
+            if first.0 > now {
+                let next = first.0;
+                return (due, Some(next));
+            }
+            let Some((_, kind, id)) = e.set.pop_first() else {
+                break;
+            };
+            if kind == Due::Expire {
+                e.armed.remove(&id);
+            }
+            due.push((kind, id));
+        }
+        (due, None)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().armed.len()
+    }
+}
+
+/// Runs the scheduler until the runtime stops.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    loop {
+        let (due, next) = inner.scheduler.take_due(inner.clock.now());
+        if !due.is_empty() {
+            for (kind, id) in due {
+                match kind {
+                    Due::Warn => inner.on_warn(&id),
+                    Due::Expire => inner.on_expire(&id),
+                }
+            }
+            continue;
+        }
+        match next {
+            Some(t) => {
+                tokio::select! {
+                    _ = sleep_until(inner.clock.instant_at(t)) => {}
+                    _ = inner.scheduler.wake.notified() => {}
+                }
+            }
+            None => inner.scheduler.wake.notified().await,
+        }
+    }
+}
