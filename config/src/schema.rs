@@ -20,6 +20,9 @@ pub struct Config {
     pub notify: Notify,
     pub users: Vec<User>,
     pub targets: Vec<Target>,
+    /// Things that are accepted but unwise (an inline password, a user who cannot log in),
+    /// one `path: message` line each; `check` and `serve` print them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,5 +165,73 @@ impl Target {
         } else {
             &self.approvers
         }
+    }
+}
+
+impl Allow {
+    /// Every kind, in the order the config lists them.
+    pub const ALL: [Allow; 6] = [
+        Allow::Shell,
+        Allow::Exec,
+        Allow::Sftp,
+        Allow::Scp,
+        Allow::PortForward,
+        Allow::AgentForward,
+    ];
+
+    /// What a role gets when its `allow` is left out.
+    pub const DEFAULT: [Allow; 4] = [Allow::Shell, Allow::Exec, Allow::Sftp, Allow::Scp];
+
+    /// The name used in `allow = [...]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allow::Shell => "shell",
+            Allow::Exec => "exec",
+            Allow::Sftp => "sftp",
+            Allow::Scp => "scp",
+            Allow::PortForward => "port-forward",
+            Allow::AgentForward => "agent-forward",
+        }
+    }
+
+    /// The kind named `name` in `allow = [...]`.
+    pub fn from_name(name: &str) -> Option<Allow> {
+        Allow::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+impl TargetKind {
+    /// The name used in `kind = "..."`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Postgres => "postgres",
+            TargetKind::Ssh => "ssh",
+        }
+    }
+}
+
+impl PgTlsMode {
+    /// The name used in `tls = "..."`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgTlsMode::Disable => "disable",
+            PgTlsMode::Prefer => "prefer",
+            PgTlsMode::Require => "require",
+            PgTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl Role {
+    /// Whether this role allows `kind` of SSH channel.
+    pub fn allows(&self, kind: Allow) -> bool {
+        self.allow.contains(&kind)
+    }
+}
+
+impl Target {
+    /// The role named `name`.
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
     }
 }
