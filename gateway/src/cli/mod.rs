@@ -138,6 +138,99 @@ fn run(cli: Cli) -> CmdResult {
         Command::Audit(c) => audit::run_audit(c, &g),
         Command::Replay(a) => audit::run_replay(a, &g),
         Command::Report(a) => audit::run_report(a, &g),
-        _ => Err(Failure::usage("this command is not available yet")),
+        Command::Serve => run_serve(&g),
+        Command::Check => run_check(&g),
+        Command::User(UserCmd::Scram) => run_user_scram(),
+        Command::Demo => crate::demo::run(),
     }
+}
+
+/// Loads the config named by `-c`, else `./portcullis.toml`, else the embedded defaults.
+/// Problems are a usage error (exit 2) listing each with its key path; warnings go to stderr.
+pub fn load_config(g: &Global) -> Result<portcullis_config::Config, Failure> {
+    let (config, _path) = load_config_with_path(g)?;
+    Ok(config)
+}
+
+fn load_config_with_path(
+    g: &Global,
+) -> Result<(portcullis_config::Config, Option<PathBuf>), Failure> {
+    match portcullis_config::resolve(g.config.as_deref()) {
+        Ok((config, path)) => {
+            for w in &config.warnings {
+                eprintln!("portcullis: warning: {w}");
+            }
+            Ok((config, path))
+        }
+        Err(e) => {
+            let name = g
+                .config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "portcullis.toml".into());
+            Err(Failure::usage(format!("{name} is not valid:\n{e}")))
+        }
+    }
+}
+
+fn run_check(g: &Global) -> CmdResult {
+    let (config, path) = load_config_with_path(g)?;
+    let source = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded defaults".into());
+    println!(
+        "config OK: {source}: {} users, {} targets",
+        config.users.len(),
+        config.targets.len()
+    );
+    Ok(())
+}
+
+fn run_serve(g: &Global) -> CmdResult {
+    let config = load_config(g)?;
+    init_tracing();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::serve::run(config)).map_err(|e| {
+        if e.is_config() {
+            Failure::usage(e.to_string())
+        } else {
+            Failure::failed(e.to_string())
+        }
+    })
+}
+
+fn run_user_scram() -> CmdResult {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(Failure::usage("no password on stdin"));
+    }
+    println!(
+        "{}",
+        portcullis_protocol::scram::generate_verifier(password)
+    );
+    Ok(())
+}
+
+/// Like `init_tracing`, but only warnings unless `RUST_LOG` says otherwise (for `demo`,
+/// whose output is the instructions).
+pub fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Operational logs on stderr; `RUST_LOG` overrides the default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

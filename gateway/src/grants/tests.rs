@@ -115,6 +115,7 @@ pub(crate) fn config(warn_before: Duration) -> Arc<cfg::Config> {
             target("pg", cfg::TargetKind::Postgres, &["read", "write"]),
             web,
         ],
+        warnings: Vec::new(),
     })
 }
 
