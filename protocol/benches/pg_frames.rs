@@ -23,7 +23,10 @@ fn frames(c: &mut Criterion) {
         }
         .encode(&mut server);
     }
-    BackendMessage::CommandComplete { tag: b"SELECT 1000" }.encode(&mut server);
+    BackendMessage::CommandComplete {
+        tag: b"SELECT 1000",
+    }
+    .encode(&mut server);
 
     let mut g = c.benchmark_group("pg");
     g.throughput(Throughput::Bytes(client.len() as u64));
