@@ -102,3 +102,7 @@ pub(crate) enum ReadError {
     #[error("{0}")]
     Protocol(#[from] portcullis_protocol::pg::PgError),
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
