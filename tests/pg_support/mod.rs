@@ -113,6 +113,7 @@ impl Harness {
                 target("pg", format!("127.0.0.1:{}", pg.port)),
                 target("pg-down", format!("127.0.0.1:{down_port}")),
             ],
+            warnings: vec![],
         });
         let tls = keys::tls_server_config(&data_dir, None).unwrap();
         let audit = AuditLog::open(
