@@ -66,6 +66,13 @@ fn verify_passes_then_names_the_tampered_place() {
     assert!(out.contains(&pk_hex), "prints the public key: {out}");
     assert!(out.contains("50 records"), "{out}");
 
+    // Without --data-dir the config's gateway.data_dir is used.
+    let cfg = data.join("portcullis.toml");
+    std::fs::write(&cfg, "[gateway]\ndata_dir = \".\"\n").expect("config");
+    let ok = portcullis(&["-c", cfg.to_str().expect("utf-8"), "audit", "verify"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("50 records"));
+
     let ok = portcullis(&["audit", "verify", "--data-dir", dd, "--pubkey", &pk_hex]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     let elsewhere = tempfile::tempdir().expect("tempdir");

@@ -16,9 +16,6 @@ use super::{CmdResult, Failure, Global};
 pub use replay::{Export, ReplayArgs, run_replay};
 pub use report::{ReportArgs, ReportFormat, run_report};
 
-/// Default data dir when neither `--data-dir` nor a config names one.
-const DEFAULT_DATA_DIR: &str = "./portcullis-data";
-
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
     /// Offline: check every record, chain link and seal; exit 1 with the first bad place
@@ -32,16 +29,24 @@ pub enum AuditCmd {
 /// Where the log is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataDirArg {
-    /// Data directory holding audit/ and recordings/ (default: ./portcullis-data)
+    /// Data directory holding audit/ and recordings/ (default: the config's gateway.data_dir)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
 impl DataDirArg {
-    fn resolve(&self, _g: &Global) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    /// `--data-dir`, else the config's `gateway.data_dir` (`-c`, `./portcullis.toml`, or
+    /// the embedded defaults).
+    fn resolve(&self, g: &Global) -> Result<PathBuf, Failure> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        match portcullis_config::resolve(g.config.as_deref()) {
+            Ok((config, _)) => Ok(config.gateway.data_dir),
+            Err(e) => Err(Failure::usage(format!(
+                "cannot find the data dir from the config ({e}); pass --data-dir"
+            ))),
+        }
     }
 }
 
@@ -160,7 +165,7 @@ fn read_pubkey(arg: &str) -> Result<VerifyingKey, Failure> {
 }
 
 fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
-    let data_dir = a.dir.resolve(g);
+    let data_dir = a.dir.resolve(g)?;
     let key_file = data_dir.join(crate::keys::AUDIT_KEY_FILE);
     let (key, source) = match &a.pubkey {
         Some(p) => (Some(read_pubkey(p)?), "--pubkey".to_string()),
@@ -220,7 +225,7 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
 }
 
 fn run_tail(a: TailArgs, g: &Global) -> CmdResult {
-    let data_dir = a.dir.resolve(g);
+    let data_dir = a.dir.resolve(g)?;
     let audit = data_dir.join("audit");
     // Position the follower first, so nothing written while the backlog prints is lost.
     let mut tail =
@@ -245,7 +250,7 @@ fn run_tail(a: TailArgs, g: &Global) -> CmdResult {
 }
 
 fn run_search(a: SearchArgs, g: &Global) -> CmdResult {
-    let data_dir = a.dir.resolve(g);
+    let data_dir = a.dir.resolve(g)?;
     let now = Utc::now();
     let filter = Filter {
         user: a.user,

@@ -43,7 +43,7 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
     if !(a.speed.is_finite() && a.speed > 0.0) {
         return Err(Failure::usage("--speed must be a positive number"));
     }
-    let data_dir = a.dir.resolve(g);
+    let data_dir = a.dir.resolve(g)?;
     let recs: Vec<Record> = load(&data_dir)?
         .into_iter()
         .filter(|r| r.str_field("session") == Some(a.session.as_str()))

@@ -380,7 +380,7 @@ fn markdown(r: &Report) -> String {
 pub fn run_report(a: ReportArgs, g: &Global) -> CmdResult {
     let now = Utc::now();
     let since = a.since.as_deref().map(|s| parse_when(s, now)).transpose()?;
-    let recs = load(&a.dir.resolve(g))?;
+    let recs = load(&a.dir.resolve(g)?)?;
     let report = build(&recs, since, now);
     let json = a.format == Some(ReportFormat::Json) || (a.format.is_none() && g.json);
     if json {
