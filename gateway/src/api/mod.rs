@@ -1,10 +1,101 @@
-//! The admin HTTP API (axum) on the admin listener.
+//! The admin HTTP API (axum) on the admin listener: JSON for grants, requests and sessions.
 //!
-//! CONTRACT: `router(gw)` is served by `serve`; the grants work fills it in.
+//! Every route but `/health` needs a caller ([`auth::Caller`]): the operator's bearer token
+//! or a user's password. Errors are `{"error": "<one sentence>"}` with a fitting status:
+//! 400 malformed, 401 unauthenticated, 403 refused by policy, 404 unknown id, 429 too many
+//! failed logins, 500 internal.
+
+pub mod auth;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 
 use crate::context::Shared;
+use crate::grants::GrantsError;
+
+/// What every handler sees.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub gw: Shared,
+    pub limiter: Arc<auth::Limiter>,
+}
 
 /// The admin API's routes.
-pub fn router(_gw: Shared) -> axum::Router {
+pub fn router(gw: Shared) -> axum::Router {
+    let state = ApiState {
+        gw,
+        limiter: Arc::default(),
+    };
     axum::Router::new()
+        .route("/health", get(handlers::health))
+        .route(
+            "/v1/grants",
+            get(handlers::list_grants).post(handlers::add_grant),
+        )
+        .route("/v1/grants/{id}", get(handlers::get_grant))
+        .route("/v1/grants/{id}/revoke", post(handlers::revoke))
+        .route("/v1/grants/{id}/extend", post(handlers::extend))
+        .route(
+            "/v1/requests",
+            get(handlers::list_requests).post(handlers::create_request),
+        )
+        .route("/v1/requests/{id}/approve", post(handlers::approve))
+        .route("/v1/requests/{id}/deny", post(handlers::deny))
+        .route("/v1/sessions", get(handlers::list_sessions))
+        .route("/v1/sessions/{id}/kill", post(handlers::kill))
+        .with_state(state)
+}
+
+/// An error answer: a status and one sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<GrantsError> for ApiError {
+    fn from(e: GrantsError) -> Self {
+        let status = match &e {
+            GrantsError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GrantsError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GrantsError::Invalid(_) => StatusCode::BAD_REQUEST,
+            GrantsError::Refused(_) => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"portcullis\""),
+            );
+        }
+        r
+    }
 }

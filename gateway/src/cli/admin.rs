@@ -1,36 +1,509 @@
 //! `grant`, `request` and `sessions`: clients of the admin API.
 //!
-//! CONTRACT: `GrantCmd`, `RequestCmd`, `SessionsCmd` and their `run_*` functions are called
-//! from `cli/mod.rs`; the grants work fills them in.
+//! Each command resolves the API's address (`--api`, else the configured admin listener, else
+//! the bound address in `<data_dir>/listen.json` when configured with port 0) and credentials
+//! (`--as USER` with a password, else `--token`/`PORTCULLIS_TOKEN`, else
+//! `<data_dir>/admin.token`), makes one HTTP call and prints a table or, with `--json`, the
+//! object or array the API returned (SPEC §3 shapes).
+
+use std::io::{BufRead, Write};
+
+use base64::Engine;
+use serde_json::{Value, json};
 
 use super::{CmdResult, Failure, Global};
+
+/// Accepts humantime durations (`90s`, `15m`, `2h`, `1d`); a bad one is a usage error.
+fn duration(s: &str) -> Result<String, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(s.to_owned()),
+        Ok(_) => Err("a duration must be longer than 0s".into()),
+        Err(e) => Err(format!("{e} (use e.g. 90s, 15m, 2h, 1d)")),
+    }
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GrantCmd {
     /// Create a grant, print its id
-    Add,
+    Add {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        target: String,
+        /// Role on the target (optional when the target has one role)
+        #[arg(long)]
+        role: Option<String>,
+        /// How long, e.g. 15m, 2h
+        #[arg(long = "for", value_name = "DUR", value_parser = duration)]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Live grants (--all: also expired and revoked)
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke now; live sessions close
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Move expiry later (policy max applies); live sessions are re-armed
+    Extend {
+        id: String,
+        #[arg(long, value_name = "DUR", value_parser = duration)]
+        by: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RequestCmd {
     /// A user asks for access
-    Create,
+    Create {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long = "for", value_name = "DUR", value_parser = duration)]
+        duration: String,
+        /// Why you need access (required)
+        #[arg(long)]
+        reason: String,
+        /// Ask on behalf of this user (operator only)
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Requests you may see (--pending: only those awaiting a decision)
+    List {
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Approve a request; its grant starts now
+    Approve { id: String },
+    /// Deny a request (or withdraw your own)
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SessionsCmd {
     /// Live sessions
     List,
+    /// Close one session now
+    Kill {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
-pub fn run_grant(_cmd: GrantCmd, _g: &Global) -> CmdResult {
-    Err(Failure::usage("grant commands are not available yet"))
+pub fn run_grant(cmd: GrantCmd, g: &Global) -> CmdResult {
+    let api = Api::resolve(g)?;
+    match cmd {
+        GrantCmd::Add {
+            user,
+            target,
+            role,
+            duration,
+            reason,
+        } => {
+            let body = json!({"user": user, "target": target, "role": role,
+                "duration": duration, "reason": reason});
+            let v = api.call("POST", "/v1/grants", Some(body))?;
+            print_or(g, &v, || println!("{}", s(&v, "id")))
+        }
+        GrantCmd::List { user, target, all } => {
+            let mut q = vec![];
+            if let Some(u) = user {
+                q.push(format!("user={}", urlenc(&u)));
+            }
+            if let Some(t) = target {
+                q.push(format!("target={}", urlenc(&t)));
+            }
+            if all {
+                q.push("all=true".into());
+            }
+            let v = api.call("GET", &format!("/v1/grants?{}", q.join("&")), None)?;
+            print_or(g, &v, || grant_table(&v))
+        }
+        GrantCmd::Revoke { id, reason } => {
+            let v = api.call(
+                "POST",
+                &format!("/v1/grants/{}/revoke", urlenc(&id)),
+                Some(json!({ "reason": reason })),
+            )?;
+            print_or(g, &v, || println!("revoked {}", s(&v, "id")))
+        }
+        GrantCmd::Extend { id, by } => {
+            let v = api.call(
+                "POST",
+                &format!("/v1/grants/{}/extend", urlenc(&id)),
+                Some(json!({ "by": by })),
+            )?;
+            print_or(g, &v, || {
+                println!("extended {} until {}", s(&v, "id"), s(&v, "expires_at"))
+            })
+        }
+    }
 }
 
-pub fn run_request(_cmd: RequestCmd, _g: &Global) -> CmdResult {
-    Err(Failure::usage("request commands are not available yet"))
+pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
+    let api = Api::resolve(g)?;
+    match cmd {
+        RequestCmd::Create {
+            target,
+            role,
+            duration,
+            reason,
+            user,
+        } => {
+            let body = json!({"user": user, "target": target, "role": role,
+                "duration": duration, "reason": reason});
+            let v = api.call("POST", "/v1/requests", Some(body))?;
+            print_or(g, &v, || println!("{}", s(&v, "id")))
+        }
+        RequestCmd::List { pending } => {
+            let path = if pending {
+                "/v1/requests?pending=true"
+            } else {
+                "/v1/requests"
+            };
+            let v = api.call("GET", path, None)?;
+            print_or(g, &v, || request_table(&v))
+        }
+        RequestCmd::Approve { id } => {
+            let v = api.call(
+                "POST",
+                &format!("/v1/requests/{}/approve", urlenc(&id)),
+                None,
+            )?;
+            print_or(g, &v, || {
+                let gr = &v["grant"];
+                println!(
+                    "approved {}: grant {} for {} on {} ({}) until {}",
+                    s(&v, "id"),
+                    s(gr, "id"),
+                    s(gr, "user"),
+                    s(gr, "target"),
+                    s(gr, "role"),
+                    s(gr, "expires_at")
+                )
+            })
+        }
+        RequestCmd::Deny { id, reason } => {
+            let v = api.call(
+                "POST",
+                &format!("/v1/requests/{}/deny", urlenc(&id)),
+                Some(json!({ "reason": reason })),
+            )?;
+            print_or(g, &v, || println!("denied {}", s(&v, "id")))
+        }
+    }
 }
 
-pub fn run_sessions(_cmd: SessionsCmd, _g: &Global) -> CmdResult {
-    Err(Failure::usage("sessions commands are not available yet"))
+pub fn run_sessions(cmd: SessionsCmd, g: &Global) -> CmdResult {
+    let api = Api::resolve(g)?;
+    match cmd {
+        SessionsCmd::List => {
+            let v = api.call("GET", "/v1/sessions", None)?;
+            print_or(g, &v, || session_table(&v))
+        }
+        SessionsCmd::Kill { id, reason } => {
+            let v = api.call(
+                "POST",
+                &format!("/v1/sessions/{}/kill", urlenc(&id)),
+                Some(json!({ "reason": reason })),
+            )?;
+            print_or(g, &v, || println!("killed {}", s(&v, "id")))
+        }
+    }
+}
+
+/// Prints `v` as JSON with `--json`, else runs `human`.
+fn print_or(g: &Global, v: &Value, human: impl FnOnce()) -> CmdResult {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
+/// A string field, or `-` when absent or null.
+fn s(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// RFC 3339 shortened to seconds for tables.
+fn when(v: &Value, key: &str) -> String {
+    match v[key].as_str() {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| t.to_owned()),
+        None => "-".into(),
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn grant_table(v: &Value) {
+    let rows = items(v)
+        .iter()
+        .map(|g| {
+            vec![
+                s(g, "id"),
+                s(g, "user"),
+                s(g, "target"),
+                s(g, "role"),
+                s(g, "status"),
+                when(g, "expires_at"),
+                s(g, "reason"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "USER", "TARGET", "ROLE", "STATUS", "EXPIRES", "REASON",
+        ],
+        rows,
+    );
+}
+
+fn request_table(v: &Value) {
+    let rows = items(v)
+        .iter()
+        .map(|r| {
+            let secs = r["duration_secs"].as_u64().unwrap_or(0);
+            vec![
+                s(r, "id"),
+                s(r, "user"),
+                s(r, "target"),
+                s(r, "role"),
+                humantime::format_duration(std::time::Duration::from_secs(secs)).to_string(),
+                s(r, "status"),
+                when(r, "created_at"),
+                s(r, "decided_by"),
+                s(r, "reason"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "USER",
+            "TARGET",
+            "ROLE",
+            "FOR",
+            "STATUS",
+            "CREATED",
+            "DECIDED_BY",
+            "REASON",
+        ],
+        rows,
+    );
+}
+
+fn session_table(v: &Value) {
+    let rows = items(v)
+        .iter()
+        .map(|x| {
+            vec![
+                s(x, "id"),
+                s(x, "proto"),
+                s(x, "user"),
+                s(x, "target"),
+                s(x, "role"),
+                s(x, "grant_id"),
+                s(x, "client"),
+                when(x, "started_at"),
+                s(x, "bytes_in"),
+                s(x, "bytes_out"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "PROTO", "USER", "TARGET", "ROLE", "GRANT", "CLIENT", "STARTED", "IN", "OUT",
+        ],
+        rows,
+    );
+}
+
+/// Percent-encodes a query or path value (ids and names are plain, but be safe).
+fn urlenc(x: &str) -> String {
+    let mut out = String::new();
+    for b in x.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where and as whom to call the admin API.
+#[derive(Debug)]
+struct Api {
+    base: String,
+    authorization: String,
+}
+
+impl Api {
+    fn resolve(g: &Global) -> Result<Api, Failure> {
+        // The config is only needed for what the flags and environment do not give.
+        let mut config = None;
+        let mut load = || -> Result<portcullis_config::Config, Failure> {
+            if let Some(c) = &config {
+                return Ok(Clone::clone(c));
+            }
+            let c = super::load_config(g)?;
+            config = Some(c.clone());
+            Ok(c)
+        };
+        let base = match &g.api {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let c = load()?;
+                let mut addr = c.listen.admin;
+                if addr.port() == 0 {
+                    addr = crate::serve::Bound::read(&c.gateway.data_dir)
+                        .map(|b| b.admin)
+                        .ok_or_else(|| {
+                            Failure::failed(format!(
+                                "the admin listener is on port 0 and {} names no running gateway; pass --api URL",
+                                c.gateway.data_dir.join(crate::serve::LISTEN_FILE).display()
+                            ))
+                        })?;
+                }
+                format!("http://{addr}")
+            }
+        };
+        let authorization = if let Some(user) = &g.as_user {
+            let password = match std::env::var("PORTCULLIS_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => prompt(&format!("password for {user}: "))?,
+            };
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!("Basic {pair}")
+        } else if let Some(t) = &g.token {
+            format!("Bearer {}", t.trim())
+        } else {
+            let c = load()?;
+            let path = c.gateway.data_dir.join("admin.token");
+            let t = std::fs::read_to_string(&path).map_err(|e| {
+                Failure::usage(format!(
+                    "no admin token: pass --token, set PORTCULLIS_TOKEN, or act as a user with --as ({}: {e})",
+                    path.display()
+                ))
+            })?;
+            format!("Bearer {}", t.trim())
+        };
+        Ok(Api {
+            base,
+            authorization,
+        })
+    }
+
+    /// One call; a non-2xx answer becomes a failure carrying the API's sentence.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?;
+            let url = format!("{}{path}", self.base);
+            let mut req = match method {
+                "POST" => client.post(&url),
+                _ => client.get(&url),
+            }
+            .header("authorization", &self.authorization);
+            if let Some(b) = body {
+                req = req.json(&b);
+            } else if method == "POST" {
+                req = req.json(&json!({}));
+            }
+            let resp = req.send().await.map_err(|e| {
+                Failure::failed(format!(
+                    "cannot reach the admin API at {}: {}",
+                    self.base,
+                    root_cause(&e)
+                ))
+            })?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+            if status.is_success() {
+                return Ok(v);
+            }
+            let msg = v["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("admin API answered {status}: {}", text.trim()));
+            Err(Failure::failed(msg))
+        })
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Reads a password from the terminal (echoed: no terminal-control dependency here).
+fn prompt(text: &str) -> Result<String, Failure> {
+    eprint!("{text}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -1,0 +1,176 @@
+//! Who is calling the admin API: `Authorization: Bearer <admin token>` (the operator, full
+//! rights) or HTTP Basic `user:password` checked against the user's `password_scram`.
+//! Failed attempts are rate-limited per client address.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use base64::Engine;
+
+use super::{ApiError, ApiState};
+use crate::grants::Actor;
+
+/// Failed attempts allowed per client address within [`WINDOW`] before answering 429.
+pub const MAX_FAILURES: usize = 5;
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Failed authentication attempts per client address, over a sliding window.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl Limiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
+        // Each update leaves the map consistent, so a poisoned lock is still usable.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Has `ip` used up its failures for now?
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        let mut map = self.lock();
+        let Some(q) = map.get_mut(&ip) else {
+            return false;
+        };
+        let now = Instant::now();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            q.pop_front();
+        }
+        if q.is_empty() {
+            map.remove(&ip);
+            return false;
+        }
+        q.len() >= MAX_FAILURES
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let mut map = self.lock();
+        // Bound memory under a flood from many addresses: forget the oldest entries.
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.entry(ip).or_default().push_back(Instant::now());
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Actor);
+
+/// Constant-time equality, so a token or key is not guessable byte by byte from timing.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Does `password` match the stored SCRAM-SHA-256 verifier?
+///
+/// Derives the verifier for the password with the stored salt and iteration count (through
+/// the protocol crate's public functions) and compares the StoredKeys in constant time.
+pub fn password_matches(verifier: &str, password: &str) -> bool {
+    use portcullis_protocol::scram::{make_verifier, parse_verifier};
+    let Ok(stored) = parse_verifier(verifier) else {
+        return false;
+    };
+    let Ok(mine) = parse_verifier(&make_verifier(password, &stored.salt, stored.iterations)) else {
+        return false;
+    };
+    ct_eq(&mine.stored_key, &stored.stored_key)
+}
+
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, msg)
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
+        let ip = client_ip(parts);
+        if st.limiter.blocked(ip) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentication attempts; try again in a minute",
+            ));
+        }
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let ok = if let Some(token) = header.strip_prefix("Bearer ") {
+            (!st.gw.admin_token.is_empty()
+                && ct_eq(token.trim().as_bytes(), st.gw.admin_token.as_bytes()))
+            .then_some(Actor::Admin)
+        } else if let Some(b64) = header.strip_prefix("Basic ") {
+            basic(st, b64.trim()).await
+        } else {
+            return Err(unauthorized(
+                "authentication required: an admin token or --as USER with a password",
+            ));
+        };
+        match ok {
+            Some(actor) => Ok(Caller(actor)),
+            None => {
+                st.limiter.failed(ip);
+                tracing::warn!(client = %ip, "admin api authentication failed");
+                Err(unauthorized("authentication failed"))
+            }
+        }
+    }
+}
+
+async fn basic(st: &ApiState, b64: &str) -> Option<Actor> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':')?;
+    let verifier = st.gw.grants.config().user(user)?.password_scram.clone()?;
+    let (user, password) = (user.to_owned(), password.to_owned());
+    // PBKDF2 takes milliseconds: keep it off the async workers.
+    tokio::task::spawn_blocking(move || password_matches(&verifier, &password).then_some(user))
+        .await
+        .ok()
+        .flatten()
+        .map(Actor::User)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_checked_against_the_verifier() {
+        let v = portcullis_protocol::scram::generate_verifier("s3cret");
+        assert!(password_matches(&v, "s3cret"));
+        assert!(!password_matches(&v, "s3cret "));
+        assert!(!password_matches(&v, ""));
+        assert!(!password_matches("garbage", "s3cret"));
+    }
+
+    #[test]
+    fn five_failures_block_an_address_and_not_others() {
+        let l = Limiter::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            l.failed(a);
+        }
+        assert!(!l.blocked(a));
+        l.failed(a);
+        assert!(l.blocked(a));
+        assert!(!l.blocked(b));
+    }
+}

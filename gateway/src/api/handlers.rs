@@ -1,0 +1,205 @@
+//! The admin API's handlers: thin translations between JSON and the grant table.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, ApiState};
+use crate::grants::{GrantFilter, NewGrant, NewRequest};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn to_json(v: impl serde::Serialize) -> Answer {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn duration(what: &str, s: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| ApiError::bad_request(format!("{what} {s:?} is not a duration: {e}")))
+}
+
+pub(super) async fn health(State(st): State<ApiState>) -> Json<Value> {
+    let (live, _) = st.gw.grants.live_count();
+    Json(json!({
+        "status": "ok",
+        "live_grants": live,
+        "sessions": st.gw.grants.sessions(&crate::grants::Actor::Admin).len(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct GrantQuery {
+    user: Option<String>,
+    target: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+pub(super) async fn list_grants(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Query(q): Query<GrantQuery>,
+) -> Answer {
+    let filter = GrantFilter {
+        user: q.user,
+        target: q.target,
+        all: q.all,
+    };
+    to_json(st.gw.grants.list_grants(&filter, &actor)?)
+}
+
+pub(super) async fn get_grant(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    let not_found = || {
+        ApiError::from(crate::grants::GrantsError::NotFound {
+            kind: "grant",
+            id: id.clone(),
+        })
+    };
+    let g = st.gw.grants.get_grant(&id)?.ok_or_else(not_found)?;
+    match &actor {
+        crate::grants::Actor::User(u) if *u != g.user => Err(not_found()),
+        _ => to_json(g),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AddGrant {
+    user: String,
+    target: String,
+    role: Option<String>,
+    /// Humantime, e.g. `15m`.
+    duration: String,
+    reason: Option<String>,
+}
+
+pub(super) async fn add_grant(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Json(b): Json<AddGrant>,
+) -> Answer {
+    let new = NewGrant {
+        user: b.user,
+        target: b.target,
+        role: b.role,
+        duration: duration("duration", &b.duration)?,
+        reason: b.reason,
+    };
+    to_json(st.gw.grants.add_grant(new, &actor).await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct WithReason {
+    reason: Option<String>,
+}
+
+pub(super) async fn revoke(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    body: Option<Json<WithReason>>,
+) -> Answer {
+    let reason = body.and_then(|b| b.0.reason);
+    to_json(st.gw.grants.revoke(&id, &actor, reason).await?)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Extend {
+    by: String,
+}
+
+pub(super) async fn extend(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    Json(b): Json<Extend>,
+) -> Answer {
+    let by = duration("by", &b.by)?;
+    to_json(st.gw.grants.extend(&id, by, &actor).await?)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RequestQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+pub(super) async fn list_requests(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Query(q): Query<RequestQuery>,
+) -> Answer {
+    to_json(st.gw.grants.list_requests(q.pending, &actor)?)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CreateRequest {
+    user: Option<String>,
+    target: String,
+    role: Option<String>,
+    duration: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(super) async fn create_request(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Json(b): Json<CreateRequest>,
+) -> Answer {
+    let new = NewRequest {
+        user: b.user,
+        target: b.target,
+        role: b.role,
+        duration: duration("duration", &b.duration)?,
+        reason: b.reason,
+    };
+    to_json(st.gw.grants.create_request(new, &actor).await?)
+}
+
+/// The approved request, with the grant it created under `grant`.
+pub(super) async fn approve(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    let (r, g) = st.gw.grants.approve(&id, &actor).await?;
+    let mut v = to_json(r)?.0;
+    if let Value::Object(m) = &mut v {
+        m.insert("grant".into(), to_json(g)?.0);
+    }
+    Ok(Json(v))
+}
+
+pub(super) async fn deny(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    body: Option<Json<WithReason>>,
+) -> Answer {
+    let reason = body.and_then(|b| b.0.reason);
+    to_json(st.gw.grants.deny(&id, &actor, reason).await?)
+}
+
+pub(super) async fn list_sessions(State(st): State<ApiState>, Caller(actor): Caller) -> Answer {
+    to_json(st.gw.grants.sessions(&actor))
+}
+
+pub(super) async fn kill(
+    State(st): State<ApiState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+    body: Option<Json<WithReason>>,
+) -> Answer {
+    let reason = body.and_then(|b| b.0.reason);
+    to_json(st.gw.grants.kill_session(&id, &actor, reason.as_deref())?)
+}

@@ -1,0 +1,472 @@
+//! Grants, JIT requests, sessions and webhooks through the real `portcullis` CLI against a
+//! real `portcullis serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Output;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use portcullis_gateway::testbed::GatewayProc;
+use portcullis_protocol::scram::generate_verifier;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn body(webhook: Option<&str>) -> String {
+    let users: String = ["alice", "bob", "carol"]
+        .iter()
+        .map(|u| {
+            format!(
+                "[[users]]\nname = \"{u}\"\npassword_scram = \"{}\"\n\n",
+                generate_verifier(&format!("{u}-pw"))
+            )
+        })
+        .collect();
+    let notify = webhook
+        .map(|u| format!("[notify]\nwebhook_url = \"{u}\"\n\n"))
+        .unwrap_or_default();
+    format!(
+        "[policy]\nmax_grant = \"8h\"\nwarn_before = \"1m\"\napprovers = [\"bob\"]\n\n{notify}{users}\
+         [[targets]]\nname = \"pg-prod\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\n\
+         database = \"app\"\ntls = \"disable\"\nmax_grant = \"1h\"\n\
+         [targets.roles.read]\nuser = \"app_ro\"\npassword = \"x\"\n\
+         [targets.roles.write]\nuser = \"app_rw\"\npassword = \"x\"\n"
+    )
+}
+
+/// Runs the CLI as the operator (token from the testbed) with `args`.
+fn cli(gw: &GatewayProc, args: &[&str]) -> Output {
+    gw.cli().args(args).output().expect("portcullis runs")
+}
+
+/// Runs the CLI as `user` (password `<user>-pw`).
+fn cli_as(gw: &GatewayProc, user: &str, args: &[&str]) -> Output {
+    gw.cli()
+        .args(["--as", user])
+        .env("PORTCULLIS_PASSWORD", format!("{user}-pw"))
+        .args(args)
+        .output()
+        .expect("portcullis runs")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: Output) -> Value {
+    let out = ok(o);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Asserts exit code `code` and returns stderr.
+fn fails(o: Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    err
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().expect("timestamp").parse().expect("rfc 3339")
+}
+
+#[test]
+fn operator_adds_lists_extends_and_revokes() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let id = ok(cli(
+        &gw,
+        &[
+            "grant",
+            "add",
+            "--user",
+            "alice",
+            "--target",
+            "pg-prod",
+            "--role",
+            "read",
+            "--for",
+            "30m",
+            "--reason",
+            "fix the index",
+        ],
+    ));
+    let id = id.trim().to_owned();
+    assert!(id.starts_with("g_"), "{id}");
+
+    let list = json(cli(&gw, &["grant", "list", "--json"]));
+    assert_eq!(ids(&list), vec![id.clone()]);
+    let g = &list[0];
+    for key in [
+        "id",
+        "user",
+        "target",
+        "role",
+        "status",
+        "created_at",
+        "expires_at",
+        "reason",
+        "created_by",
+        "approved_by",
+        "request_id",
+        "revoked_at",
+        "revoked_by",
+    ] {
+        assert!(g.get(key).is_some(), "grant JSON lacks {key}: {g}");
+    }
+    assert_eq!(g["status"], "live");
+    assert_eq!(g["created_by"], "admin");
+    assert_eq!(
+        (ts(&g["expires_at"]) - ts(&g["created_at"])).num_seconds(),
+        1800
+    );
+    let table = ok(cli(&gw, &["grant", "list", "--target", "pg-prod"]));
+    assert!(table.starts_with("ID") && table.contains(&id), "{table}");
+    assert!(
+        json(cli(&gw, &["grant", "list", "--user", "bob", "--json"]))
+            .as_array()
+            .expect("array")
+            .is_empty()
+    );
+
+    let ext = json(cli(&gw, &["grant", "extend", &id, "--by", "10m", "--json"]));
+    assert_eq!(
+        (ts(&ext["expires_at"]) - ts(&g["expires_at"])).num_seconds(),
+        600
+    );
+    let err = fails(cli(&gw, &["grant", "extend", &id, "--by", "1h"]), 1);
+    assert!(err.contains("maximum grant of 1h on pg-prod"), "{err}");
+    let err = fails(
+        cli(
+            &gw,
+            &[
+                "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "read",
+                "--for", "2h",
+            ],
+        ),
+        1,
+    );
+    assert!(
+        err.contains("exceeds the maximum grant of 1h on pg-prod"),
+        "{err}"
+    );
+    let err = fails(
+        cli(
+            &gw,
+            &[
+                "grant", "add", "--user", "alice", "--target", "pg-prod", "--for", "10m",
+            ],
+        ),
+        1,
+    );
+    assert!(err.contains("several roles"), "{err}");
+    fails(
+        cli(
+            &gw,
+            &[
+                "grant", "add", "--user", "alice", "--target", "pg-prod", "--for", "soon",
+            ],
+        ),
+        2,
+    );
+    let err = fails(cli(&gw, &["grant", "list", "--token", "wrong"]), 1);
+    assert!(err.contains("authentication failed"), "{err}");
+
+    ok(cli(&gw, &["grant", "revoke", &id, "--reason", "done"]));
+    assert!(
+        json(cli(&gw, &["grant", "list", "--json"]))
+            .as_array()
+            .expect("array")
+            .is_empty()
+    );
+    let all = json(cli(&gw, &["grant", "list", "--all", "--json"]));
+    assert_eq!(all[0]["status"], "revoked");
+    assert_eq!(all[0]["revoked_by"], "admin");
+    let err = fails(cli(&gw, &["grant", "revoke", &id]), 1);
+    assert!(err.contains("already revoked"), "{err}");
+
+    assert_eq!(
+        json(cli(&gw, &["sessions", "list", "--json"])),
+        serde_json::json!([])
+    );
+    let err = fails(cli(&gw, &["sessions", "kill", "s_nope"]), 1);
+    assert!(err.contains("no session s_nope"), "{err}");
+}
+
+/// A webhook receiver on 127.0.0.1:0: every POSTed JSON body goes to the channel.
+fn webhook() -> (String, mpsc::Receiver<Value>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut buf = vec![0; len];
+                    if r.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    if let Ok(v) = serde_json::from_slice(&buf) {
+                        let _ = tx.send(v);
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// Waits for a webhook event of `kind`; the deadline only bounds a hung test.
+fn expect_event(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, kind: &str) -> Value {
+    if let Some(v) = seen.iter().find(|v| v["type"] == kind) {
+        return v.clone();
+    }
+    loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {kind} webhook; got {seen:?}"));
+        seen.push(v.clone());
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
+    let (url, hooks) = webhook();
+    let mut seen = vec![];
+    let mut gw = GatewayProc::start(BIN, &body(Some(&url))).expect("gateway starts");
+
+    let req = json(cli_as(
+        &gw,
+        "alice",
+        &[
+            "request",
+            "create",
+            "--target",
+            "pg-prod",
+            "--role",
+            "read",
+            "--for",
+            "20m",
+            "--reason",
+            "incident 7",
+            "--json",
+        ],
+    ));
+    for key in [
+        "id",
+        "user",
+        "target",
+        "role",
+        "duration_secs",
+        "reason",
+        "status",
+        "created_at",
+        "decided_by",
+        "grant_id",
+    ] {
+        assert!(req.get(key).is_some(), "request JSON lacks {key}: {req}");
+    }
+    assert_eq!(req["user"], "alice");
+    assert_eq!(req["status"], "pending");
+    assert_eq!(req["duration_secs"], 1200);
+    let rid = req["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "request.created")["request"],
+        rid.as_str()
+    );
+
+    let err = fails(cli_as(&gw, "alice", &["request", "approve", &rid]), 1);
+    assert!(err.contains("cannot approve your own request"), "{err}");
+    let err = fails(cli_as(&gw, "carol", &["request", "approve", &rid]), 1);
+    assert!(
+        err.contains("carol is not an approver for pg-prod"),
+        "{err}"
+    );
+    assert_eq!(
+        ids(&json(cli_as(
+            &gw,
+            "bob",
+            &["request", "list", "--pending", "--json"]
+        ))),
+        vec![rid.clone()]
+    );
+
+    let approved = json(cli_as(&gw, "bob", &["request", "approve", &rid, "--json"]));
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["decided_by"], "bob");
+    let grant = &approved["grant"];
+    assert_eq!(grant["status"], "live");
+    assert_eq!(grant["user"], "alice");
+    assert_eq!(grant["approved_by"], "bob");
+    assert_eq!(grant["request_id"], rid.as_str());
+    assert_eq!(approved["grant_id"], grant["id"]);
+    let gid = grant["id"].as_str().expect("id").to_owned();
+    expect_event(&hooks, &mut seen, "request.approved");
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "grant.created")["grant"],
+        gid.as_str()
+    );
+
+    // Alice sees her live grant; she cannot add one herself.
+    assert_eq!(
+        ids(&json(cli_as(&gw, "alice", &["grant", "list", "--json"]))),
+        vec![gid.clone()]
+    );
+    fails(
+        cli_as(
+            &gw,
+            "alice",
+            &[
+                "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "write",
+                "--for", "5m",
+            ],
+        ),
+        1,
+    );
+
+    // Deny, and a request over the target's ceiling.
+    let second = json(cli_as(
+        &gw,
+        "alice",
+        &[
+            "request",
+            "create",
+            "--target",
+            "pg-prod",
+            "--role",
+            "write",
+            "--for",
+            "10m",
+            "--reason",
+            "migration",
+            "--json",
+        ],
+    ));
+    let sid = second["id"].as_str().expect("id").to_owned();
+    let denied = json(cli_as(
+        &gw,
+        "bob",
+        &["request", "deny", &sid, "--reason", "not today", "--json"],
+    ));
+    assert_eq!(denied["status"], "denied");
+    expect_event(&hooks, &mut seen, "request.denied");
+    let err = fails(
+        cli_as(
+            &gw,
+            "alice",
+            &[
+                "request", "create", "--target", "pg-prod", "--role", "write", "--for", "2h",
+                "--reason", "long one",
+            ],
+        ),
+        1,
+    );
+    assert!(err.contains("maximum grant of 1h"), "{err}");
+    fails(
+        cli_as(
+            &gw,
+            "alice",
+            &["request", "create", "--target", "pg-prod", "--for", "10m"],
+        ),
+        2,
+    );
+
+    // A pending one to carry over the restart, and a revoke for the webhook.
+    let third = json(cli_as(
+        &gw,
+        "alice",
+        &[
+            "request",
+            "create",
+            "--target",
+            "pg-prod",
+            "--role",
+            "write",
+            "--for",
+            "10m",
+            "--reason",
+            "after restart",
+            "--json",
+        ],
+    ));
+    let tid = third["id"].as_str().expect("id").to_owned();
+    let extra = ok(cli(
+        &gw,
+        &[
+            "grant", "add", "--user", "carol", "--target", "pg-prod", "--role", "read", "--for",
+            "5m",
+        ],
+    ));
+    ok(cli(&gw, &["grant", "revoke", extra.trim()]));
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "grant.revoked")["grant"],
+        extra.trim()
+    );
+
+    gw.restart().expect("gateway restarts");
+    let live = json(cli(&gw, &["grant", "list", "--json"]));
+    assert_eq!(ids(&live), vec![gid.clone()]);
+    assert_eq!(live[0]["status"], "live");
+    assert_eq!(
+        ids(&json(cli(&gw, &["request", "list", "--pending", "--json"]))),
+        vec![tid.clone()]
+    );
+    let all = json(cli(&gw, &["request", "list", "--json"]));
+    assert_eq!(all.as_array().expect("array").len(), 3);
+    let approved_again = json(cli_as(&gw, "bob", &["request", "approve", &tid, "--json"]));
+    assert_eq!(approved_again["grant"]["role"], "write");
+
+    // Five wrong passwords from this address, then even the right one is turned away.
+    for _ in 0..5 {
+        let o = gw
+            .cli()
+            .args(["--as", "bob", "request", "list"])
+            .env("PORTCULLIS_PASSWORD", "wrong")
+            .output()
+            .expect("runs");
+        let err = fails(o, 1);
+        assert!(err.contains("authentication failed"), "{err}");
+    }
+    let err = fails(cli_as(&gw, "bob", &["request", "list"]), 1);
+    assert!(
+        err.contains("too many failed authentication attempts"),
+        "{err}"
+    );
+}
