@@ -146,9 +146,6 @@ impl Seal {
         );
         key.verify(&msg, &Signature::from_bytes(&sig_bytes))
             .map_err(|_| SealError::BadSignature)?;
-        if self.sha256 != hex::encode(digest) {
-            return Err(SealError::Digest);
-        }
         if self.first_seq != first_seq || self.last_seq != last_seq {
             return Err(SealError::Range {
                 sealed_first: self.first_seq,
@@ -159,6 +156,9 @@ impl Seal {
         }
         if self.last_hash != hex::encode(last_hash) {
             return Err(SealError::LastHash);
+        }
+        if self.sha256 != hex::encode(digest) {
+            return Err(SealError::Digest);
         }
         Ok(())
     }

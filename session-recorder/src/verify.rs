@@ -155,7 +155,16 @@ impl Verifier {
             &self.chain.last_hash,
             &key,
         )
-        .map_err(|e| seal_err(e, first_seq))?;
+        .map_err(|e| {
+            // A short segment breaks the chain at the first sealed record it lacks.
+            let seq = match &e {
+                SealError::Range {
+                    sealed_last, last, ..
+                } => (*sealed_last).min(*last) + 1,
+                _ => first_seq,
+            };
+            seal_err(e, seq)
+        })?;
         self.key = Some(key);
         self.sealed += 1;
         Ok(())

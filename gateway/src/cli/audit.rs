@@ -1,33 +1,267 @@
-//! `audit verify|tail|search`, `replay` and `report`: readers of the audit log.
+//! `audit verify|tail|search`, `replay` and `report`: offline readers of the audit log.
 //!
-//! CONTRACT: `AuditCmd`, `ReplayArgs`, `ReportArgs` and their `run_*` functions are called
-//! from `cli/mod.rs`; the audit work fills them in.
+//! They read `<data_dir>/audit` directly (no running gateway needed); `replay` lives in
+//! `audit/replay.rs`, `report` in `audit/report.rs`, the shared helpers here.
+
+mod replay;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use portcullis_recorder::{Filter, Record, VerifyingKey, seal, verify};
 
 use super::{CmdResult, Failure, Global};
 
+pub use replay::{Export, ReplayArgs, run_replay};
+pub use report::{ReportArgs, ReportFormat, run_report};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
-    /// Offline: check every record, chain link and seal
-    Verify,
+    /// Offline: check every record, chain link and seal; exit 1 with the first bad place
+    Verify(VerifyArgs),
+    /// Print the last records; -f keeps following new ones
+    Tail(TailArgs),
+    /// Print the records matching every given filter
+    Search(SearchArgs),
+}
+
+/// Where the log is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArg {
+    /// Data directory holding audit/ and recordings/ (default: the config's gateway.data_dir)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// `--data-dir`, else the config's `gateway.data_dir` (`-c`, `./portcullis.toml`, or
+    /// the embedded defaults).
+    fn resolve(&self, g: &Global) -> Result<PathBuf, Failure> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        match portcullis_config::resolve(g.config.as_deref()) {
+            Ok((config, _)) => Ok(config.gateway.data_dir),
+            Err(e) => Err(Failure::usage(format!(
+                "cannot find the data dir from the config ({e}); pass --data-dir"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ReplayArgs {
-    /// Session id
-    pub session: String,
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Expected seal public key: 64 hex digits, or a file holding them
+    /// (default: derived from <data_dir>/audit-seal.key, else taken from the seals)
+    #[arg(long, value_name = "HEX|FILE")]
+    pub pubkey: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ReportArgs {}
-
-pub fn run_audit(_cmd: AuditCmd, _g: &Global) -> CmdResult {
-    Err(Failure::usage("audit commands are not available yet"))
+pub struct TailArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Keep printing new records as they are written
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How many of the last records to print first
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
 }
 
-pub fn run_replay(_a: ReplayArgs, _g: &Global) -> CmdResult {
-    Err(Failure::usage("replay is not available yet"))
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Event type, e.g. pg.query, or a family: grant or grant.*
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// RFC 3339 time, or a duration back from now (2h, 1d)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 time, or a duration back from now
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
-pub fn run_report(_a: ReportArgs, _g: &Global) -> CmdResult {
-    Err(Failure::usage("report is not available yet"))
+pub fn run_audit(cmd: AuditCmd, g: &Global) -> CmdResult {
+    match cmd {
+        AuditCmd::Verify(a) => run_verify(a, g),
+        AuditCmd::Tail(a) => run_tail(a, g),
+        AuditCmd::Search(a) => run_search(a, g),
+    }
+}
+
+/// A point in time from `2h` (that long ago) or an RFC 3339 timestamp.
+pub(crate) fn parse_when(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Failure> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        let d = chrono::Duration::from_std(d)
+            .map_err(|_| Failure::usage(format!("duration {s} is too long")))?;
+        return Ok(now - d);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Failure::usage(format!(
+                "{s} is neither a duration (2h) nor an RFC 3339 time"
+            ))
+        })
+}
+
+/// Every record of the log under `data_dir`, oldest first.
+pub(crate) fn load(data_dir: &Path) -> Result<Vec<Record>, Failure> {
+    let audit = data_dir.join("audit");
+    if !audit.is_dir() {
+        return Err(Failure::failed(format!(
+            "no audit log at {}",
+            audit.display()
+        )));
+    }
+    let recs = portcullis_recorder::records(&audit).map_err(|e| Failure::failed(e.to_string()))?;
+    recs.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::failed(e.to_string()))
+}
+
+/// One record for humans: time, seq, type, then the event's other fields as key=value.
+pub(crate) fn human(r: &Record) -> String {
+    let mut s = format!("{} #{} {}", r.ts, r.seq, r.kind());
+    for (k, v) in &r.event {
+        if k == "type" {
+            continue;
+        }
+        match v {
+            serde_json::Value::String(t) => s.push_str(&format!(" {k}={t:?}")),
+            other => s.push_str(&format!(" {k}={other}")),
+        }
+    }
+    s
+}
+
+fn print_record(r: &Record, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        println!("{}", human(r));
+    }
+}
+
+fn read_pubkey(arg: &str) -> Result<VerifyingKey, Failure> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg)
+            .map_err(|e| Failure::usage(format!("cannot read {arg}: {e}")))?
+    } else {
+        arg.to_string()
+    };
+    seal::parse_pubkey(&text).map_err(|e| Failure::usage(format!("--pubkey: {e}")))
+}
+
+fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
+    let data_dir = a.dir.resolve(g)?;
+    let key_file = data_dir.join(crate::keys::AUDIT_KEY_FILE);
+    let (key, source) = match &a.pubkey {
+        Some(p) => (Some(read_pubkey(p)?), "--pubkey".to_string()),
+        None if key_file.is_file() => {
+            let k = portcullis_recorder::key::load(&key_file)
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            (Some(k.verifying_key()), key_file.display().to_string())
+        }
+        None => (
+            None,
+            "the seals (compare it with the key you trust)".to_string(),
+        ),
+    };
+    let audit = data_dir.join("audit");
+    let result = verify(&audit, key);
+    let shown = key.map(|k| hex::encode(k.to_bytes()));
+    match result {
+        Ok(s) => {
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({"ok": true, "summary": s}))
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
+            let pk = shown
+                .or(s.pubkey.clone())
+                .unwrap_or_else(|| "(no sealed segment yet)".into());
+            println!("audit log:  {}", audit.display());
+            println!("public key: {pk} (from {source})");
+            println!(
+                "ok: {} records in {} segments ({} sealed), {} bytes; last seq {}, last hash {}",
+                s.records, s.segments, s.sealed, s.bytes, s.last_seq, s.last_hash
+            );
+            if let Some(open) = &s.open_segment {
+                println!(
+                    "open segment: {open} (unsealed: the gateway is writing it, or did not shut down cleanly)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": e.file, "offset": e.offset, "seq": e.seq, "problem": e.problem.to_string()})
+                );
+            } else if let Some(pk) = &shown {
+                println!("public key: {pk} (from {source})");
+            }
+            Err(Failure::failed(format!(
+                "audit log verification failed: {e}"
+            )))
+        }
+    }
+}
+
+fn run_tail(a: TailArgs, g: &Global) -> CmdResult {
+    let data_dir = a.dir.resolve(g)?;
+    let audit = data_dir.join("audit");
+    // Position the follower first, so nothing written while the backlog prints is lost.
+    let mut tail =
+        portcullis_recorder::Tail::at_end(&audit).map_err(|e| Failure::failed(e.to_string()))?;
+    let recs = load(&data_dir)?;
+    for r in &recs[recs.len().saturating_sub(a.lines)..] {
+        print_record(r, g.json);
+    }
+    let mut last_seq = recs.last().map_or(0, |r| r.seq);
+    if !a.follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        for r in tail.poll().map_err(|e| Failure::failed(e.to_string()))? {
+            if r.seq > last_seq {
+                last_seq = r.seq;
+                print_record(&r, g.json);
+            }
+        }
+    }
+}
+
+fn run_search(a: SearchArgs, g: &Global) -> CmdResult {
+    let data_dir = a.dir.resolve(g)?;
+    let now = Utc::now();
+    let filter = Filter {
+        user: a.user,
+        target: a.target,
+        session: a.session,
+        kind: a.kind,
+        since: a.since.as_deref().map(|s| parse_when(s, now)).transpose()?,
+        until: a.until.as_deref().map(|s| parse_when(s, now)).transpose()?,
+    };
+    for r in load(&data_dir)?.iter().filter(|r| filter.matches(r)) {
+        print_record(r, g.json);
+    }
+    Ok(())
 }

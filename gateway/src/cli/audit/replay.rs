@@ -1,0 +1,325 @@
+//! `replay SESSION`: plays an SSH session's terminal recording with its timing, exports it
+//! (asciicast or the final screen as text), or prints a Postgres session's query timeline.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis_recorder::Record;
+use sha2::{Digest, Sha256};
+
+use super::{DataDirArg, load};
+use crate::cli::{CmdResult, Failure, Global};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Export {
+    /// The asciicast v2 file as recorded
+    Asciicast,
+    /// The final screen (through a terminal emulator) and the commands typed
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Session id
+    pub session: String,
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Playback speed factor (2 = twice as fast)
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Longest pause kept between two outputs, in seconds
+    #[arg(long, value_name = "SECS")]
+    pub idle_limit: Option<f64>,
+    /// Write the recording out instead of playing it
+    #[arg(long, value_enum)]
+    pub export: Option<Export>,
+    /// Output file for --export (default: stdout)
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
+    if !(a.speed.is_finite() && a.speed > 0.0) {
+        return Err(Failure::usage("--speed must be a positive number"));
+    }
+    let data_dir = a.dir.resolve(g)?;
+    let recs: Vec<Record> = load(&data_dir)?
+        .into_iter()
+        .filter(|r| r.str_field("session") == Some(a.session.as_str()))
+        .collect();
+    if recs.is_empty() {
+        return Err(Failure::failed(format!(
+            "no audit records for session {}",
+            a.session
+        )));
+    }
+    let postgres = recs
+        .iter()
+        .any(|r| r.kind().starts_with("pg.") || r.str_field("proto") == Some("postgres"));
+    if postgres {
+        return pg_timeline(&recs, g.json);
+    }
+    let casts = recordings(&recs, &data_dir, &a.session)?;
+    let Some((cast, text)) = casts.into_iter().next() else {
+        // An exec-only or sftp session has no terminal: show what it did instead.
+        for r in &recs {
+            println!("{}", super::human(r));
+        }
+        return Ok(());
+    };
+    match a.export {
+        Some(Export::Asciicast) => write_out(a.output.as_deref(), text.as_bytes()),
+        Some(Export::Text) => {
+            let mut out = final_screen(&text)
+                .map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
+            out.push_str("\n--- commands ---\n");
+            for r in &recs {
+                if matches!(r.kind(), "ssh.command" | "ssh.exec")
+                    && let Some(c) = r.str_field("command")
+                {
+                    out.push_str(&format!("{} {c}\n", r.ts));
+                }
+            }
+            write_out(a.output.as_deref(), out.as_bytes())
+        }
+        None => play(&text, a.speed, a.idle_limit)
+            .map_err(|e| Failure::failed(format!("{}: {e}", cast.display()))),
+    }
+}
+
+fn write_out(path: Option<&Path>, bytes: &[u8]) -> CmdResult {
+    match path {
+        Some(p) => std::fs::write(p, bytes)
+            .map_err(|e| Failure::failed(format!("cannot write {}: {e}", p.display()))),
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(bytes)
+                .and_then(|()| o.flush())
+                .map_err(Failure::from)
+        }
+    }
+}
+
+/// `(file, sha256)` pairs named by `session.ended`'s `recording` field, which may be a file
+/// name, a list of names, or objects with `file`/`path` and `sha256`.
+fn named_recordings(r: &Record) -> Vec<(String, Option<String>)> {
+    let top_sha = r
+        .str_field("recording_sha256")
+        .or(r.str_field("sha256"))
+        .map(str::to_string);
+    let one = |v: &serde_json::Value, sha: Option<String>| -> Option<(String, Option<String>)> {
+        match v {
+            serde_json::Value::String(s) => Some((s.clone(), sha)),
+            serde_json::Value::Object(o) => {
+                let file = o.get("file").or(o.get("path"))?.as_str()?.to_string();
+                let sha = o
+                    .get("sha256")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string)
+                    .or(sha);
+                Some((file, sha))
+            }
+            _ => None,
+        }
+    };
+    match r.event.get("recording").or(r.event.get("recordings")) {
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| one(v, None)).collect(),
+        Some(v) => one(v, top_sha).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The session's recordings (checked against the sha256 the audit log holds), oldest first.
+fn recordings(
+    recs: &[Record],
+    data_dir: &Path,
+    session: &str,
+) -> Result<Vec<(PathBuf, String)>, Failure> {
+    let dir = data_dir.join("recordings");
+    let mut named: Vec<(String, Option<String>)> = recs
+        .iter()
+        .filter(|r| r.kind() == "session.ended")
+        .flat_map(named_recordings)
+        .collect();
+    if named.is_empty() {
+        // A session still live (or cut by a crash) has no session.ended yet.
+        let prefix = format!("{session}-");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut found: Vec<String> = rd
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix) && n.ends_with(".cast"))
+                .collect();
+            found.sort();
+            named = found.into_iter().map(|n| (n, None)).collect();
+        }
+    }
+    let mut out = Vec::new();
+    for (file, sha) in named {
+        let p = Path::new(&file);
+        let path = if p.is_absolute() || p.exists() {
+            p.to_path_buf()
+        } else {
+            dir.join(p.file_name().unwrap_or(p.as_os_str()))
+        };
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Failure::failed(format!("cannot read recording {}: {e}", path.display()))
+        })?;
+        if let Some(want) = sha
+            && hex::encode(Sha256::digest(&bytes)) != want.to_ascii_lowercase()
+        {
+            return Err(Failure::failed(format!(
+                "recording {} does not match the sha256 in the audit log (altered)",
+                path.display()
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Failure::failed(format!("recording {} is not utf-8", path.display())))?;
+        out.push((path, text));
+    }
+    Ok(out)
+}
+
+/// A parsed asciicast v2 event.
+struct CastEvent {
+    time: f64,
+    code: String,
+    data: String,
+}
+
+/// The header's (width, height) and the events of an asciicast v2 text.
+fn parse_cast(text: &str) -> Result<((u16, u16), Vec<CastEvent>), String> {
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().ok_or("empty recording")?)
+        .map_err(|e| format!("bad header: {e}"))?;
+    if header["version"] != 2 {
+        return Err("not an asciicast v2 recording".into());
+    }
+    let dim = |k: &str| {
+        header[k]
+            .as_u64()
+            .and_then(|v| u16::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    let size = (dim("width").max(1), dim("height").max(1));
+    let mut events = Vec::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (time, code, data): (f64, String, String) =
+            serde_json::from_str(line).map_err(|e| format!("bad event on line {}: {e}", i + 2))?;
+        events.push(CastEvent { time, code, data });
+    }
+    Ok((size, events))
+}
+
+/// The screen left after every output, through a vt100 emulator.
+fn final_screen(text: &str) -> Result<String, String> {
+    let ((w, h), events) = parse_cast(text)?;
+    let mut vt = vt100::Parser::new(h, w, 0);
+    for e in &events {
+        match e.code.as_str() {
+            "o" => vt.process(e.data.as_bytes()),
+            "r" => {
+                if let Some((c, r)) = e.data.split_once('x')
+                    && let (Ok(c), Ok(r)) = (c.parse(), r.parse())
+                {
+                    vt.screen_mut().set_size(r, c);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut s = vt.screen().contents();
+    s.push('\n');
+    Ok(s)
+}
+
+/// Writes the outputs to the terminal with their original pauses (scaled, capped).
+fn play(text: &str, speed: f64, idle_limit: Option<f64>) -> Result<(), String> {
+    let (_, events) = parse_cast(text)?;
+    let mut out = std::io::stdout().lock();
+    let mut last = 0.0f64;
+    for e in events.iter().filter(|e| e.code == "o") {
+        let mut pause = (e.time - last).max(0.0);
+        if let Some(cap) = idle_limit {
+            pause = pause.min(cap.max(0.0));
+        }
+        last = e.time;
+        std::thread::sleep(Duration::from_secs_f64(pause / speed));
+        out.write_all(e.data.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A Postgres session's queries: time, duration, tag or error, sql and params.
+fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
+    for r in recs {
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            continue;
+        }
+        if r.kind() != "pg.query" {
+            println!("{}  -- {}", r.ts, r.kind());
+            continue;
+        }
+        let dur = r
+            .event
+            .get("duration_us")
+            .and_then(|v| v.as_u64())
+            .map_or("?".into(), |us| format!("{:.3} ms", us as f64 / 1000.0));
+        let outcome = match (r.str_field("error"), r.str_field("tag")) {
+            (Some(err), _) => format!("ERROR {err}"),
+            (None, Some(tag)) => tag.to_string(),
+            (None, None) => String::new(),
+        };
+        println!("{}  {dur:>12}  {outcome}", r.ts);
+        println!("    {}", r.str_field("sql").unwrap_or(""));
+        if let Some(p) = r
+            .event
+            .get("params")
+            .filter(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            println!("    params: {p}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_screen_applies_control_sequences() {
+        let cast = "{\"version\":2,\"width\":20,\"height\":3}\n[0.1,\"o\",\"abc\\r\\n\"]\n[0.2,\"o\",\"x\\u001b[2K\\rdone\"]\n";
+        let s = final_screen(cast).expect("screen");
+        assert_eq!(s.trim_end(), "abc\ndone");
+    }
+
+    #[test]
+    fn recording_field_shapes() {
+        let rec = |ev: serde_json::Value| Record {
+            seq: 1,
+            ts: String::new(),
+            prev: String::new(),
+            hash: String::new(),
+            event: ev.as_object().cloned().unwrap_or_default(),
+        };
+        let one = rec(
+            serde_json::json!({"type":"session.ended","recording":"a.cast","recording_sha256":"ff"}),
+        );
+        assert_eq!(
+            named_recordings(&one),
+            vec![("a.cast".to_string(), Some("ff".to_string()))]
+        );
+        let many = rec(serde_json::json!({"recording":[{"file":"a.cast","sha256":"01"},"b.cast"]}));
+        assert_eq!(
+            named_recordings(&many),
+            vec![
+                ("a.cast".to_string(), Some("01".to_string())),
+                ("b.cast".to_string(), None)
+            ]
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! `report`: an access review derived from the audit log alone: per grant who, what, why,
+//! who approved, granted versus used time, sessions, queries and commands; then unused
+//! grants, grants at their maximum, denied and lapsed requests, and forced session closes.
+//!
+//! Event fields are read leniently (`grant` or `grant_id`, `by` or `created_by` ...) so the
+//! report keeps working as producers add fields.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use portcullis_recorder::Record;
+use serde::Serialize;
+
+use super::{DataDirArg, load, parse_when};
+use crate::cli::{CmdResult, Global};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Only grants created, requests made and sessions started since then (2h, 7d, or RFC 3339)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// md (default) or json (--json also selects json)
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct GrantRow {
+    id: String,
+    user: String,
+    target: String,
+    role: String,
+    reason: String,
+    created_by: String,
+    approved_by: String,
+    request_id: String,
+    created_at: String,
+    expires_at: String,
+    status: String,
+    granted_secs: i64,
+    max_secs: Option<i64>,
+    used_secs: i64,
+    sessions: u64,
+    queries: u64,
+    commands: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct RequestRow {
+    id: String,
+    user: String,
+    target: String,
+    role: String,
+    reason: String,
+    created_at: String,
+    status: String,
+    decided_by: String,
+    decision_reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CloseRow {
+    session: String,
+    user: String,
+    target: String,
+    grant: String,
+    reason: String,
+    at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    generated_at: String,
+    since: Option<String>,
+    grants: Vec<GrantRow>,
+    unused_grants: Vec<String>,
+    grants_at_max: Vec<String>,
+    denied_requests: Vec<RequestRow>,
+    lapsed_requests: Vec<RequestRow>,
+    forced_closes: Vec<CloseRow>,
+}
+
+fn field(r: &Record, keys: &[&str]) -> String {
+    keys.iter()
+        .find_map(|k| r.event.get(*k))
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default()
+}
+
+fn secs(r: &Record, keys: &[&str]) -> Option<i64> {
+    keys.iter().find_map(|k| match r.event.get(*k)? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => humantime::parse_duration(s)
+            .ok()
+            .map(|d| d.as_secs() as i64),
+        _ => None,
+    })
+}
+
+fn time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Report {
+    let in_window = |r: &Record| since.is_none_or(|s| r.time().is_some_and(|t| t >= s));
+    let mut grants: BTreeMap<String, GrantRow> = BTreeMap::new();
+    let mut requests: BTreeMap<String, RequestRow> = BTreeMap::new();
+    let mut session_grant: HashMap<String, String> = HashMap::new();
+    let mut session_start: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut forced = Vec::new();
+    let gid = |r: &Record| field(r, &["grant", "grant_id", "id"]);
+    let rid = |r: &Record| field(r, &["request", "request_id", "id"]);
+    for r in recs {
+        let kind = r.kind();
+        match kind {
+            "grant.created" => {
+                let created_at = field(r, &["created_at"]);
+                let g = GrantRow {
+                    id: gid(r),
+                    user: field(r, &["user"]),
+                    target: field(r, &["target"]),
+                    role: field(r, &["role"]),
+                    reason: field(r, &["reason"]),
+                    created_by: field(r, &["created_by", "by", "actor"]),
+                    approved_by: field(r, &["approved_by"]),
+                    request_id: field(r, &["request_id", "request"]),
+                    created_at: if created_at.is_empty() {
+                        r.ts.clone()
+                    } else {
+                        created_at
+                    },
+                    expires_at: field(r, &["expires_at"]),
+                    status: "live".into(),
+                    max_secs: secs(r, &["max_secs", "max_grant_secs", "max"]),
+                    ..Default::default()
+                };
+                if in_window(r) {
+                    grants.insert(g.id.clone(), g);
+                }
+            }
+            "grant.extended" => {
+                if let Some(g) = grants.get_mut(&gid(r)) {
+                    let e = field(r, &["expires_at", "new_expires_at"]);
+                    if !e.is_empty() {
+                        g.expires_at = e;
+                    }
+                    if let Some(m) = secs(r, &["max_secs", "max_grant_secs", "max"]) {
+                        g.max_secs = Some(m);
+                    }
+                }
+            }
+            "grant.revoked" | "grant.expired" => {
+                if let Some(g) = grants.get_mut(&gid(r)) {
+                    g.status = kind.trim_start_matches("grant.").into();
+                }
+            }
+            "request.created" if in_window(r) => {
+                let q = RequestRow {
+                    id: rid(r),
+                    user: field(r, &["user"]),
+                    target: field(r, &["target"]),
+                    role: field(r, &["role"]),
+                    reason: field(r, &["reason"]),
+                    created_at: r.ts.clone(),
+                    status: "pending".into(),
+                    ..Default::default()
+                };
+                requests.insert(q.id.clone(), q);
+            }
+            "request.approved" | "request.denied" | "request.expired" => {
+                if let Some(q) = requests.get_mut(&rid(r)) {
+                    q.status = kind.trim_start_matches("request.").into();
+                    q.decided_by = field(r, &["by", "decided_by", "approved_by", "denied_by"]);
+                    q.decision_reason = field(r, &["reason"]);
+                }
+                let grant = field(r, &["grant", "grant_id"]);
+                if kind == "request.approved"
+                    && let Some(g) = grants.get_mut(&grant)
+                    && g.approved_by.is_empty()
+                {
+                    g.approved_by = field(r, &["by", "decided_by", "approved_by"]);
+                }
+            }
+            "session.started" => {
+                let s = field(r, &["session"]);
+                session_grant.insert(s.clone(), gid(r));
+                if let Some(t) = r.time() {
+                    session_start.insert(s, t);
+                }
+                if let Some(g) = grants.get_mut(&gid(r)) {
+                    g.sessions += 1;
+                }
+            }
+            "session.ended" => {
+                let s = field(r, &["session"]);
+                let grant = session_grant.get(&s).cloned().unwrap_or_else(|| gid(r));
+                if let (Some(g), Some(start), Some(end)) =
+                    (grants.get_mut(&grant), session_start.get(&s), r.time())
+                {
+                    g.used_secs += (end - *start).num_seconds().max(0);
+                }
+                let reason = field(r, &["reason"]);
+                if matches!(
+                    reason.as_str(),
+                    "grant_expired" | "grant_revoked" | "killed"
+                ) && in_window(r)
+                {
+                    forced.push(CloseRow {
+                        session: s,
+                        user: field(r, &["user"]),
+                        target: field(r, &["target"]),
+                        grant,
+                        reason,
+                        at: r.ts.clone(),
+                    });
+                }
+            }
+            "pg.query" | "ssh.exec" | "ssh.command" => {
+                let s = field(r, &["session"]);
+                let grant = session_grant
+                    .get(&s)
+                    .cloned()
+                    .unwrap_or_else(|| field(r, &["grant"]));
+                if let Some(g) = grants.get_mut(&grant) {
+                    if kind == "pg.query" {
+                        g.queries += 1;
+                    } else {
+                        g.commands += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for g in grants.values_mut() {
+        if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
+            g.granted_secs = (e - c).num_seconds().max(0);
+            if g.status == "live" && e <= now {
+                g.status = "expired".into();
+            }
+        }
+        if g.approved_by.is_empty()
+            && let Some(q) = requests.get(&g.request_id)
+        {
+            g.approved_by = q.decided_by.clone();
+        }
+    }
+    let grants: Vec<GrantRow> = grants.into_values().collect();
+    Report {
+        generated_at: portcullis_recorder::record::format_ts(now),
+        since: since.map(portcullis_recorder::record::format_ts),
+        unused_grants: grants
+            .iter()
+            .filter(|g| g.sessions == 0)
+            .map(|g| g.id.clone())
+            .collect(),
+        grants_at_max: grants
+            .iter()
+            .filter(|g| g.max_secs.is_some_and(|m| g.granted_secs >= m))
+            .map(|g| g.id.clone())
+            .collect(),
+        denied_requests: requests
+            .values()
+            .filter(|q| q.status == "denied")
+            .cloned()
+            .collect(),
+        lapsed_requests: requests
+            .values()
+            .filter(|q| q.status == "pending" || q.status == "expired")
+            .cloned()
+            .collect(),
+        forced_closes: forced,
+        grants,
+    }
+}
+
+fn dur(s: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string()
+}
+
+fn cell(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.replace('|', "\\|").replace('\n', " ")
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let mut o = String::from("# Portcullis access review\n\n");
+    o.push_str(&format!("Generated {}", r.generated_at));
+    if let Some(s) = &r.since {
+        o.push_str(&format!(", covering activity since {s}"));
+    }
+    o.push_str(".\n\n## Grants\n\n");
+    o.push_str("| grant | user | target | role | reason | created by | approved by | granted | used | sessions | queries | commands | status |\n");
+    o.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for g in &r.grants {
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(&g.id),
+            cell(&g.user),
+            cell(&g.target),
+            cell(&g.role),
+            cell(&g.reason),
+            cell(&g.created_by),
+            cell(&g.approved_by),
+            dur(g.granted_secs),
+            dur(g.used_secs),
+            g.sessions,
+            g.queries,
+            g.commands,
+            g.status
+        ));
+    }
+    let list = |title: &str, items: &[String]| {
+        let mut s = format!("\n## {title}\n\n");
+        if items.is_empty() {
+            s.push_str("None.\n");
+        }
+        for i in items {
+            s.push_str(&format!("- {i}\n"));
+        }
+        s
+    };
+    o.push_str(&list("Grants never used", &r.unused_grants));
+    o.push_str(&list("Grants at their maximum duration", &r.grants_at_max));
+    let reqs = |qs: &[RequestRow]| -> Vec<String> {
+        qs.iter()
+            .map(|q| {
+                format!(
+                    "{} {} on {} ({}) \"{}\" {}{}",
+                    q.id,
+                    q.user,
+                    q.target,
+                    cell(&q.role),
+                    q.reason,
+                    q.status,
+                    if q.decided_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {}", q.decided_by)
+                    }
+                )
+            })
+            .collect()
+    };
+    o.push_str(&list("Denied requests", &reqs(&r.denied_requests)));
+    o.push_str(&list("Lapsed requests", &reqs(&r.lapsed_requests)));
+    let closes: Vec<String> = r
+        .forced_closes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} session {} ({} on {}, grant {}): {}",
+                c.at, c.session, c.user, c.target, c.grant, c.reason
+            )
+        })
+        .collect();
+    o.push_str(&list(
+        "Sessions closed by expiry, revocation or kill",
+        &closes,
+    ));
+    o
+}
+
+pub fn run_report(a: ReportArgs, g: &Global) -> CmdResult {
+    let now = Utc::now();
+    let since = a.since.as_deref().map(|s| parse_when(s, now)).transpose()?;
+    let recs = load(&a.dir.resolve(g)?)?;
+    let report = build(&recs, since, now);
+    let json = a.format == Some(ReportFormat::Json) || (a.format.is_none() && g.json);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", markdown(&report));
+    }
+    Ok(())
+}

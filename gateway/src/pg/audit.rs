@@ -1,0 +1,477 @@
+//! The audit tap: turns the relayed messages into `pg.query` events (one per simple Query
+//! and per extended Execute, with the SQL from the Parse and the Bind parameters), and the
+//! per-session writer that appends events in order.
+//!
+//! The tap sees each interesting message once, already framed by the relay; it copies only
+//! what the event needs (SQL and parameter text, capped), never the rows.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use portcullis_protocol::pg::{BackendMessage, Bind, FrontendMessage};
+use portcullis_recorder::{AuditLog, Event};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// Longest SQL text kept in an event.
+const MAX_SQL: usize = 16 * 1024;
+/// Longest parameter kept (bytes of text, or bytes before hex encoding).
+const MAX_PARAM: usize = 1024;
+/// Most parameters kept per statement.
+const MAX_PARAMS: usize = 100;
+/// Most named statements and portals remembered; beyond that the SQL of new ones is not
+/// tracked (their executions are still logged, with the statement name).
+const MAX_NAMES: usize = 10_000;
+
+/// The fields every event of a session carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub session: String,
+    pub user: String,
+    pub target: String,
+    pub role: String,
+    pub grant: String,
+    pub client: String,
+}
+
+impl Common {
+    pub(crate) fn event(&self, kind: &str) -> Event {
+        Event::new(kind)
+            .with("session", &self.session)
+            .with("user", &self.user)
+            .with("target", &self.target)
+            .with("role", &self.role)
+            .with("grant", &self.grant)
+            .with("client", &self.client)
+            .with("proto", "postgres")
+    }
+}
+
+/// Starts the session's audit writer: events are appended in the order sent. Await the
+/// handle after dropping the sender to know they are all durable.
+pub(crate) fn writer(log: AuditLog) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Event>(256);
+    let handle = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if let Err(e) = log.append(ev).await {
+                tracing::error!(error = %e, "audit append failed");
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Lossy UTF-8, capped at `max` bytes on a char boundary.
+pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
+    let cut = bytes.get(..max).unwrap_or(bytes);
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if bytes.len() > max {
+        s.push_str("…[truncated]");
+    }
+    s
+}
+
+fn param_value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>) -> Value {
+    let Some(v) = value else {
+        return Value::Null;
+    };
+    if bind.param_format(i) == 0
+        && let Ok(text) = std::str::from_utf8(v.get(..MAX_PARAM).unwrap_or(v))
+    {
+        let mut s = text.to_owned();
+        if v.len() > MAX_PARAM {
+            s.push_str("…[truncated]");
+        }
+        return Value::String(s);
+    }
+    let cut = v.get(..MAX_PARAM / 2).unwrap_or(v);
+    let mut s = String::with_capacity(2 + cut.len() * 2);
+    s.push_str("\\x");
+    for b in cut {
+        let _ = write!(s, "{b:02x}");
+    }
+    if v.len() > cut.len() {
+        s.push_str("…[truncated]");
+    }
+    Value::String(s)
+}
+
+#[derive(Debug)]
+struct Query {
+    sql: String,
+    params: Option<Vec<Value>>,
+    start: Instant,
+    end: Option<Instant>,
+    tag: Option<String>,
+    error: Option<(String, String)>,
+    copy_bytes: Option<u64>,
+}
+
+impl Query {
+    fn new(sql: String, params: Option<Vec<Value>>) -> Self {
+        Query {
+            sql,
+            params,
+            start: Instant::now(),
+            end: None,
+            tag: None,
+            error: None,
+            copy_bytes: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    /// A simple Query: done at ReadyForQuery.
+    Simple(Query),
+    /// An extended Execute: done at CommandComplete, ErrorResponse, EmptyQueryResponse or
+    /// PortalSuspended.
+    Execute(Query),
+    /// A Sync: the ReadyForQuery that answers it ends the batch.
+    Sync,
+}
+
+/// Per-session query tracking between the two relay directions.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    common: Common,
+    statements: HashMap<Vec<u8>, String>,
+    portals: HashMap<Vec<u8>, (String, Vec<Value>)>,
+    pending: VecDeque<Pending>,
+    /// Statements completed (for session.ended).
+    pub queries: u64,
+}
+
+impl Tracker {
+    pub(crate) fn new(common: Common) -> Self {
+        Tracker {
+            common,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            queries: 0,
+        }
+    }
+
+    /// A message the client sent; `out` receives events that are complete.
+    pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) {
+        match msg {
+            FrontendMessage::Query { sql } => {
+                self.pending
+                    .push_back(Pending::Simple(Query::new(capped_text(sql, MAX_SQL), None)));
+            }
+            FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
+                self.statements
+                    .insert(p.name.to_vec(), capped_text(p.sql, MAX_SQL));
+            }
+            FrontendMessage::Bind(b) => {
+                let sql = self
+                    .statements
+                    .get(b.statement)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        format!(
+                            "<prepared statement {:?}>",
+                            String::from_utf8_lossy(b.statement)
+                        )
+                    });
+                let params = b
+                    .params()
+                    .take(MAX_PARAMS)
+                    .enumerate()
+                    .map(|(i, v)| param_value(b, i, v))
+                    .collect();
+                if b.portal.is_empty() || self.portals.len() < MAX_NAMES {
+                    self.portals.insert(b.portal.to_vec(), (sql, params));
+                }
+            }
+            FrontendMessage::Execute { portal, .. } => {
+                let (sql, params) = self.portals.get(*portal).cloned().unwrap_or_else(|| {
+                    (
+                        format!("<portal {:?}>", String::from_utf8_lossy(portal)),
+                        Vec::new(),
+                    )
+                });
+                self.pending
+                    .push_back(Pending::Execute(Query::new(sql, Some(params))));
+            }
+            FrontendMessage::Close { kind, name } => {
+                if *kind == b'S' {
+                    self.statements.remove(*name);
+                } else {
+                    self.portals.remove(*name);
+                }
+            }
+            FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
+            _ => {}
+        }
+    }
+
+    /// A Query or Parse too large to buffer: tracked from its first bytes.
+    pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) {
+        let sql = capped_text(prefix, MAX_SQL);
+        match tag {
+            b'Q' => self
+                .pending
+                .push_back(Pending::Simple(Query::new(sql, None))),
+            b'P' => {
+                let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
+                let name = prefix.get(..name_end).unwrap_or_default().to_vec();
+                let sql = capped_text(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
+                self.statements.insert(name, sql);
+            }
+            b'B' => {
+                // Huge parameters: keep the portal and statement names, drop the values.
+                let mut parts = prefix.splitn(3, |&b| b == 0);
+                let portal = parts.next().unwrap_or_default().to_vec();
+                let stmt = parts.next().unwrap_or_default();
+                let sql = self.statements.get(stmt).cloned().unwrap_or_default();
+                self.portals
+                    .insert(portal, (sql, vec![Value::String("<too large>".into())]));
+            }
+            _ => {}
+        }
+    }
+
+    /// COPY bytes, either direction, counted against the statement running.
+    pub(crate) fn copy_bytes(&mut self, n: usize) {
+        if let Some(Pending::Simple(q) | Pending::Execute(q)) = self.pending.front_mut() {
+            *q.copy_bytes.get_or_insert(0) += n as u64;
+        }
+    }
+
+    /// A message the server sent; completed statements are pushed to `out`.
+    pub(crate) fn backend(&mut self, msg: &BackendMessage<'_>, out: &mut Vec<Event>) {
+        match msg {
+            BackendMessage::CommandComplete { tag } => self.complete(Some(tag), None, out),
+            BackendMessage::EmptyQueryResponse => self.complete(Some(b""), None, out),
+            BackendMessage::PortalSuspended => self.complete(Some(b"suspended"), None, out),
+            BackendMessage::ErrorResponse(f) => {
+                let code = String::from_utf8_lossy(f.code().unwrap_or_default()).into_owned();
+                let message = capped_text(f.message().unwrap_or_default(), 1024);
+                self.complete(None, Some((code, message)), out);
+            }
+            BackendMessage::CopyResponse { .. } => {
+                if let Some(Pending::Simple(q) | Pending::Execute(q)) = self.pending.front_mut() {
+                    q.copy_bytes.get_or_insert(0);
+                }
+            }
+            BackendMessage::ReadyForQuery { .. } => {
+                // Ends one simple Query, or a batch up to its Sync; executions the server
+                // skipped after an error in the batch are logged as not executed.
+                while let Some(p) = self.pending.pop_front() {
+                    match p {
+                        Pending::Simple(q) => {
+                            self.emit(q, out);
+                            break;
+                        }
+                        Pending::Execute(mut q) => {
+                            q.error = Some((
+                                "skipped".into(),
+                                "not executed: an earlier statement in the batch failed".into(),
+                            ));
+                            self.emit(q, out);
+                        }
+                        Pending::Sync => break,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn complete(
+        &mut self,
+        tag: Option<&[u8]>,
+        error: Option<(String, String)>,
+        out: &mut Vec<Event>,
+    ) {
+        match self.pending.front_mut() {
+            Some(Pending::Simple(q)) => {
+                // Several statements in one Query: the last tag wins, the first error stays.
+                q.end = Some(Instant::now());
+                if let Some(t) = tag {
+                    q.tag = Some(String::from_utf8_lossy(t).into_owned());
+                }
+                if q.error.is_none() {
+                    q.error = error;
+                }
+            }
+            Some(Pending::Execute(_)) => {
+                if let Some(Pending::Execute(mut q)) = self.pending.pop_front() {
+                    q.end = Some(Instant::now());
+                    q.tag = tag.map(|t| String::from_utf8_lossy(t).into_owned());
+                    q.error = error;
+                    self.emit(q, out);
+                }
+            }
+            // An error outside any statement (e.g. in a Parse before an Execute, answered
+            // at the Sync): nothing to attach it to.
+            Some(Pending::Sync) | None => {}
+        }
+    }
+
+    fn emit(&mut self, q: Query, out: &mut Vec<Event>) {
+        self.queries += 1;
+        let end = q.end.unwrap_or_else(Instant::now);
+        let mut ev = self
+            .common
+            .event("pg.query")
+            .with("sql", &q.sql)
+            .with("params", &q.params)
+            .with(
+                "duration_us",
+                end.duration_since(q.start).as_micros() as u64,
+            )
+            .with("copy_bytes", q.copy_bytes);
+        match q.error {
+            Some((code, message)) => {
+                ev = ev.with("error", code).with("error_message", message);
+            }
+            None => ev = ev.with("tag", q.tag.unwrap_or_default()),
+        }
+        out.push(ev);
+    }
+
+    /// Statements still running when the session ends are logged as interrupted.
+    pub(crate) fn drain(&mut self, reason: &str, out: &mut Vec<Event>) {
+        while let Some(p) = self.pending.pop_front() {
+            if let Pending::Simple(mut q) | Pending::Execute(mut q) = p {
+                if q.error.is_none() {
+                    q.error = Some(("interrupted".into(), format!("session closed: {reason}")));
+                }
+                self.emit(q, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn common() -> Common {
+        Common {
+            session: "s_1".into(),
+            user: "alice".into(),
+            target: "pg".into(),
+            role: "read".into(),
+            grant: "g_1".into(),
+            client: "127.0.0.1:1".into(),
+        }
+    }
+
+    #[test]
+    fn pipelined_extended_batches_and_skips() {
+        let mut t = Tracker::new(common());
+        let mut out = Vec::new();
+        let parse = |sql: &'static [u8]| {
+            FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+                name: b"",
+                sql,
+                param_types: &[],
+            })
+        };
+        let values = [0, 0, 0, 1, b'7'];
+        let bind = FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"",
+            param_formats: &[],
+            param_count: 1,
+            param_values: &values,
+            result_formats: &[],
+        });
+        let exec = FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        };
+        for m in [parse(b"select $1"), bind, exec, FrontendMessage::Sync] {
+            t.frontend(&m);
+        }
+        for m in [
+            parse(b"select 1/0"),
+            bind,
+            exec,
+            parse(b"select 2"),
+            bind,
+            exec,
+            FrontendMessage::Sync,
+        ] {
+            t.frontend(&m);
+        }
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0["sql"], "select $1");
+        assert_eq!(out[0].0["params"], serde_json::json!(["7"]));
+        assert_eq!(out[0].0["tag"], "SELECT 1");
+        let mut err = Vec::new();
+        portcullis_protocol::pg::encode_error_response(
+            &mut err,
+            "ERROR",
+            "22012",
+            "division by zero",
+        );
+        let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+        t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].0["sql"], "select 1/0");
+        assert_eq!(out[1].0["error"], "22012");
+        assert_eq!(out[2].0["sql"], "select 2");
+        assert_eq!(out[2].0["error"], "skipped");
+    }
+
+    #[test]
+    fn simple_query_with_copy() {
+        let mut t = Tracker::new(common());
+        let mut out = Vec::new();
+        t.frontend(&FrontendMessage::Query {
+            sql: b"copy t from stdin",
+        });
+        t.backend(
+            &BackendMessage::CopyResponse {
+                tag: b'G',
+                format: 0,
+                columns: &[0, 0],
+            },
+            &mut out,
+        );
+        t.copy_bytes(10);
+        t.copy_bytes(5);
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"COPY 2" },
+            &mut out,
+        );
+        assert!(out.is_empty());
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        assert_eq!(out[0].0["copy_bytes"], 15);
+        assert_eq!(out[0].0["tag"], "COPY 2");
+        assert_eq!(out[0].0["session"], "s_1");
+    }
+
+    #[test]
+    fn binary_params_are_hex() {
+        let values = [0, 0, 0, 2, 0xde, 0xad, 0xff, 0xff, 0xff, 0xff];
+        let b = Bind {
+            portal: b"",
+            statement: b"",
+            param_formats: &[0, 1],
+            param_count: 2,
+            param_values: &values,
+            result_formats: &[],
+        };
+        let v: Vec<_> = b
+            .params()
+            .enumerate()
+            .map(|(i, p)| param_value(&b, i, p))
+            .collect();
+        assert_eq!(v, vec![Value::String("\\xdead".into()), Value::Null]);
+    }
+}

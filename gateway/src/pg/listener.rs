@@ -1,0 +1,235 @@
+//! Accepting clients and the untagged startup phase: SSLRequest (TLS via tokio-rustls),
+//! PostgreSQL 17 direct TLS (first byte 0x16, ALPN `postgresql`), GSSENCRequest (refused
+//! with 'N'), CancelRequest (forwarded) and the StartupMessage itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_protocol::pg::{MAX_STARTUP_LEN, PgError, StartupPacket};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use super::auth::{send_fatal, sqlstate};
+use super::cancel::{CancelRegistry, send_cancel};
+use super::tls::{ALPN_POSTGRESQL, with_alpn};
+use super::{BoxIo, PgShared, SessionError, session};
+use crate::context::Shared;
+
+/// Most concurrent client connections; further ones wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has from connect to a finished login.
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts PostgreSQL clients until shutdown.
+pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerConfig>) {
+    let shared = Arc::new(PgShared {
+        gw: gw.clone(),
+        tls: with_alpn(&tls),
+        cancels: Arc::new(CancelRegistry::default()),
+    });
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = gw.shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = gw.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let span = tracing::info_span!(
+            "pg_session",
+            proto = "postgres",
+            client = %peer,
+            session = tracing::field::Empty,
+            user = tracing::field::Empty,
+            target = tracing::field::Empty,
+        );
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                connection(shared, tcp, peer).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// A client past the startup phase.
+pub(crate) struct Started {
+    pub io: BoxIo,
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `_pq_.` options and a minor version above 0 to decline with
+    /// NegotiateProtocolVersion.
+    pub minor: u16,
+    pub unknown_options: Vec<Vec<u8>>,
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn connection(shared: Arc<PgShared>, tcp: TcpStream, peer: SocketAddr) {
+    let started = tokio::time::timeout(STARTUP_TIMEOUT, startup(&shared, tcp)).await;
+    match started {
+        Ok(Ok(Some(started))) => session::run(shared, started, peer).await,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::info!(error = %e, "postgres client refused during startup"),
+        Err(_) => tracing::info!("postgres client did not finish startup in time"),
+    }
+}
+
+/// Runs the startup phase. `Ok(None)` when the connection was a CancelRequest (handled) or
+/// was answered with an error already.
+async fn startup(shared: &PgShared, tcp: TcpStream) -> Result<Option<Started>, SessionError> {
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await.map_err(SessionError::ClientIo)?;
+    let mut tls = false;
+    let mut io: BoxIo = if n == 1 && first[0] == 0x16 {
+        // PostgreSQL 17 `sslnegotiation=direct`: TLS from the first byte, ALPN required.
+        let stream = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+            .accept(tcp)
+            .await
+            .map_err(SessionError::ClientTls)?;
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+            return Err(SessionError::Client(
+                "direct TLS without the postgresql ALPN".into(),
+            ));
+        }
+        tls = true;
+        Box::new(stream)
+    } else {
+        Box::new(tcp)
+    };
+    loop {
+        let body = match read_startup(&mut io).await {
+            Ok(b) => b,
+            Err(SessionError::ClientProtocol(e)) => {
+                send_fatal(&mut io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let packet = match StartupPacket::decode(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let code = match e {
+                    PgError::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+                    _ => sqlstate::PROTOCOL_VIOLATION,
+                };
+                send_fatal(&mut io, code, &e.to_string()).await;
+                return Ok(None);
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest if !tls => {
+                io.write_all(b"S").await.map_err(SessionError::ClientIo)?;
+                // Nothing may follow the SSLRequest before the handshake; anything already
+                // buffered would be a man-in-the-middle injection (CVE-2021-23214), and we
+                // read exactly one packet so nothing is.
+                let tcp = downcast_tcp(io)?;
+                let stream = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+                    .accept(tcp)
+                    .await
+                    .map_err(SessionError::ClientTls)?;
+                tls = true;
+                io = Box::new(stream);
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                // Already encrypted, or GSSAPI which we do not offer: decline, as PostgreSQL
+                // does, and let the client go on.
+                if matches!(packet, StartupPacket::SslRequest) {
+                    send_fatal(
+                        &mut io,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "SSLRequest inside TLS",
+                    )
+                    .await;
+                    return Ok(None);
+                }
+                io.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                // PostgreSQL never answers a CancelRequest; it just closes.
+                if let Some(target) = shared.cancels.lookup(pid, secret) {
+                    if let Err(e) = send_cancel(&target).await {
+                        tracing::warn!(error = %e, "forwarding cancel request failed");
+                    }
+                } else {
+                    tracing::info!("cancel request with an unknown key ignored");
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params } => {
+                let mut owned = Vec::new();
+                let mut unknown = Vec::new();
+                for (k, v) in params.iter() {
+                    if k.starts_with(b"_pq_.") {
+                        unknown.push(k.to_vec());
+                    } else {
+                        owned.push((k.to_vec(), v.to_vec()));
+                    }
+                }
+                return Ok(Some(Started {
+                    io,
+                    params: owned,
+                    minor,
+                    unknown_options: unknown,
+                    tls,
+                }));
+            }
+        }
+    }
+}
+
+/// The plain TCP stream behind a not-yet-encrypted connection.
+fn downcast_tcp(io: BoxIo) -> Result<TcpStream, SessionError> {
+    let any: Box<dyn std::any::Any + Send> = io.into_any();
+    any.downcast::<TcpStream>()
+        .map(|b| *b)
+        .map_err(|_| SessionError::Client("SSLRequest on an encrypted connection".into()))
+}
+
+/// Reads one length-prefixed startup packet, exactly, so no byte after it is consumed.
+async fn read_startup(io: &mut BoxIo) -> Result<Vec<u8>, SessionError> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let len = i32::from_be_bytes(len);
+    if len < 8 {
+        return Err(PgError::BadLength(len.into()).into());
+    }
+    let len = usize::try_from(len).map_err(|_| PgError::BadLength(len.into()))?;
+    if len > MAX_STARTUP_LEN {
+        return Err(PgError::TooLong {
+            len,
+            max: MAX_STARTUP_LEN,
+        }
+        .into());
+    }
+    let mut body = vec![0u8; len - 4];
+    io.read_exact(&mut body)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    Ok(body)
+}

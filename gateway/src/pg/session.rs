@@ -1,0 +1,486 @@
+//! One client session from login to close: SCRAM, the grant check, the upstream login, the
+//! relay `select!`-ed against the lease, and the kill path.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_config::{PgTlsMode, TargetKind};
+use portcullis_protocol::login::parse_pg_database;
+use portcullis_protocol::pg::{
+    encode_authentication_ok, encode_backend_key_data, encode_error_response,
+    encode_negotiate_protocol_version, encode_notice_response, encode_ready_for_query,
+    encode_terminate,
+};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::mpsc;
+
+use super::PgShared;
+use super::audit::{Common, Tracker, writer};
+use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
+use super::cancel::{CancelTarget, send_cancel};
+use super::listener::{STARTUP_TIMEOUT, Started};
+use super::relay::{Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
+use super::upstream::{self, UpstreamError};
+use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
+
+/// How long the kill path waits for the FATAL to reach the client before dropping both
+/// connections anyway (SPEC §6: closed within 1 s).
+const KILL_GRACE: Duration = Duration::from_millis(500);
+
+fn param(params: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
+    match reason {
+        CloseReason::GrantExpired => {
+            format!("portcullis: grant {grant} on {target} expired; session closed")
+        }
+        CloseReason::GrantRevoked => {
+            format!("portcullis: grant {grant} on {target} was revoked; session closed")
+        }
+        CloseReason::Killed => {
+            format!("portcullis: session killed by an operator (grant {grant} on {target})")
+        }
+        CloseReason::Shutdown => {
+            format!("portcullis: the gateway is shutting down (grant {grant} on {target})")
+        }
+        other => format!(
+            "portcullis: session closed ({}) (grant {grant} on {target})",
+            other.as_str()
+        ),
+    }
+}
+
+/// Runs a session to its end; every outcome is logged and audited here.
+pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAddr) {
+    let Started {
+        mut io,
+        params,
+        minor,
+        unknown_options,
+        tls,
+    } = started;
+    let gw = shared.gw.clone();
+    let client = peer.to_string();
+    let span = tracing::Span::current();
+
+    let Some(user) = param(&params, "user") else {
+        send_fatal(
+            &mut io,
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await;
+        return;
+    };
+    span.record("user", user.as_str());
+    if param(&params, "replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        send_fatal(
+            &mut io,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported through portcullis",
+        )
+        .await;
+        return;
+    }
+    let dbname = param(&params, "database").unwrap_or_else(|| user.clone());
+    if minor > 0 || !unknown_options.is_empty() {
+        let mut out = Vec::new();
+        let opts: Vec<&[u8]> = unknown_options.iter().map(Vec::as_slice).collect();
+        encode_negotiate_protocol_version(&mut out, 0, &opts);
+        if io.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+
+    let (verifier, known) = verifier_for(&gw, &user);
+    let ok = match tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await {
+        Ok(Ok(ok)) => ok && known,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "postgres authentication aborted");
+            audit_auth_failed(&gw, &user, &client, &e.to_string()).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!("postgres client did not finish authentication in time");
+            return;
+        }
+    };
+    if !ok {
+        tracing::info!("postgres password authentication failed");
+        audit_auth_failed(&gw, &user, &client, "password authentication failed").await;
+        send_fatal(
+            &mut io,
+            sqlstate::INVALID_PASSWORD,
+            &format!("password authentication failed for user \"{user}\""),
+        )
+        .await;
+        return;
+    }
+
+    let db = match parse_pg_database(&dbname) {
+        Ok(db) => db,
+        Err(e) => {
+            send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &e.to_string()).await;
+            return;
+        }
+    };
+    span.record("target", db.target.as_str());
+    let target = match gw.config.target(&db.target) {
+        Some(t) if t.kind == TargetKind::Postgres => t.clone(),
+        Some(t) => {
+            let msg = format!(
+                "target {} is an SSH target; connect to it with ssh -p <port> {user}+{}@<gateway>",
+                t.name, t.name
+            );
+            send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &msg).await;
+            return;
+        }
+        None => {
+            let msg = Denied::UnknownTarget {
+                target: db.target.clone(),
+            }
+            .to_string();
+            send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &msg).await;
+            return;
+        }
+    };
+    if !gw.audit.healthy() {
+        send_fatal(
+            &mut io,
+            sqlstate::SYSTEM_ERROR,
+            "portcullis: the audit log is unavailable, so new sessions are refused",
+        )
+        .await;
+        return;
+    }
+    let info = SessionInfo {
+        proto: Proto::Postgres,
+        client: client.clone(),
+    };
+    let mut lease = match gw
+        .grants
+        .authorize(&user, &db.target, db.role.as_deref(), info)
+    {
+        Ok(l) => l,
+        Err(denied) => {
+            tracing::info!(reason = %denied, "postgres session refused");
+            let code = match denied {
+                Denied::UnknownTarget { .. } => sqlstate::INVALID_CATALOG_NAME,
+                _ => sqlstate::INVALID_AUTHORIZATION,
+            };
+            send_fatal(&mut io, code, &denied.to_string()).await;
+            return;
+        }
+    };
+    span.record("session", lease.session_id.as_str());
+    let common = Common {
+        session: lease.session_id.clone(),
+        user: user.clone(),
+        target: target.name.clone(),
+        role: lease.role.clone(),
+        grant: lease.grant_id.clone(),
+        client: client.clone(),
+    };
+    let (audit_tx, audit_task) = writer(gw.audit.clone());
+    let started_at = Instant::now();
+    let _ = audit_tx
+        .send(
+            common
+                .event("auth.succeeded")
+                .with("method", "scram-sha-256"),
+        )
+        .await;
+
+    let Some(role) = target.roles.get(&lease.role).cloned() else {
+        send_fatal(
+            &mut io,
+            sqlstate::INVALID_AUTHORIZATION,
+            &format!(
+                "role {} is not configured on target {}",
+                lease.role, target.name
+            ),
+        )
+        .await;
+        end_session(
+            audit_tx,
+            audit_task,
+            &common,
+            "error",
+            &lease,
+            started_at,
+            0,
+            Some("role not configured"),
+        )
+        .await;
+        return;
+    };
+
+    let mut up = match upstream::connect(&target, &role, &params).await {
+        Ok(up) => up,
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream login failed");
+            let code = match e {
+                UpstreamError::Refused { .. }
+                | UpstreamError::NoPassword
+                | UpstreamError::Scram(_)
+                | UpstreamError::UnsupportedAuth(_) => sqlstate::REJECTED_CONNECTION,
+                _ => sqlstate::UNABLE_TO_CONNECT,
+            };
+            let msg = format!(
+                "portcullis: cannot open a session on {} as role {}: upstream {e}",
+                target.name, lease.role
+            );
+            send_fatal(&mut io, code, &msg).await;
+            end_session(
+                audit_tx,
+                audit_task,
+                &common,
+                "error",
+                &lease,
+                started_at,
+                0,
+                Some(&msg),
+            )
+            .await;
+            return;
+        }
+    };
+
+    let cancel_target = CancelTarget {
+        target: target.clone(),
+        pid: up.pid,
+        secret: up.secret.clone(),
+    };
+    let (gw_pid, gw_secret, _cancel_guard) = shared.cancels.register(cancel_target.clone());
+    let mut out = Vec::with_capacity(512);
+    encode_authentication_ok(&mut out);
+    out.extend_from_slice(&up.parameter_status);
+    encode_backend_key_data(&mut out, gw_pid, &gw_secret);
+    encode_ready_for_query(&mut out, b'I');
+    if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
+        end_session(
+            audit_tx,
+            audit_task,
+            &common,
+            "client_closed",
+            &lease,
+            started_at,
+            0,
+            None,
+        )
+        .await;
+        return;
+    }
+    let _ = audit_tx
+        .send(
+            common
+                .event("session.started")
+                .with("tls", tls)
+                .with("database", target.database.as_deref())
+                .with("upstream_tls", target.tls != PgTlsMode::Disable),
+        )
+        .await;
+    tracing::info!(upstream_pid = up.pid, "postgres session started");
+
+    // The relay, select!-ed against the lease: the deadline is watched while bytes flow.
+    let tracker = Mutex::new(Tracker::new(common.clone()));
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
+    let (check_tx, mut check_rx) = mpsc::channel(1);
+    let (mut crd, mut cwr) = tokio::io::split(io);
+    let (mut urd, mut uwr) = tokio::io::split(up.io);
+    let counters = lease.counters.clone();
+    let ctx = Ctx {
+        tracker: &tracker,
+        audit: &audit_tx,
+        counters: &counters,
+        check: &check_tx,
+    };
+    let mut closing: Option<CloseReason> = None;
+    let begin_kill = |reason: CloseReason, closing: &mut Option<CloseReason>| {
+        if closing.is_some() {
+            return;
+        }
+        *closing = Some(reason);
+        tracing::info!(reason = reason.as_str(), "closing postgres session");
+        let mut fatal = Vec::new();
+        let msg = kill_message(reason, &common.grant, &common.target);
+        encode_error_response(&mut fatal, "FATAL", sqlstate::ADMIN_SHUTDOWN, &msg);
+        let _ = control_tx.try_send(Control::Kill(fatal, reason));
+        // Stop whatever query is running right away, in parallel with telling the client.
+        let target = cancel_target.clone();
+        tokio::spawn(async move {
+            if let Err(e) = send_cancel(&target).await {
+                tracing::warn!(error = %e, "cancel request to upstream failed");
+            }
+        });
+    };
+    let end = {
+        let relay = async {
+            tokio::select! {
+                e = client_to_upstream(&mut crd, &mut uwr, &ctx) => e,
+                e = upstream_to_client(&mut urd, &mut cwr, &mut control_rx, &ctx) => e,
+            }
+        };
+        tokio::pin!(relay);
+        let grace = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                end = &mut relay => break end,
+                Some(reply) = check_rx.recv() => {
+                    let live = lease.is_live();
+                    let _ = reply.send(live);
+                    if !live {
+                        let reason = if lease.expires_at() <= chrono::Utc::now() {
+                            CloseReason::GrantExpired
+                        } else {
+                            CloseReason::GrantRevoked
+                        };
+                        begin_kill(reason, &mut closing);
+                        grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                    }
+                }
+                ev = lease.next_event(), if closing.is_none() => match ev {
+                    LeaseEvent::Warn { remaining } => {
+                        let mut notice = Vec::new();
+                        let secs = Duration::from_secs(remaining.as_secs());
+                        let msg = format!(
+                            "portcullis: grant {} on {} expires in {}; the session will be closed then",
+                            common.grant, common.target, humantime::format_duration(secs)
+                        );
+                        encode_notice_response(&mut notice, "WARNING", "01000", &msg);
+                        let _ = control_tx.try_send(Control::Notice(notice));
+                    }
+                    LeaseEvent::Close(reason) => {
+                        begin_kill(reason, &mut closing);
+                        grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                    }
+                },
+                () = &mut grace, if closing.is_some() => {
+                    // The client is not reading; close without the FATAL.
+                    break RelayEnd::Killed(closing.unwrap_or(CloseReason::Error));
+                }
+            }
+        }
+    };
+
+    let reason = match &end {
+        RelayEnd::ClientClosed => CloseReason::ClientClosed,
+        RelayEnd::UpstreamClosed => CloseReason::UpstreamClosed,
+        RelayEnd::Killed(r) => *r,
+        RelayEnd::ClientProtocol(e) => {
+            tracing::info!(error = %e, "client protocol error");
+            CloseReason::Error
+        }
+        RelayEnd::UpstreamProtocol(e) => {
+            tracing::warn!(error = %e, "upstream protocol error");
+            CloseReason::Error
+        }
+        RelayEnd::ClientIo(e) | RelayEnd::UpstreamIo(e) => {
+            tracing::info!(error = %e, "connection error");
+            CloseReason::Error
+        }
+    };
+    // A protocol error from the client is reported to it, as PostgreSQL would.
+    if let RelayEnd::ClientProtocol(e) = &end {
+        let mut fatal = Vec::new();
+        encode_error_response(
+            &mut fatal,
+            "FATAL",
+            sqlstate::PROTOCOL_VIOLATION,
+            &e.to_string(),
+        );
+        let _ = cwr.write_all(&fatal).await;
+    }
+    if reason == CloseReason::ClientClosed || matches!(end, RelayEnd::ClientProtocol(_)) {
+        let mut t = Vec::new();
+        encode_terminate(&mut t);
+        let _ = uwr.write_all(&t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(200), cwr.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), uwr.shutdown()).await;
+    drop((crd, cwr, urd, uwr));
+
+    if closing.is_some() {
+        // Cancel and close stop the backend; make sure it is gone even if it ignored both.
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            upstream::terminate_backend(&target, &role, up.pid),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "terminating the upstream backend failed"),
+            Err(_) => tracing::warn!("terminating the upstream backend timed out"),
+        }
+    }
+    let mut events = Vec::new();
+    let queries = tracker.lock().map_or(0, |mut t| {
+        t.drain(reason.as_str(), &mut events);
+        t.queries
+    });
+    for ev in events {
+        let _ = audit_tx.send(ev).await;
+    }
+    tracing::info!(reason = reason.as_str(), queries, "postgres session ended");
+    up.io = Box::new(tokio::io::empty());
+    end_session(
+        audit_tx,
+        audit_task,
+        &common,
+        reason.as_str(),
+        &lease,
+        started_at,
+        queries,
+        None,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn end_session(
+    audit_tx: mpsc::Sender<portcullis_recorder::Event>,
+    audit_task: tokio::task::JoinHandle<()>,
+    common: &Common,
+    reason: &str,
+    lease: &crate::grants::Lease,
+    started_at: Instant,
+    queries: u64,
+    error: Option<&str>,
+) {
+    let c = &lease.counters;
+    let ev = common
+        .event("session.ended")
+        .with("reason", reason)
+        .with(
+            "bytes_in",
+            c.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .with(
+            "bytes_out",
+            c.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .with("duration_ms", started_at.elapsed().as_millis() as u64)
+        .with("queries", queries)
+        .with("error", error);
+    let _ = audit_tx.send(ev).await;
+    drop(audit_tx);
+    let _ = audit_task.await;
+}
+
+async fn audit_auth_failed(gw: &crate::context::Gateway, user: &str, client: &str, why: &str) {
+    let ev = portcullis_recorder::Event::new("auth.failed")
+        .with("user", user)
+        .with("client", client)
+        .with("proto", "postgres")
+        .with("reason", why);
+    if let Err(e) = gw.audit.append(ev).await {
+        tracing::error!(error = %e, "audit append failed");
+    }
+}

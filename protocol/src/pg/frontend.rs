@@ -1,0 +1,308 @@
+//! Messages from client to server after the startup phase.
+
+use super::PgError;
+use super::reader::Reader;
+use super::write::{begin, cstr, finish, i16, i32};
+
+/// A Parse message: a named (or unnamed) prepared statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parse<'a> {
+    pub name: &'a [u8],
+    pub sql: &'a [u8],
+    /// The parameter type OIDs, 4 bytes each, as sent.
+    pub param_types: &'a [u8],
+}
+
+impl Parse<'_> {
+    /// The parameter type OIDs.
+    pub fn param_types(&self) -> impl Iterator<Item = u32> + '_ {
+        self.param_types
+            .chunks_exact(4)
+            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_be_bytes))
+    }
+}
+
+/// A Bind message, validated; formats and values are read lazily without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    /// Parameter format codes, 2 bytes each.
+    pub param_formats: &'a [u8],
+    /// Number of parameter values.
+    pub param_count: usize,
+    /// The parameter values section (each an Int32 length, -1 for NULL, then bytes).
+    pub param_values: &'a [u8],
+    /// Result format codes, 2 bytes each.
+    pub result_formats: &'a [u8],
+}
+
+fn i16s(raw: &[u8]) -> impl Iterator<Item = i16> + '_ {
+    raw.chunks_exact(2)
+        .filter_map(|c| <[u8; 2]>::try_from(c).ok().map(i16::from_be_bytes))
+}
+
+impl<'a> Bind<'a> {
+    /// The format of parameter `i`: 0 text, 1 binary (one code applies to all).
+    pub fn param_format(&self, i: usize) -> i16 {
+        match self.param_formats.len() / 2 {
+            0 => 0,
+            1 => i16s(self.param_formats).next().unwrap_or(0),
+            _ => i16s(self.param_formats).nth(i).unwrap_or(0),
+        }
+    }
+
+    /// The parameter values, `None` for NULL.
+    pub fn params(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+        let mut r = Reader::new(b'B', self.param_values);
+        std::iter::from_fn(move || {
+            if r.is_empty() {
+                return None;
+            }
+            let len = r.i32("parameter length").ok()?;
+            if len < 0 {
+                return Some(None);
+            }
+            let n = usize::try_from(len).ok()?;
+            r.bytes(n, "parameter value").ok().map(Some)
+        })
+    }
+
+    /// The result format codes.
+    pub fn result_formats(&self) -> impl Iterator<Item = i16> + 'a {
+        i16s(self.result_formats)
+    }
+}
+
+/// A SASLInitialResponse (`p` sent in answer to AuthenticationSASL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaslInitialResponse<'a> {
+    pub mechanism: &'a [u8],
+    /// The client-first-message; `None` if the client sent length -1.
+    pub data: Option<&'a [u8]>,
+}
+
+impl<'a> SaslInitialResponse<'a> {
+    /// Decodes the body of a `p` message as SASLInitialResponse.
+    pub fn decode(body: &'a [u8]) -> Result<Self, PgError> {
+        let mut r = Reader::new(b'p', body);
+        let mechanism = r.cstr("sasl mechanism")?;
+        let len = r.i32("sasl data length")?;
+        let data = if len < 0 {
+            None
+        } else {
+            let n = usize::try_from(len).map_err(|_| r.malformed("sasl data length"))?;
+            Some(r.bytes(n, "sasl data")?)
+        };
+        r.finish()?;
+        Ok(SaslInitialResponse { mechanism, data })
+    }
+}
+
+/// A message from the client after startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontendMessage<'a> {
+    /// Simple query.
+    Query {
+        sql: &'a [u8],
+    },
+    Parse(Parse<'a>),
+    Bind(Bind<'a>),
+    Execute {
+        portal: &'a [u8],
+        max_rows: i32,
+    },
+    /// Describe a statement (`S`) or portal (`P`).
+    Describe {
+        kind: u8,
+        name: &'a [u8],
+    },
+    /// Close a statement (`S`) or portal (`P`).
+    Close {
+        kind: u8,
+        name: &'a [u8],
+    },
+    Sync,
+    Flush,
+    Terminate,
+    CopyData(&'a [u8]),
+    CopyDone,
+    CopyFail {
+        message: &'a [u8],
+    },
+    /// PasswordMessage, SASLInitialResponse or SASLResponse: which one depends on what the
+    /// server asked for, so the body is kept raw; see [`SaslInitialResponse::decode`].
+    Password(&'a [u8]),
+    /// Anything else (FunctionCall, ...), forwarded as is.
+    Other {
+        tag: u8,
+        body: &'a [u8],
+    },
+}
+
+fn kind(r: &mut Reader<'_>) -> Result<u8, PgError> {
+    let k = r.u8("statement or portal")?;
+    if k != b'S' && k != b'P' {
+        return Err(r.malformed("kind is neither 'S' nor 'P'"));
+    }
+    Ok(k)
+}
+
+impl<'a> FrontendMessage<'a> {
+    /// Decodes one message from its tag and body.
+    pub fn decode(tag: u8, body: &'a [u8]) -> Result<Self, PgError> {
+        let mut r = Reader::new(tag, body);
+        let msg = match tag {
+            b'Q' => FrontendMessage::Query {
+                sql: r.cstr("query")?,
+            },
+            b'P' => {
+                let name = r.cstr("statement name")?;
+                let sql = r.cstr("query")?;
+                let n = r.count("parameter type count")?;
+                let param_types = r.bytes(n * 4, "parameter types")?;
+                FrontendMessage::Parse(Parse {
+                    name,
+                    sql,
+                    param_types,
+                })
+            }
+            b'B' => {
+                let portal = r.cstr("portal name")?;
+                let statement = r.cstr("statement name")?;
+                let nf = r.count("format count")?;
+                let param_formats = r.bytes(nf * 2, "parameter formats")?;
+                let param_count = r.count("parameter count")?;
+                let start = r;
+                for _ in 0..param_count {
+                    let len = r.i32("parameter length")?;
+                    if len >= 0 {
+                        let n = usize::try_from(len).map_err(|_| r.malformed("length"))?;
+                        r.bytes(n, "parameter value")?;
+                    } else if len != -1 {
+                        return Err(r.malformed("negative parameter length"));
+                    }
+                }
+                let used = start.remaining() - r.remaining();
+                let param_values = start.clone_prefix(used);
+                let nr = r.count("result format count")?;
+                let result_formats = r.bytes(nr * 2, "result formats")?;
+                FrontendMessage::Bind(Bind {
+                    portal,
+                    statement,
+                    param_formats,
+                    param_count,
+                    param_values,
+                    result_formats,
+                })
+            }
+            b'E' => FrontendMessage::Execute {
+                portal: r.cstr("portal name")?,
+                max_rows: r.i32("row limit")?,
+            },
+            b'D' => FrontendMessage::Describe {
+                kind: kind(&mut r)?,
+                name: r.cstr("name")?,
+            },
+            b'C' => FrontendMessage::Close {
+                kind: kind(&mut r)?,
+                name: r.cstr("name")?,
+            },
+            b'S' => FrontendMessage::Sync,
+            b'H' => FrontendMessage::Flush,
+            b'X' => FrontendMessage::Terminate,
+            b'd' => FrontendMessage::CopyData(r.rest()),
+            b'c' => FrontendMessage::CopyDone,
+            b'f' => FrontendMessage::CopyFail {
+                message: r.cstr("message")?,
+            },
+            b'p' => FrontendMessage::Password(r.rest()),
+            _ => FrontendMessage::Other {
+                tag,
+                body: r.rest(),
+            },
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Appends the encoded message to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            FrontendMessage::Query { sql } => {
+                let at = begin(out, b'Q');
+                cstr(out, sql);
+                finish(out, at);
+            }
+            FrontendMessage::Parse(p) => {
+                let at = begin(out, b'P');
+                cstr(out, p.name);
+                cstr(out, p.sql);
+                i16(
+                    out,
+                    i16::try_from(p.param_types.len() / 4).unwrap_or(i16::MAX),
+                );
+                out.extend_from_slice(p.param_types);
+                finish(out, at);
+            }
+            FrontendMessage::Bind(b) => {
+                let at = begin(out, b'B');
+                cstr(out, b.portal);
+                cstr(out, b.statement);
+                i16(
+                    out,
+                    i16::try_from(b.param_formats.len() / 2).unwrap_or(i16::MAX),
+                );
+                out.extend_from_slice(b.param_formats);
+                i16(out, i16::try_from(b.param_count).unwrap_or(i16::MAX));
+                out.extend_from_slice(b.param_values);
+                i16(
+                    out,
+                    i16::try_from(b.result_formats.len() / 2).unwrap_or(i16::MAX),
+                );
+                out.extend_from_slice(b.result_formats);
+                finish(out, at);
+            }
+            FrontendMessage::Execute { portal, max_rows } => {
+                let at = begin(out, b'E');
+                cstr(out, portal);
+                i32(out, max_rows);
+                finish(out, at);
+            }
+            FrontendMessage::Describe { kind, name } | FrontendMessage::Close { kind, name } => {
+                let tag = if matches!(self, FrontendMessage::Describe { .. }) {
+                    b'D'
+                } else {
+                    b'C'
+                };
+                let at = begin(out, tag);
+                out.push(kind);
+                cstr(out, name);
+                finish(out, at);
+            }
+            FrontendMessage::Sync => finish_empty(out, b'S'),
+            FrontendMessage::Flush => finish_empty(out, b'H'),
+            FrontendMessage::Terminate => finish_empty(out, b'X'),
+            FrontendMessage::CopyDone => finish_empty(out, b'c'),
+            FrontendMessage::CopyData(data) => raw(out, b'd', data),
+            FrontendMessage::Password(data) => raw(out, b'p', data),
+            FrontendMessage::Other { tag, body } => raw(out, tag, body),
+            FrontendMessage::CopyFail { message } => {
+                let at = begin(out, b'f');
+                cstr(out, message);
+                finish(out, at);
+            }
+        }
+    }
+}
+
+fn finish_empty(out: &mut Vec<u8>, tag: u8) {
+    let at = begin(out, tag);
+    finish(out, at);
+}
+
+pub(crate) fn raw(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    let at = begin(out, tag);
+    out.extend_from_slice(body);
+    finish(out, at);
+}

@@ -1,0 +1,413 @@
+//! The audit readers through the real `portcullis` binary: `audit verify` (and tampering),
+//! `audit search|tail`, `replay` (asciicast and text export, Postgres timeline) and `report`.
+//! Logs are written with the real recorder; the recording holds a real shell's output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use portcullis_recorder::{AuditLog, Durability, Event, Recording};
+
+fn portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .expect("run portcullis")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_log(data: &Path, events: Vec<Event>) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let log = AuditLog::open(
+            &data.join("audit"),
+            &data.join("audit-seal.key"),
+            Durability::Strict,
+        )
+        .expect("open");
+        for e in events {
+            log.append(e).await.expect("append");
+        }
+        log.close().await.expect("close");
+    });
+}
+
+/// The hex public key of the seal key at `path` (created when absent).
+fn pubkey_hex(path: &Path) -> String {
+    let key = portcullis_recorder::key::load_or_create(path).expect("key");
+    key.verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sess(kind: &str, session: &str) -> Event {
+    Event::new(kind)
+        .with("session", session)
+        .with("user", "alice")
+}
+
+#[test]
+fn verify_passes_then_names_the_tampered_place() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let evs = (0..50)
+        .map(|i| sess("pg.query", "s_1").with("sql", format!("select {i}")))
+        .collect();
+    write_log(data, evs);
+    let dd = data.to_str().expect("utf-8");
+    let ok = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let out = text(&ok.stdout);
+    let pk_hex = pubkey_hex(&data.join("audit-seal.key"));
+    assert!(out.contains(&pk_hex), "prints the public key: {out}");
+    assert!(out.contains("50 records"), "{out}");
+
+    // Without --data-dir the config's gateway.data_dir is used.
+    let cfg = data.join("portcullis.toml");
+    std::fs::write(&cfg, "[gateway]\ndata_dir = \".\"\n").expect("config");
+    let ok = portcullis(&["-c", cfg.to_str().expect("utf-8"), "audit", "verify"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("50 records"));
+
+    let ok = portcullis(&["audit", "verify", "--data-dir", dd, "--pubkey", &pk_hex]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other = pubkey_hex(&elsewhere.path().join("other.key"));
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd, "--pubkey", &other]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("another key"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let seg = data.join("audit/seg-000001.jsonl");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let line10 = bytes
+        .split(|&b| b == b'\n')
+        .take(9)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let at = line10
+        + bytes[line10..]
+            .windows(8)
+            .position(|w| w == b"select 9")
+            .expect("record 10");
+    bytes[at + 7] = b'8';
+    std::fs::write(&seg, &bytes).expect("write");
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("seg-000001.jsonl")
+            && err.contains("seq 10")
+            && err.contains(&format!("offset {line10}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn search_and_tail_filter_records() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut evs = vec![Event::new("gateway.started")];
+    for i in 0..5 {
+        evs.push(
+            sess("pg.query", "s_a")
+                .with("target", "pg-prod")
+                .with("sql", format!("select {i}")),
+        );
+        evs.push(
+            Event::new("ssh.exec")
+                .with("session", "s_b")
+                .with("user", "bob")
+                .with("command", "uptime"),
+        );
+    }
+    write_log(d.path(), evs);
+    let dd = d.path().to_str().expect("utf-8");
+    let out = portcullis(&[
+        "audit",
+        "search",
+        "--data-dir",
+        dd,
+        "--user",
+        "alice",
+        "--type",
+        "pg",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one json object per line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines.iter().all(|r| r["event"]["type"] == "pg.query"
+            && r["hash"].as_str().is_some_and(|h| h.len() == 64))
+    );
+    let out = portcullis(&[
+        "audit",
+        "search",
+        "--data-dir",
+        dd,
+        "--session",
+        "s_b",
+        "--since",
+        "1h",
+    ]);
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    assert!(
+        text(&out.stdout).contains("command=\"uptime\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = portcullis(&["audit", "tail", "--data-dir", dd, "-n", "3", "--json"]);
+    let seqs: Vec<u64> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [9, 10, 11]);
+}
+
+#[test]
+fn replay_exports_a_real_shell_recording() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    // A real shell's output, as the SSH proxy would see it on the channel.
+    let shell = Command::new("sh")
+        .args(["-c", "printf '$ '; echo replay-marker-42; printf '$ '"])
+        .output()
+        .expect("sh");
+    let mut rec = Recording::create(
+        &data.join("recordings"),
+        "s_ssh",
+        0,
+        80,
+        24,
+        "xterm",
+        "alice@web-1",
+    )
+    .expect("rec");
+    rec.input(b"echo replay-marker-42\r").expect("input");
+    rec.output(&shell.stdout).expect("output");
+    rec.resize(100, 30).expect("resize");
+    let (path, sha) = rec.finish().expect("finish");
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+    write_log(
+        data,
+        vec![
+            sess("session.started", "s_ssh")
+                .with("proto", "ssh")
+                .with("target", "web-1"),
+            sess("ssh.shell", "s_ssh"),
+            sess("ssh.command", "s_ssh").with("command", "echo replay-marker-42"),
+            sess("session.ended", "s_ssh")
+                .with("reason", "client_closed")
+                .with("recording", &file)
+                .with("recording_sha256", &sha),
+        ],
+    );
+    let dd = data.to_str().expect("utf-8");
+    let out = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--export", "asciicast"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cast = text(&out.stdout);
+    let mut lines = cast.lines();
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next().expect("header")).expect("header json");
+    assert_eq!(
+        (
+            header["version"].as_u64(),
+            header["width"].as_u64(),
+            header["height"].as_u64()
+        ),
+        (Some(2), Some(80), Some(24))
+    );
+    assert!(header["env"]["TERM"].is_string() && header["timestamp"].is_i64());
+    let mut codes = Vec::new();
+    for l in lines {
+        let (t, code, data): (f64, String, String) = serde_json::from_str(l).expect("v2 event");
+        assert!(t >= 0.0 && !data.is_empty());
+        codes.push(code);
+    }
+    assert_eq!(codes, ["i", "o", "r"]);
+
+    let out = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--export", "text"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    assert!(screen.contains("$ replay-marker-42"), "{screen}");
+    assert!(
+        screen.contains("--- commands ---") && screen.contains("echo replay-marker-42"),
+        "{screen}"
+    );
+
+    let out = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--speed", "1000"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("replay-marker-42"));
+
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("42", "43"),
+    )
+    .expect("tamper");
+    let out = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--export", "text"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not match the sha256"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn replay_prints_a_postgres_timeline() {
+    let d = tempfile::tempdir().expect("tempdir");
+    write_log(
+        d.path(),
+        vec![
+            sess("session.started", "s_pg").with("proto", "postgres"),
+            sess("pg.query", "s_pg")
+                .with("sql", "select $1::int")
+                .with("params", ["7"])
+                .with("duration_us", 1500)
+                .with("tag", "SELECT 1"),
+            sess("pg.query", "s_pg")
+                .with("sql", "select nope")
+                .with("duration_us", 90)
+                .with("error", "column \"nope\" does not exist"),
+            sess("session.ended", "s_pg").with("reason", "client_closed"),
+        ],
+    );
+    let out = portcullis(&[
+        "replay",
+        "s_pg",
+        "--data-dir",
+        d.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    for want in [
+        "select $1::int",
+        "params: [\"7\"]",
+        "1.500 ms",
+        "SELECT 1",
+        "ERROR column \"nope\" does not exist",
+    ] {
+        assert!(t.contains(want), "{want} in {t}");
+    }
+    let out = portcullis(&[
+        "replay",
+        "s_none",
+        "--data-dir",
+        d.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn report_reviews_grants_requests_and_sessions() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let g = |kind: &str, id: &str| Event::new(kind).with("grant", id);
+    write_log(
+        d.path(),
+        vec![
+            Event::new("request.created")
+                .with("request", "r_1")
+                .with("user", "alice")
+                .with("target", "pg-prod")
+                .with("reason", "INC-1"),
+            Event::new("request.approved")
+                .with("request", "r_1")
+                .with("by", "bob")
+                .with("grant", "g_1"),
+            g("grant.created", "g_1")
+                .with("user", "alice")
+                .with("target", "pg-prod")
+                .with("role", "read")
+                .with("reason", "INC-1")
+                .with("created_by", "bob")
+                .with("request_id", "r_1")
+                .with("created_at", "2026-11-29T10:00:00Z")
+                .with("expires_at", "2026-11-29T14:00:00Z")
+                .with("max_secs", 14_400),
+            g("grant.created", "g_2")
+                .with("user", "carol")
+                .with("target", "web-1")
+                .with("role", "deploy")
+                .with("reason", "deploy")
+                .with("created_by", "admin")
+                .with("created_at", "2026-11-29T10:00:00Z")
+                .with("expires_at", "2026-11-29T11:00:00Z"),
+            Event::new("request.created")
+                .with("request", "r_2")
+                .with("user", "dave")
+                .with("target", "pg-prod")
+                .with("reason", "curious"),
+            Event::new("request.denied")
+                .with("request", "r_2")
+                .with("by", "bob")
+                .with("reason", "no"),
+            Event::new("request.created")
+                .with("request", "r_3")
+                .with("user", "erin")
+                .with("target", "pg-prod")
+                .with("reason", "later"),
+            sess("session.started", "s_1")
+                .with("grant", "g_1")
+                .with("target", "pg-prod"),
+            sess("pg.query", "s_1").with("sql", "select 1"),
+            sess("pg.query", "s_1").with("sql", "select 2"),
+            sess("session.ended", "s_1")
+                .with("reason", "killed")
+                .with("target", "pg-prod"),
+            g("grant.revoked", "g_1").with("by", "bob"),
+        ],
+    );
+    let dd = d.path().to_str().expect("utf-8");
+    let out = portcullis(&["report", "--data-dir", dd, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let g1 = &r["grants"][0];
+    assert_eq!(
+        (
+            g1["id"].as_str(),
+            g1["approved_by"].as_str(),
+            g1["status"].as_str()
+        ),
+        (Some("g_1"), Some("bob"), Some("revoked"))
+    );
+    assert_eq!(
+        (
+            g1["sessions"].as_u64(),
+            g1["queries"].as_u64(),
+            g1["granted_secs"].as_i64()
+        ),
+        (Some(1), Some(2), Some(14_400))
+    );
+    assert_eq!(r["unused_grants"], serde_json::json!(["g_2"]));
+    assert_eq!(r["grants_at_max"], serde_json::json!(["g_1"]));
+    assert_eq!(r["denied_requests"][0]["id"], "r_2");
+    assert_eq!(r["lapsed_requests"][0]["id"], "r_3");
+    assert_eq!(r["forced_closes"][0]["reason"], "killed");
+    let md = portcullis(&["report", "--data-dir", dd]);
+    let md = text(&md.stdout);
+    assert!(
+        md.contains("| g_1 | alice | pg-prod | read | INC-1 | bob | bob | 4h |"),
+        "{md}"
+    );
+    assert!(md.contains("## Grants never used\n\n- g_2"), "{md}");
+}

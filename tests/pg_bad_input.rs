@@ -1,0 +1,237 @@
+//! Hostile and broken inputs to the PostgreSQL proxy: each is answered with a clear error or
+//! a clean close, while a healthy client on another connection keeps working.
+#![allow(clippy::unwrap_used)]
+
+mod pg_support;
+
+use std::time::Duration;
+
+use pg_support::{ALICE_PW, Harness, output};
+use portcullis_protocol::pg::{
+    BackendMessage, encode_password, encode_sasl_initial_response, encode_sasl_response,
+    encode_startup, next_frame,
+};
+use portcullis_protocol::scram::ScramClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Reads everything until the gateway closes; returns the ErrorResponse fields
+/// (severity, code, message) of the first error, if any.
+async fn read_error(s: &mut TcpStream) -> Option<(String, String, String)> {
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let mut rest = &buf[..];
+    while let Ok(Some((f, n))) = next_frame(rest) {
+        if let Ok(BackendMessage::ErrorResponse(e)) = BackendMessage::decode(f.tag, f.body) {
+            let t = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            return Some((t(e.severity()), t(e.code()), t(e.message())));
+        }
+        rest = &rest[n..];
+    }
+    None
+}
+
+async fn raw(h: &Harness, bytes: &[u8]) -> Option<(String, String, String)> {
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_error(&mut s).await
+}
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_startup(
+        &mut out,
+        params.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    out
+}
+
+/// Logs in as alice over a raw socket with the real SCRAM client.
+async fn raw_login(h: &Harness, dbname: &str) -> TcpStream {
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&startup(&[("user", "alice"), ("database", dbname)]))
+        .await
+        .unwrap();
+    let mut scram = ScramClient::new(ALICE_PW);
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "gateway closed during login");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((f, used))) = next_frame(&buf) {
+            let msg = BackendMessage::decode(f.tag, f.body).unwrap();
+            let mut out = Vec::new();
+            match msg {
+                BackendMessage::Authentication(a) => match a {
+                    portcullis_protocol::pg::Authentication::Sasl { .. } => {
+                        encode_sasl_initial_response(
+                            &mut out,
+                            "SCRAM-SHA-256",
+                            &scram.client_first(),
+                        )
+                    }
+                    portcullis_protocol::pg::Authentication::SaslContinue(d) => {
+                        encode_sasl_response(&mut out, &scram.server_first(d).unwrap())
+                    }
+                    portcullis_protocol::pg::Authentication::SaslFinal(d) => {
+                        scram.server_final(d).unwrap()
+                    }
+                    _ => {}
+                },
+                BackendMessage::ReadyForQuery { .. } => return s,
+                BackendMessage::ErrorResponse(e) => panic!("{:?}", e.message()),
+                _ => {}
+            }
+            buf.drain(..used);
+            s.write_all(&out).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    h.grant("alice", "pg-down", "rw", Duration::from_secs(3600))
+        .await;
+    h.grant("bob", "pg", "badpw", Duration::from_secs(3600))
+        .await;
+
+    // The healthy client, connected first and used after every bad input.
+    let (healthy, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut round = 0i32;
+    let mut check_healthy = async || {
+        round += 1;
+        let row = healthy
+            .query_one("select $1::int + 1", &[&round])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), round + 1);
+    };
+
+    // Garbage: an HTTP request is read as a startup length far over the limit.
+    let e = raw(&h, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!((e.0.as_str(), e.1.as_str()), ("FATAL", "08P01"), "{e:?}");
+    assert!(e.2.contains("exceeds the maximum"), "{e:?}");
+    check_healthy().await;
+
+    // A startup length of 2^31-1.
+    let e = raw(&h, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0])
+        .await
+        .unwrap();
+    assert!(e.2.contains("exceeds the maximum"), "{e:?}");
+    // A length shorter than the length field itself.
+    let e = raw(&h, &[0, 0, 0, 2]).await.unwrap();
+    assert!(e.2.contains("invalid message length"), "{e:?}");
+    check_healthy().await;
+
+    // Unknown protocol version.
+    let e = raw(&h, &[0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78])
+        .await
+        .unwrap();
+    assert_eq!(e.1, "0A000", "{e:?}");
+    assert!(e.2.contains("unsupported frontend protocol"), "{e:?}");
+
+    // Startup without a user.
+    let e = raw(&h, &startup(&[("database", "pg")])).await.unwrap();
+    assert_eq!(e.1, "28000");
+    assert!(e.2.contains("no PostgreSQL user name"), "{e:?}");
+    check_healthy().await;
+
+    // A wrong SCRAM proof (psql with a wrong password), and an unknown user alike.
+    for user in ["alice", "mallory"] {
+        let mut cmd = h.psql(user, "wrong-password", "pg", "disable");
+        cmd.args(["-c", "select 1"]);
+        let (ok, _, err) = output(cmd).await;
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "password authentication failed for user \"{user}\""
+            )),
+            "{err}"
+        );
+    }
+    // A cleartext password where SCRAM was asked for is a protocol error, not a login.
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&startup(&[("user", "alice"), ("database", "pg")]))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    encode_password(&mut out, ALICE_PW.as_bytes());
+    s.write_all(&out).await.unwrap();
+    assert!(read_error(&mut s).await.is_none(), "no login without SCRAM");
+    check_healthy().await;
+
+    // A client vanishing mid-authentication.
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&startup(&[("user", "alice"), ("database", "pg")]))
+        .await
+        .unwrap();
+    let mut first = [0u8; 16];
+    let n = s.read(&mut first).await.unwrap();
+    assert_eq!(first[0], b'R', "{:?}", &first[..n]);
+    drop(s);
+    check_healthy().await;
+
+    // After login: a message length of 2^31-1 is refused without allocating it.
+    let mut s = raw_login(&h, "pg+rw").await;
+    s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+    let e = read_error(&mut s).await.unwrap();
+    assert_eq!((e.0.as_str(), e.1.as_str()), ("FATAL", "08P01"), "{e:?}");
+    check_healthy().await;
+
+    // No grant, an unknown target and a malformed dbname.
+    for (user, pw, db, want) in [
+        (
+            "bob",
+            pg_support::BOB_PW,
+            "pg+rw",
+            "no live grant for bob on pg with role rw",
+        ),
+        ("alice", ALICE_PW, "nowhere", "unknown target nowhere"),
+        ("alice", ALICE_PW, "pg+rw+x", "too many '+'"),
+    ] {
+        let mut cmd = h.psql(user, pw, db, "disable");
+        cmd.args(["-c", "select 1"]);
+        let (ok, _, err) = output(cmd).await;
+        assert!(!ok);
+        assert!(err.contains(want), "{db}: {err}");
+    }
+    check_healthy().await;
+
+    // Upstream down, and upstream refusing the role's password.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg-down", "disable");
+    cmd.args(["-c", "select 1"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(!ok);
+    assert!(
+        err.contains("cannot open a session on pg-down") && err.contains("cannot connect"),
+        "{err}"
+    );
+    let mut cmd = h.psql("bob", pg_support::BOB_PW, "pg+badpw", "disable");
+    cmd.args(["-c", "select 1"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(!ok);
+    assert!(
+        err.contains("server refused the login") && err.contains("password authentication failed"),
+        "{err}"
+    );
+    check_healthy().await;
+    drop(healthy);
+
+    let events = h.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "auth.failed" && e["user"] == "mallory"),
+        "failed logins are audited"
+    );
+}

@@ -1,0 +1,145 @@
+//! The kill path through the PostgreSQL proxy: revoke, `sessions kill` and expiry while a
+//! query runs upstream each end the session with a FATAL naming the grant and the reason,
+//! and leave no backend of the role behind; the pre-expiry warning arrives as a notice.
+#![allow(clippy::unwrap_used)]
+
+mod pg_support;
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use pg_support::{ALICE_PW, Harness, output};
+use portcullis_gateway::grants::Actor;
+use tokio_postgres::AsyncMessage;
+
+/// Waits until the role runs `sql` upstream (the event the kill must interrupt).
+async fn wait_running(h: &Harness, sql: &str) {
+    let probe =
+        format!("select count(*) from pg_stat_activity where query = '{sql}' and state = 'active'");
+    while h.pg.sql(&probe).unwrap().trim() != "1" {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_during_a_query_closes_psql_with_fatal() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    let grant = h
+        .grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "require");
+    cmd.args(["-c", "select pg_sleep(600)"]);
+    let psql = tokio::spawn(output(cmd));
+    wait_running(&h, "select pg_sleep(600)").await;
+    h.gw.grants
+        .revoke(&grant, &Actor::Admin, Some("test".into()))
+        .await
+        .unwrap();
+    let (ok, _, err) = psql.await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("FATAL"), "{err}");
+    assert!(err.contains("revoked") && err.contains(&grant), "{err}");
+    h.wait_sessions_closed().await;
+    assert_eq!(
+        h.backends_of("app_rw").await,
+        0,
+        "no backend of the role survives"
+    );
+
+    let events = h.audit_events().await;
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "session.ended")
+        .unwrap();
+    assert_eq!(ended["reason"], "grant_revoked");
+    let q = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e["sql"] == "select pg_sleep(600)")
+        .unwrap();
+    assert!(q.contains_key("error"), "{q:?}");
+
+    // A new session on the revoked grant is refused with a clear message.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.args(["-c", "select 1"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(!ok);
+    assert!(err.contains("no live grant for alice on pg"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_kill_closes_a_tokio_postgres_session() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    let grant = h
+        .grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (client, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let q = tokio::spawn(async move { client.simple_query("select pg_sleep(600)").await });
+    wait_running(&h, "select pg_sleep(600)").await;
+    let sessions = h.gw.grants.sessions(&Actor::Admin);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].proto, "postgres");
+    h.gw.grants
+        .kill_session(&sessions[0].id, &Actor::Admin, Some("test"))
+        .unwrap();
+    let err = q.await.unwrap().unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.severity(), "FATAL");
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+    assert!(
+        db.message().contains("killed") && db.message().contains(&grant),
+        "{db}"
+    );
+    h.wait_sessions_closed().await;
+    assert_eq!(h.backends_of("app_rw").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_warns_then_closes() {
+    // A 3 s grant with a 2 s warning: the notice comes about 1 s in, the close at 3 s.
+    let h = Harness::start(Duration::from_secs(2)).await;
+    let grant = h.grant("alice", "pg", "rw", Duration::from_secs(3)).await;
+    let (client, mut conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let (tx, mut messages) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            if tx.unbounded_send(m).is_err() {
+                break;
+            }
+        }
+    });
+    let q = tokio::spawn(async move { client.simple_query("select pg_sleep(600)").await });
+    let notice = loop {
+        match messages.next().await.unwrap() {
+            Ok(AsyncMessage::Notice(n)) => break n,
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended before the warning: {e}"),
+        }
+    };
+    assert!(notice.message().contains("expires in") && notice.message().contains(&grant));
+    let err = q.await.unwrap().unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert!(
+        db.message().contains("expired") && db.message().contains(&grant),
+        "{db}"
+    );
+    h.wait_sessions_closed().await;
+    assert_eq!(h.backends_of("app_rw").await, 0);
+    let events = h.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "session.ended" && e["reason"] == "grant_expired")
+    );
+}

@@ -1,0 +1,278 @@
+//! The PostgreSQL proxy end to end: real psql, pgbench and tokio-postgres through the real
+//! listener, grants engine and audit log, in front of a real PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod pg_support;
+
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _, TryStreamExt as _};
+use pg_support::{ALICE_PW, Harness, output};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_works_with_and_without_tls() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    for sslmode in ["disable", "require"] {
+        let script = "create table if not exists t (id int primary key, v text);\n\
+             truncate t;\n\
+             insert into t values (1, 'one'), (2, 'two');\n\
+             begin; insert into t values (3, 'three'); rollback;\n\
+             begin; insert into t values (4, 'four'); commit;\n\
+             select string_agg(v, ',' order by id) from t;\n\
+             \\d t\n\
+             select ssl from pg_stat_ssl where pid = pg_backend_pid();\n";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("script.sql");
+        std::fs::write(&file, script).unwrap();
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", sslmode);
+        cmd.arg("-f").arg(&file);
+        let (ok, out, err) = output(cmd).await;
+        assert!(ok, "sslmode={sslmode}: {err}");
+        assert!(out.contains("one,two,four"), "{out}");
+        assert!(out.contains("id|integer"), "\\d output: {out}");
+
+        // An error, then a query on the same connection that recovers.
+        let mut cmd = h.psql("alice", ALICE_PW, "pg", sslmode);
+        cmd.args([
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "select 1/0",
+            "-c",
+            "select 'recovered'",
+        ]);
+        let (_, out, err) = output(cmd).await;
+        assert!(err.contains("division by zero"), "{err}");
+        assert!(out.contains("recovered"), "{out}");
+
+        // The client's TLS state, as psql itself reports it.
+        let mut cmd = h.psql("alice", ALICE_PW, "pg", sslmode);
+        cmd.args(["-c", "\\conninfo"]);
+        let (ok, out, err) = output(cmd).await;
+        assert!(ok, "{err}");
+        assert_eq!(
+            out.contains("SSL connection"),
+            sslmode == "require",
+            "{out}"
+        );
+    }
+
+    // \copy out and back in.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.csv");
+    let mut cmd = h.psql("alice", ALICE_PW, "pg", "prefer");
+    cmd.arg("-c")
+        .arg(format!("\\copy t to '{}' csv", file.display()));
+    let (ok, _, err) = output(cmd).await;
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+    let script = dir.path().join("in.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "create table t2 (id int, v text);\n\\copy t2 from '{}' csv\nselect count(*) from t2;\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = h.psql("alice", ALICE_PW, "pg", "prefer");
+    cmd.arg("-f").arg(&script);
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{err}");
+    assert!(out.trim().ends_with('3'), "{out}");
+
+    let events = h.audit_events().await;
+    let queries: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query")
+        .filter_map(|e| e["sql"].as_str())
+        .collect();
+    assert!(
+        queries.iter().any(|q| q.contains("select 1/0")),
+        "{queries:?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains("COPY") || q.contains("copy")),
+        "{queries:?}"
+    );
+    let err = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e["sql"] == "select 1/0")
+        .unwrap();
+    assert_eq!(err["error"], "22012");
+    assert_eq!(err["user"], "alice");
+    assert_eq!(err["target"], "pg");
+    assert!(events.iter().any(|e| e["type"] == "session.started"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "session.ended" && e["reason"] == "client_closed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_extended_protocol_copy_and_notify() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let (client, mut conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    // Drive the connection ourselves to see its notifications.
+    let (tx, mut notices) = futures::channel::mpsc::unbounded();
+    let stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx))
+        .map_err(|e| -> futures::channel::mpsc::SendError { panic!("{e}") });
+    tokio::spawn(stream.forward(tx));
+
+    client
+        .batch_execute("create table k (id int, name text, data bytea)")
+        .await
+        .unwrap();
+    // Prepared statement, text and binary parameters (tokio-postgres sends binary).
+    let insert = client
+        .prepare("insert into k values ($1, $2, $3)")
+        .await
+        .unwrap();
+    for i in 0..5i32 {
+        client
+            .execute(
+                &insert,
+                &[&i, &format!("n{i}"), &vec![0xde_u8, 0xad, i as u8]],
+            )
+            .await
+            .unwrap();
+    }
+    let row = client
+        .query_one(
+            "select sum(id)::int, count(*)::int from k where name like $1",
+            &[&"n%"],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (10, 5));
+
+    // Pipelined: several queries in flight at once on one connection.
+    let s = client.prepare("select $1::int * 2").await.unwrap();
+    let args: Vec<i32> = (0..20).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        args.iter().map(|i| [i as _]).collect();
+    let futs: Vec<_> = params.iter().map(|p| client.query_one(&s, p)).collect();
+    let rows = futures::future::try_join_all(futs).await.unwrap();
+    let doubled: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(doubled, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+
+    // COPY IN and OUT.
+    let sink = client
+        .copy_in("copy k (id, name) from stdin")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"100\tcopied\n101\tcopied\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let out = client
+        .copy_out("copy (select name from k where id >= 100 order by id) to stdout")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    assert_eq!(chunks.concat(), b"copied\ncopied\n");
+
+    // LISTEN/NOTIFY through the proxy.
+    client.batch_execute("listen chan").await.unwrap();
+    client.batch_execute("notify chan, 'hello'").await.unwrap();
+    let note = loop {
+        match notices.next().await.unwrap() {
+            tokio_postgres::AsyncMessage::Notification(n) => break n,
+            _ => continue,
+        }
+    };
+    assert_eq!((note.channel(), note.payload()), ("chan", "hello"));
+
+    // A failing statement in the middle of a pipeline, then recovery.
+    let bad = client.query("select 1/0", &[]).await.unwrap_err();
+    assert_eq!(
+        bad.code(),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    assert_eq!(
+        client
+            .query_one("select 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    drop(client);
+
+    let events = h.audit_events().await;
+    let inserts: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query" && e["sql"] == "insert into k values ($1, $2, $3)")
+        .collect();
+    let all: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query")
+        .map(|e| (e["sql"].clone(), e.get("params").cloned()))
+        .collect();
+    assert_eq!(inserts.len(), 5, "one pg.query per Execute: {all:#?}");
+    // tokio-postgres sends every parameter in binary format: logged as hex.
+    let p = inserts[2]["params"].as_array().unwrap();
+    assert_eq!(p[0], "\\x00000002");
+    assert_eq!(p[1], "\\x6e32");
+    assert_eq!(p[2], "\\xdead02");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "pg.query" && e.get("copy_bytes") == Some(&22.into())),
+        "COPY IN counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_running_query() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let (client, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
+    // Wait until the query runs upstream, then cancel it as psql's Ctrl-C does.
+    while h
+        .pg
+        .sql("select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'")
+        .unwrap()
+        .trim()
+        != "1"
+    {
+        tokio::task::yield_now().await;
+    }
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = sleeper.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    let _ = h.backends_of("app_rw").await;
+
+    // A cancel with a made-up key is ignored, and the raw socket is simply closed.
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut msg = Vec::new();
+    portcullis_protocol::pg::encode_cancel_request(&mut msg, 1234, &[1, 2, 3, 4]);
+    s.write_all(&msg).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).await.unwrap(), 0);
+}

@@ -1,0 +1,258 @@
+//! An in-process gateway in front of a real PostgreSQL for the pg proxy tests: the real
+//! listener, grants engine and audit log, driven by real clients (psql, pgbench,
+//! tokio-postgres). Grants are created through the grants engine directly, as the admin API
+//! would.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_config::{
+    AuditSection, Config, Durability, GatewaySection, Listen, Notify, PgTlsMode, Policy, Role,
+    Secret, Target, TargetKind, User,
+};
+use portcullis_gateway::context::{Gateway, Shared};
+use portcullis_gateway::grants::{Actor, Grants, NewGrant};
+use portcullis_gateway::keys;
+use portcullis_gateway::testbed::Postgres;
+use portcullis_recorder::AuditLog;
+use tokio_util::sync::CancellationToken;
+
+pub const ALICE_PW: &str = "alice-gateway-pw";
+pub const BOB_PW: &str = "bob-gateway-pw";
+pub const RW_PW: &str = "app-rw-upstream-pw";
+
+pub struct Harness {
+    pub pg: Postgres,
+    pub gw: Shared,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn role(user: &str, password: &str) -> Role {
+    Role {
+        user: user.into(),
+        password: Some(Secret::new(password)),
+        private_key_file: None,
+        private_key: None,
+        allow: vec![],
+    }
+}
+
+impl Harness {
+    /// PostgreSQL with roles `app_rw` (owner of the public schema's test objects) and
+    /// `app_ro`, a gateway with users alice and bob, target `pg` (roles rw, ro) and target
+    /// `pg-down` pointing at a closed port.
+    pub async fn start(warn_before: Duration) -> Harness {
+        let pg = tokio::task::spawn_blocking(|| {
+            let pg = Postgres::start().unwrap();
+            pg.create_role("app_rw", RW_PW).unwrap();
+            pg.create_role("app_ro", "app-ro-pw").unwrap();
+            pg.sql("GRANT ALL ON SCHEMA public TO app_rw").unwrap();
+            pg
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        keys::ensure_data_dir(&data_dir).unwrap();
+        let mut roles = BTreeMap::new();
+        roles.insert("rw".to_string(), role("app_rw", RW_PW));
+        roles.insert("ro".to_string(), role("app_ro", "app-ro-pw"));
+        roles.insert("badpw".to_string(), role("app_ro", "not-the-password"));
+        let target = |name: &str, address: String| Target {
+            name: name.into(),
+            kind: TargetKind::Postgres,
+            address,
+            database: Some("postgres".into()),
+            tls: PgTlsMode::Prefer,
+            ca_file: None,
+            host_key: None,
+            max_grant: None,
+            approvers: vec![],
+            roles: roles.clone(),
+        };
+        let down_port = portcullis_gateway::testbed::free_port().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = Arc::new(Config {
+            gateway: GatewaySection {
+                data_dir: data_dir.clone(),
+            },
+            listen: Listen {
+                ssh: any,
+                postgres: any,
+                admin: any,
+            },
+            tls: None,
+            policy: Policy {
+                max_grant: Duration::from_secs(8 * 3600),
+                warn_before,
+                approvers: vec![],
+            },
+            audit: AuditSection {
+                durability: Durability::Batched,
+            },
+            notify: Notify::default(),
+            users: vec![
+                User {
+                    name: "alice".into(),
+                    ssh_keys: vec![],
+                    password_scram: Some(portcullis_protocol::scram::generate_verifier(ALICE_PW)),
+                },
+                User {
+                    name: "bob".into(),
+                    ssh_keys: vec![],
+                    password_scram: Some(portcullis_protocol::scram::generate_verifier(BOB_PW)),
+                },
+            ],
+            targets: vec![
+                target("pg", format!("127.0.0.1:{}", pg.port)),
+                target("pg-down", format!("127.0.0.1:{down_port}")),
+            ],
+            warnings: vec![],
+        });
+        let tls = keys::tls_server_config(&data_dir, None).unwrap();
+        let audit = AuditLog::open(
+            &data_dir.join("audit"),
+            &data_dir.join(keys::AUDIT_KEY_FILE),
+            portcullis_recorder::Durability::Batched,
+        )
+        .unwrap();
+        let grants =
+            Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone()).unwrap();
+        let gw = Arc::new(Gateway {
+            config,
+            data_dir: data_dir.clone(),
+            grants,
+            audit,
+            admin_token: "test".into(),
+            shutdown: CancellationToken::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(portcullis_gateway::pg::listen(listener, gw.clone(), tls));
+        Harness {
+            pg,
+            gw,
+            addr,
+            data_dir,
+            _dir: dir,
+        }
+    }
+
+    /// Grants `user` access to `target` as `role` for `secs` seconds; returns the grant id.
+    pub async fn grant(&self, user: &str, target: &str, role: &str, duration: Duration) -> String {
+        self.gw
+            .grants
+            .add_grant(
+                NewGrant {
+                    user: user.into(),
+                    target: target.into(),
+                    role: Some(role.into()),
+                    duration,
+                    reason: Some("test".into()),
+                },
+                &Actor::Admin,
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// A psql command through the gateway.
+    pub fn psql(
+        &self,
+        user: &str,
+        password: &str,
+        dbname: &str,
+        sslmode: &str,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("psql");
+        cmd.env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "20")
+            .env("PGSSLMODE", sslmode)
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .arg("-p")
+            .arg(self.addr.port().to_string())
+            .arg("-U")
+            .arg(user)
+            .arg("-d")
+            .arg(dbname)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// A tokio-postgres connection string through the gateway.
+    pub fn conn_str(&self, user: &str, password: &str, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={dbname} sslmode=disable",
+            self.addr.port()
+        )
+    }
+
+    /// Waits until no session is registered: a session deregisters only after its last
+    /// audit event is appended. Nothing signals this from outside, so it polls (bounded).
+    pub async fn wait_sessions_closed(&self) {
+        for _ in 0..1000 {
+            if self.gw.grants.sessions(&Actor::Admin).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "sessions still open: {:?}",
+            self.gw.grants.sessions(&Actor::Admin)
+        );
+    }
+
+    /// Every audit event written so far, oldest first, once all sessions have closed.
+    pub async fn audit_events(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        self.wait_sessions_closed().await;
+        let seq = self
+            .gw
+            .audit
+            .append(portcullis_recorder::Event::new("test.marker"))
+            .await
+            .unwrap();
+        let dir = self.data_dir.join("audit");
+        tokio::task::spawn_blocking(move || {
+            portcullis_recorder::records(&dir)
+                .unwrap()
+                .map(|r| r.unwrap())
+                .take_while(|r| r.seq < seq)
+                .map(|r| r.event)
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Backends of an upstream role, per pg_stat_activity.
+    pub async fn backends_of(&self, role: &str) -> u32 {
+        let sql = format!("select count(*) from pg_stat_activity where usename = '{role}'");
+        let out = self.pg.sql(&sql).unwrap();
+        out.trim().parse().unwrap()
+    }
+}
+
+/// Runs a command to completion and returns (success, stdout, stderr).
+pub async fn output(mut cmd: tokio::process::Command) -> (bool, String, String) {
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
