@@ -51,7 +51,9 @@ fn the_harness_also_works_for_an_ordinary_user() {
     use std::os::unix::process::CommandExt;
 
     if !portcullis_gateway::testbed::is_root() {
-        eprintln!("not root: psql_and_ssh_reach_the_real_upstreams_directly is the ordinary-user run");
+        eprintln!(
+            "not root: psql_and_ssh_reach_the_real_upstreams_directly is the ordinary-user run"
+        );
         return;
     }
     let user = nix::unistd::User::from_name("postgres")
@@ -63,7 +65,11 @@ fn the_harness_also_works_for_an_ordinary_user() {
     let copy = dir.path().join("harness-test");
     std::fs::copy(std::env::current_exe().expect("current exe"), &copy).expect("copy");
     let out = std::process::Command::new(&copy)
-        .args(["--exact", "psql_and_ssh_reach_the_real_upstreams_directly", "--nocapture"])
+        .args([
+            "--exact",
+            "psql_and_ssh_reach_the_real_upstreams_directly",
+            "--nocapture",
+        ])
         .uid(user.uid.as_raw())
         .gid(user.gid.as_raw())
         .env("HOME", &user.dir)

@@ -43,7 +43,10 @@ fn live_sessions(env: &Env, proto: &str) -> usize {
 }
 
 fn when(v: &serde_json::Value, key: &str) -> anyhow::Result<SystemTime> {
-    let s = v.get(key).and_then(|x| x.as_str()).context(key.to_string())?;
+    let s = v
+        .get(key)
+        .and_then(|x| x.as_str())
+        .context(key.to_string())?;
     let t = chrono::DateTime::parse_from_rfc3339(s)?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(t.timestamp_nanos_opt().unwrap_or(0) as u64))
 }
@@ -62,7 +65,10 @@ fn measure(
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while live_sessions(env, proto) < SESSIONS {
-        anyhow::ensure!(Instant::now() < deadline, "{proto} sessions did not all start");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{proto} sessions did not all start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let waiters: Vec<_> = children
@@ -92,18 +98,37 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     for (proto, target, spawn) in [
-        ("postgres", "pg-bench", psql_sleep as fn(&Env) -> anyhow::Result<Child>),
+        (
+            "postgres",
+            "pg-bench",
+            psql_sleep as fn(&Env) -> anyhow::Result<Child>,
+        ),
         ("ssh", "web", ssh_sleep),
     ] {
         env.revoke_all()?;
         let grant = env.grant(target, "1h")?;
         let id = grant["id"].as_str().context("grant id")?.to_string();
         let revoke = || -> anyhow::Result<SystemTime> {
-            let out = env.gw.cli().args(["grant", "revoke", &id, "--json"]).output()?;
-            anyhow::ensure!(out.status.success(), "revoke: {}", String::from_utf8_lossy(&out.stderr));
-            let list = env.gw.cli().args(["grant", "list", "--all", "--json"]).output()?;
+            let out = env
+                .gw
+                .cli()
+                .args(["grant", "revoke", &id, "--json"])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "revoke: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let list = env
+                .gw
+                .cli()
+                .args(["grant", "list", "--all", "--json"])
+                .output()?;
             let all: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout)?;
-            let g = all.iter().find(|g| g["id"] == id.as_str()).context("revoked grant")?;
+            let g = all
+                .iter()
+                .find(|g| g["id"] == id.as_str())
+                .context("revoked grant")?;
             when(g, "revoked_at")
         };
         let revoked = measure(env, proto, spawn, &revoke)?;
@@ -114,7 +139,10 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         for (what, d) in [("revoke", &revoked), ("expiry", &expired)] {
             let p99 = pct(d, 0.99);
             table.push(Row {
-                figure: format!("{proto} kill on {what}: p50 {:.1} ms, p99 {p99:.1} ms", pct(d, 0.5)),
+                figure: format!(
+                    "{proto} kill on {what}: p50 {:.1} ms, p99 {p99:.1} ms",
+                    pct(d, 0.5)
+                ),
                 unit: "ms (p99)".into(),
                 direct: None,
                 peer_name: "—".into(),

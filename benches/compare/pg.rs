@@ -55,7 +55,10 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    anyhow::ensure!(failed == 0, "pgbench {args:?} had {failed} failed transactions");
+    anyhow::ensure!(
+        failed == 0,
+        "pgbench {args:?} had {failed} failed transactions"
+    );
     Ok(Run {
         tps: field("tps").context("tps in pgbench output")?,
         latency_ms: field("latency average").unwrap_or(0.0),
@@ -97,7 +100,10 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         target: format!("≤ 25 µs added (measured {added_us:.1} µs)"),
         holds: Some(added_us <= 25.0),
     });
-    let [d, b, g] = three(env, &["-C", "-c", "4", "-j", "2", "-T", secs, "-M", "simple"])?;
+    let [d, b, g] = three(
+        env,
+        &["-C", "-c", "4", "-j", "2", "-T", secs, "-M", "simple"],
+    )?;
     table.push(Row {
         figure: "pgbench -S -C -c 4 (new connection per transaction)".into(),
         unit: "conn/s".into(),

@@ -29,7 +29,11 @@ fn live(env: &Env, proto: &str) -> usize {
 fn wait_live(env: &Env, proto: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while live(env, proto) < n {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {n} {proto} sessions", live(env, proto));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} {proto} sessions",
+            live(env, proto)
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     Ok(())
@@ -47,7 +51,8 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         );
         let mut clients = Vec::new();
         for _ in 0..pg_n {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            let (client, connection) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             clients.push(client);
         }

@@ -27,7 +27,9 @@ pub struct Env {
 
 impl Env {
     pub fn start(quick: bool) -> anyhow::Result<Env> {
-        let dir = tempfile::Builder::new().prefix("portcullis-bench-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-bench-")
+            .tempdir()?;
         let pg = Postgres::start_with(&["max_connections = 1300"])?;
         pg.create_role(PG_ROLE, PG_ROLE_PW)?;
         pg.sql(&format!("CREATE DATABASE bench OWNER {PG_ROLE}"))?;
@@ -102,17 +104,24 @@ host_key = "{host_key}"
         let out = self
             .gw
             .cli()
-            .args(["grant", "add", "--json", "--user", USER, "--target", target, "--for", dur])
+            .args([
+                "grant", "add", "--json", "--user", USER, "--target", target, "--for", dur,
+            ])
             .args(["--reason", "benchmark"])
             .output()?;
-        anyhow::ensure!(out.status.success(), "grant add: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "grant add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// Revokes every live grant of the benchmark user.
     pub fn revoke_all(&self) -> anyhow::Result<()> {
         let out = self.gw.cli().args(["grant", "list", "--json"]).output()?;
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).context("grant list")?;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).context("grant list")?;
         for g in list {
             if let Some(id) = g.get("id").and_then(|v| v.as_str()) {
                 self.gw.cli().args(["grant", "revoke", id]).output()?;
@@ -144,19 +153,27 @@ host_key = "{host_key}"
         format!(
             "- date: {}\n- machine: {} cores ({cpu}), {}\n- versions: portcullis {}, {}, {}, {}\n- mode: {}",
             chrono_now(),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
             version("uname", "-sr"),
             env!("CARGO_PKG_VERSION"),
             version("postgres", "--version").replace("postgres ", ""),
             version("pgbouncer", "--version"),
             version("ssh", "-V"),
-            if self.quick { "quick (short runs, smoke only)" } else { "full" },
+            if self.quick {
+                "quick (short runs, smoke only)"
+            } else {
+                "full"
+            },
         )
     }
 }
 
 fn chrono_now() -> String {
-    let out = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output();
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }
@@ -168,7 +185,10 @@ fn start_pgbouncer(pg: &Postgres, dir: &std::path::Path) -> anyhow::Result<(Chil
     let bdir = dir.join("pgbouncer");
     std::fs::create_dir_all(&bdir)?;
     let port = testbed::free_port()?;
-    std::fs::write(bdir.join("userlist.txt"), format!("\"{PG_ROLE}\" \"{PG_ROLE_PW}\"\n"))?;
+    std::fs::write(
+        bdir.join("userlist.txt"),
+        format!("\"{PG_ROLE}\" \"{PG_ROLE_PW}\"\n"),
+    )?;
     let ini = bdir.join("pgbouncer.ini");
     std::fs::write(
         &ini,
@@ -189,7 +209,11 @@ fn start_pgbouncer(pg: &Postgres, dir: &std::path::Path) -> anyhow::Result<(Chil
             std::os::unix::fs::chown(p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
         }
         for f in ["userlist.txt", "pgbouncer.ini"] {
-            std::os::unix::fs::chown(bdir.join(f), Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+            std::os::unix::fs::chown(
+                bdir.join(f),
+                Some(user.uid.as_raw()),
+                Some(user.gid.as_raw()),
+            )?;
         }
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }

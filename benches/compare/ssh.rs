@@ -57,7 +57,11 @@ fn upload(env: &Env, via: Via, file: &Path, mib: u64) -> anyhow::Result<f64> {
         .stdin(Stdio::from(input))
         .output()?;
     let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "upload: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(mib as f64 / secs)
 }
 
@@ -65,7 +69,11 @@ fn setup_ms(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
     let start = Instant::now();
     for _ in 0..n {
         let out = ssh(env, via).arg("true").output()?;
-        anyhow::ensure!(out.status.success(), "ssh true: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "ssh true: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(start.elapsed().as_secs_f64() * 1000.0 / n as f64)
 }
@@ -77,7 +85,12 @@ fn round_trip_us(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
         .stdout(Stdio::piped())
         .spawn()?;
     let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-    let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout"))?);
+    let mut stdout = BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?,
+    );
     let mut line = String::new();
     // One warm-up exchange so the connection is fully set up before timing.
     stdin.write_all(b"warm-up\n")?;
