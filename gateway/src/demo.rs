@@ -67,9 +67,15 @@ pub fn run() -> CmdResult {
     let data_dir = dir.path().join("data");
     let config_path = dir.path().join("portcullis.toml");
     let verifier = portcullis_protocol::scram::generate_verifier(DEMO_PASSWORD);
+    let pg_pw_file = dir.path().join("pg-app.password");
+    std::fs::write(&pg_pw_file, UPSTREAM_PG_PASSWORD)?;
+    std::fs::set_permissions(
+        &pg_pw_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     std::fs::write(
         &config_path,
-        demo_config(&data_dir, &verifier, &demo_pub, &pg, &sshd),
+        demo_config(&data_dir, &verifier, &demo_pub, &pg_pw_file, &pg, &sshd),
     )?;
     let g = crate::cli::Global {
         config: Some(config_path.clone()),
@@ -107,6 +113,7 @@ fn demo_config(
     data_dir: &Path,
     verifier: &str,
     demo_pub: &str,
+    pg_pw_file: &Path,
     pg: &Postgres,
     sshd: &Sshd,
 ) -> String {
@@ -123,16 +130,11 @@ admin = "127.0.0.1:0"
 [policy]
 max_grant = "8h"
 warn_before = "1m"
-approvers = ["admin"]
 
 [[users]]
 name = "demo"
 ssh_keys = ["{demo_pub}"]
 password_scram = "{verifier}"
-
-[[users]]
-name = "admin"
-ssh_keys = []
 
 [[targets]]
 name = "pg-demo"
@@ -142,7 +144,7 @@ database = "shop"
 tls = "disable"
   [targets.roles.app]
   user = "app"
-  password = "{pg_pw}"
+  password_file = "{pg_pw_file}"
 
 [[targets]]
 name = "ssh-demo"
@@ -156,7 +158,7 @@ host_key = "{host_key}"
 "#,
         data = data_dir.display(),
         pg_port = pg.port,
-        pg_pw = UPSTREAM_PG_PASSWORD,
+        pg_pw_file = pg_pw_file.display(),
         ssh_port = sshd.port,
         host_key = sshd.host_key_line,
         ssh_user = sshd.user,
