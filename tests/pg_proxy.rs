@@ -276,3 +276,71 @@ async fn cancel_request_stops_a_running_query() {
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).await.unwrap(), 0);
 }
+
+/// The gateway's self-signed certificate, trusted as its own root.
+fn client_tls(h: &Harness, alpn: bool) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let cert =
+        CertificateDer::from_pem_file(h.data_dir.join(portcullis_gateway::keys::TLS_CERT_FILE))
+            .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if alpn {
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+    }
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_needs_the_postgresql_alpn_and_verify_full_works() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut startup = Vec::new();
+    portcullis_protocol::pg::encode_startup(
+        &mut startup,
+        [
+            (&b"user"[..], &b"alice"[..]),
+            (&b"database"[..], &b"pg"[..]),
+        ],
+    );
+
+    // PostgreSQL 17 `sslnegotiation=direct`: TLS from the first byte, ALPN postgresql.
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut tls = client_tls(&h, true)
+        .connect(name.clone(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    tls.write_all(&startup).await.unwrap();
+    let mut first = [0u8; 1];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], b'R', "authentication request over direct TLS");
+
+    // Without the ALPN the gateway closes the connection before any login.
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    if let Ok(mut tls) = client_tls(&h, false).connect(name, tcp).await {
+        let _ = tls.write_all(&startup).await;
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf).await;
+        assert!(!buf.starts_with(b"R"), "no login without ALPN");
+    }
+
+    // psql verifying the gateway's certificate and host name.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg", "verify-full");
+    cmd.env(
+        "PGSSLROOTCERT",
+        h.data_dir.join(portcullis_gateway::keys::TLS_CERT_FILE),
+    )
+    .args(["-c", "select 'verified'"]);
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "verified");
+}

@@ -221,7 +221,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     };
 
-    let mut up = match upstream::connect(&target, &role, &params).await {
+    let up = match upstream::connect(&target, &role, &params).await {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(error = %e, "upstream login failed");
@@ -429,7 +429,6 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         let _ = audit_tx.send(ev).await;
     }
     tracing::info!(reason = reason.as_str(), queries, "postgres session ended");
-    up.io = Box::new(tokio::io::empty());
     end_session(
         audit_tx,
         audit_task,
