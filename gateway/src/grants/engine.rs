@@ -14,7 +14,7 @@ use super::audit::{AuditSink, Emitter};
 use super::clock::Clock;
 use super::expiry::Scheduler;
 use super::lease::Lease;
-use super::model::{Actor, GrantFilter, GrantRecord, GrantStatus, SessionRecord, new_id};
+use super::model::{Actor, GrantRecord, GrantStatus, SessionRecord, new_id};
 use super::sessions::{Registry, SessionEntry, Victims};
 use super::store::Store;
 use super::table::{LiveGrant, LiveTable};
@@ -159,6 +159,11 @@ impl Inner {
 
     pub(crate) fn config(&self) -> Arc<Config> {
         self.policy().config.clone()
+    }
+
+    /// Swaps in a reloaded config; `authorize` sees it from its next call.
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Policy::new(config));
     }
 
     fn policy(&self) -> Arc<Policy> {
@@ -420,7 +425,7 @@ impl Inner {
     }
 
     /// Marks a grant revoked everywhere and closes its sessions; no audit (callers emit).
-    fn revoke_now(&self, id: &str, by: &str) -> Result<GrantRecord, GrantsError> {
+    pub(crate) fn revoke_now(&self, id: &str, by: &str) -> Result<GrantRecord, GrantsError> {
         let _ops = self.lock_ops();
         let now = self.clock.now();
         let mut g = self.live_record(id, now)?;
@@ -528,93 +533,6 @@ impl Inner {
                     .with("role", &g.role)
                     .with("expires_at", g.expires_at()),
             );
-        }
-    }
-
-    pub(crate) fn list_grants(
-        &self,
-        filter: &GrantFilter,
-        viewer: &Actor,
-    ) -> Result<Vec<GrantRecord>, GrantsError> {
-        let now = self.clock.now();
-        let status = (!filter.all).then_some(GrantStatus::Live);
-        Ok(self
-            .store
-            .list_grants(status)?
-            .into_iter()
-            .map(|g| effective(g, now))
-            .filter(|g| filter.all || g.status == GrantStatus::Live)
-            .filter(|g| filter.user.as_ref().is_none_or(|u| *u == g.user))
-            .filter(|g| filter.target.as_ref().is_none_or(|t| *t == g.target))
-            .filter(|g| match viewer {
-                Actor::Admin => true,
-                Actor::User(u) => *u == g.user,
-            })
-            .collect())
-    }
-
-    pub(crate) fn list_sessions(&self, viewer: &Actor) -> Vec<SessionRecord> {
-        let mut all = self.sessions.list();
-        if let Actor::User(u) = viewer {
-            all.retain(|s| s.user == *u);
-        }
-        all
-    }
-
-    pub(crate) fn kill_session(
-        &self,
-        id: &str,
-        actor: &Actor,
-        reason: Option<&str>,
-    ) -> Result<SessionRecord, GrantsError> {
-        let not_found = || GrantsError::NotFound {
-            kind: "session",
-            id: id.to_owned(),
-        };
-        let entry = self.sessions.get(id).ok_or_else(not_found)?;
-        if let Actor::User(u) = actor
-            && *u != entry.user
-        {
-            return Err(GrantsError::Refused(format!(
-                "{u} may not kill another user's session"
-            )));
-        }
-        tracing::info!(
-            session = id,
-            by = actor.name(),
-            reason,
-            "session kill requested"
-        );
-        self.kill(Kill::Session(id), CloseReason::Killed)
-            .pop()
-            .ok_or_else(|| GrantsError::Refused(format!("session {id} is already closing")))
-    }
-
-    /// Takes a new config; grants whose user, target or role it no longer has are revoked
-    /// (closing their sessions through the kill path).
-    pub(crate) async fn reload(&self, config: Arc<Config>) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Policy::new(config.clone()));
-        for live in self.table.all() {
-            let still = config.user(&live.user).is_some()
-                && config
-                    .target(&live.target)
-                    .is_some_and(|t| t.roles.contains_key(&live.role));
-            if still {
-                continue;
-            }
-            match self.revoke_now(&live.id, "config") {
-                Ok(g) => {
-                    self.emitter
-                        .emit_wait(
-                            grant_event("grant.revoked", &g)
-                                .with("revoked_by", "config")
-                                .with("reason", "user, target or role removed from the config"),
-                        )
-                        .await
-                }
-                Err(e) => tracing::warn!(grant = %live.id, error = %e, "reload could not revoke"),
-            }
         }
     }
 }

@@ -13,6 +13,7 @@ mod engine;
 mod expiry;
 mod lease;
 pub mod model;
+mod operator;
 mod requests;
 mod sessions;
 pub mod store;

@@ -1,0 +1,98 @@
+//! What the operator and users read and do besides grant changes: listings, `sessions
+//! kill`, and config reload (which revokes grants the new config no longer allows).
+
+use std::sync::Arc;
+
+use portcullis_config::Config;
+
+use super::engine::{Inner, Kill, effective, grant_event};
+use super::model::{Actor, GrantFilter, GrantRecord, GrantStatus, SessionRecord};
+use super::{CloseReason, GrantsError};
+
+impl Inner {
+    pub(crate) fn list_grants(
+        &self,
+        filter: &GrantFilter,
+        viewer: &Actor,
+    ) -> Result<Vec<GrantRecord>, GrantsError> {
+        let now = self.clock.now();
+        let status = (!filter.all).then_some(GrantStatus::Live);
+        Ok(self
+            .store
+            .list_grants(status)?
+            .into_iter()
+            .map(|g| effective(g, now))
+            .filter(|g| filter.all || g.status == GrantStatus::Live)
+            .filter(|g| filter.user.as_ref().is_none_or(|u| *u == g.user))
+            .filter(|g| filter.target.as_ref().is_none_or(|t| *t == g.target))
+            .filter(|g| match viewer {
+                Actor::Admin => true,
+                Actor::User(u) => *u == g.user,
+            })
+            .collect())
+    }
+
+    pub(crate) fn list_sessions(&self, viewer: &Actor) -> Vec<SessionRecord> {
+        let mut all = self.sessions.list();
+        if let Actor::User(u) = viewer {
+            all.retain(|s| s.user == *u);
+        }
+        all
+    }
+
+    pub(crate) fn kill_session(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<SessionRecord, GrantsError> {
+        let not_found = || GrantsError::NotFound {
+            kind: "session",
+            id: id.to_owned(),
+        };
+        let entry = self.sessions.get(id).ok_or_else(not_found)?;
+        if let Actor::User(u) = actor
+            && *u != entry.user
+        {
+            return Err(GrantsError::Refused(format!(
+                "{u} may not kill another user's session"
+            )));
+        }
+        tracing::info!(
+            session = id,
+            by = actor.name(),
+            reason,
+            "session kill requested"
+        );
+        self.kill(Kill::Session(id), CloseReason::Killed)
+            .pop()
+            .ok_or_else(|| GrantsError::Refused(format!("session {id} is already closing")))
+    }
+
+    /// Takes a new config; grants whose user, target or role it no longer has are revoked
+    /// (closing their sessions through the kill path).
+    pub(crate) async fn reload(&self, config: Arc<Config>) {
+        self.set_config(config.clone());
+        for live in self.table.all() {
+            let still = config.user(&live.user).is_some()
+                && config
+                    .target(&live.target)
+                    .is_some_and(|t| t.roles.contains_key(&live.role));
+            if still {
+                continue;
+            }
+            match self.revoke_now(&live.id, "config") {
+                Ok(g) => {
+                    self.emitter
+                        .emit_wait(
+                            grant_event("grant.revoked", &g)
+                                .with("revoked_by", "config")
+                                .with("reason", "user, target or role removed from the config"),
+                        )
+                        .await
+                }
+                Err(e) => tracing::warn!(grant = %live.id, error = %e, "reload could not revoke"),
+            }
+        }
+    }
+}
