@@ -470,3 +470,98 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
         "{err}"
     );
 }
+
+/// Polls the CLI's `sessions list` until `done` holds; the deadline only bounds a hung test.
+fn sessions_until(gw: &GatewayProc, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = json(cli(gw, &["sessions", "list", "--json"]));
+        let list = v.as_array().expect("array").clone();
+        if done(&list) {
+            return list;
+        }
+        assert!(std::time::Instant::now() < deadline, "sessions: {list:?}");
+    }
+}
+
+#[test]
+fn sessions_kill_from_the_cli_closes_a_real_psql_session() {
+    let pg = portcullis_gateway::testbed::Postgres::start().expect("postgres starts");
+    pg.create_role("app_ro", "ro-pw").expect("role");
+    let config = body(None)
+        .replace("127.0.0.1:1", &format!("127.0.0.1:{}", pg.port))
+        .replace("database = \"app\"", "database = \"postgres\"")
+        .replace("password = \"x\"", "password = \"ro-pw\"")
+        .replace("user = \"app_rw\"", "user = \"app_ro\"");
+    let gw = GatewayProc::start(BIN, &config).expect("gateway starts");
+    let gid = ok(cli(
+        &gw,
+        &[
+            "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "read", "--for",
+            "30m",
+        ],
+    ));
+    let psql = std::process::Command::new("psql")
+        .env("PGPASSWORD", "alice-pw")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(gw.bound.postgres.port().to_string())
+        .args([
+            "-U",
+            "alice",
+            "-d",
+            "pg-prod+read",
+            "-c",
+            "select pg_sleep(600)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+
+    let list = sessions_until(&gw, |l| l.len() == 1);
+    let s = &list[0];
+    for key in [
+        "id",
+        "proto",
+        "user",
+        "target",
+        "role",
+        "grant_id",
+        "client",
+        "started_at",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(s.get(key).is_some(), "session JSON lacks {key}: {s}");
+    }
+    assert_eq!(s["proto"], "postgres");
+    assert_eq!(s["user"], "alice");
+    assert_eq!(s["role"], "read");
+    assert_eq!(s["grant_id"], gid.trim());
+    let sid = s["id"].as_str().expect("id").to_owned();
+    let table = ok(cli(&gw, &["sessions", "list"]));
+    assert!(table.contains(&sid), "{table}");
+
+    let out = ok(cli(&gw, &["sessions", "kill", &sid, "--reason", "test"]));
+    assert_eq!(out.trim(), format!("killed {sid}"));
+    let done = psql.wait_with_output().expect("psql ends");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!done.status.success(), "psql must fail: {err}");
+    assert!(err.contains("killed"), "{err}");
+    sessions_until(&gw, |l| l.is_empty());
+    // The grant itself is untouched by a session kill.
+    assert_eq!(
+        ids(&json(cli(&gw, &["grant", "list", "--json"]))),
+        vec![gid.trim().to_owned()]
+    );
+}
