@@ -440,6 +440,23 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
         extra.trim()
     );
 
+    // A grant shorter than warn_before warns at once, then expires.
+    let brief = ok(cli(
+        &gw,
+        &[
+            "grant", "add", "--user", "carol", "--target", "pg-prod", "--role", "read", "--for",
+            "2s",
+        ],
+    ));
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "grant.expiring")["grant"],
+        brief.trim()
+    );
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "grant.expired")["grant"],
+        brief.trim()
+    );
+
     gw.restart().expect("gateway restarts");
     let live = json(cli(&gw, &["grant", "list", "--json"]));
     assert_eq!(ids(&live), vec![gid.clone()]);
@@ -488,7 +505,9 @@ fn sessions_until(gw: &GatewayProc, done: impl Fn(&[Value]) -> bool) -> Vec<Valu
 fn sessions_kill_from_the_cli_closes_a_real_psql_session() {
     let pg = portcullis_gateway::testbed::Postgres::start().expect("postgres starts");
     pg.create_role("app_ro", "ro-pw").expect("role");
-    let config = body(None)
+    let (url, hooks) = webhook();
+    let mut seen = vec![];
+    let config = body(Some(&url))
         .replace("127.0.0.1:1", &format!("127.0.0.1:{}", pg.port))
         .replace("database = \"app\"", "database = \"postgres\"")
         .replace("password = \"x\"", "password = \"ro-pw\"")
@@ -559,6 +578,9 @@ fn sessions_kill_from_the_cli_closes_a_real_psql_session() {
     assert!(!done.status.success(), "psql must fail: {err}");
     assert!(err.contains("killed"), "{err}");
     sessions_until(&gw, |l| l.is_empty());
+    let killed = expect_event(&hooks, &mut seen, "session.killed");
+    assert_eq!(killed["session"], sid.as_str());
+    assert_eq!(killed["user"], "alice");
     // The grant itself is untouched by a session kill.
     assert_eq!(
         ids(&json(cli(&gw, &["grant", "list", "--json"]))),
