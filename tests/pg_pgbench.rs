@@ -48,6 +48,13 @@ async fn pgbench_runs_clean_in_every_query_mode() {
         })
         .count();
     assert_eq!(selects, 1200, "every statement of every mode is audited");
+    // pgbench's extended modes send text parameters: logged as text.
+    let with_params = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e.get("params").is_some_and(|p| p[0].is_string()))
+        .unwrap();
+    let aid = with_params["params"][0].as_str().unwrap();
+    assert!(aid.parse::<u32>().is_ok(), "{with_params:?}");
     let copy = events
         .iter()
         .find(|e| {

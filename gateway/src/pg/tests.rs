@@ -192,3 +192,68 @@ async fn cancel_and_terminate_reach_the_real_backend() {
     // pg_terminate_backend(pid, 2000) returned only once the backend was gone.
     assert_eq!(backends_of(&pg, "app_scram"), "0");
 }
+
+/// Turns TLS on in a running test server with a fresh self-signed certificate for
+/// 127.0.0.1; returns the certificate's path (to use as `ca_file`).
+fn enable_server_tls(pg: &Postgres) -> std::path::PathBuf {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let data = pg.dir().join("data");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_path = data.join("server.crt");
+    let key_path = data.join("server.key");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The server may run as another OS user (tests as root): hand it the files.
+    let meta = std::fs::metadata(&data).unwrap();
+    for p in [&cert_path, &key_path] {
+        std::os::unix::fs::chown(p, Some(meta.uid()), Some(meta.gid())).unwrap();
+    }
+    pg.sql("ALTER SYSTEM SET ssl = on").unwrap();
+    pg.sql("select pg_reload_conf()").unwrap();
+    cert_path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_modes_encrypt_and_verify() {
+    let pg = Postgres::start().unwrap();
+    setup(&pg);
+    let ca = enable_server_tls(&pg);
+    let r = role("app_scram", "scram-pw");
+    let ssl_in_use = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
+    // `require` first: it retries until the reload took effect; `prefer` would fall back.
+    for mode in [PgTlsMode::Require, PgTlsMode::Prefer, PgTlsMode::VerifyFull] {
+        let mut t = target(&pg, mode);
+        t.ca_file = Some(ca.clone());
+        // pg_reload_conf() is asynchronous: retry until the server offers TLS.
+        let mut up = loop {
+            match connect(&t, &r, &[]).await {
+                Ok(up) => break up,
+                Err(UpstreamError::TlsRefused) => tokio::task::yield_now().await,
+                Err(e) => panic!("{mode:?}: {e}"),
+            }
+        };
+        let rows = query(&mut up.io, ssl_in_use).await;
+        let row = rows.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(
+            row.1.ends_with(b"t"),
+            "{mode:?}: the upstream session is encrypted"
+        );
+    }
+    // verify-full refuses a certificate that does not chain to the configured CA.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(other.path(), cert.pem()).unwrap();
+    let mut t = target(&pg, PgTlsMode::VerifyFull);
+    t.ca_file = Some(other.path().to_path_buf());
+    let err = connect(&t, &r, &[]).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::TlsHandshake(_)), "{err}");
+}
