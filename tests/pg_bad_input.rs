@@ -167,7 +167,12 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     let mut out = Vec::new();
     encode_password(&mut out, ALICE_PW.as_bytes());
     s.write_all(&out).await.unwrap();
-    assert!(read_error(&mut s).await.is_none(), "no login without SCRAM");
+    let e = read_error(&mut s).await.unwrap();
+    assert_eq!(
+        (e.0.as_str(), e.1.as_str()),
+        ("FATAL", "08P01"),
+        "no login without SCRAM: {e:?}"
+    );
     check_healthy().await;
 
     // A client vanishing mid-authentication.

@@ -104,9 +104,10 @@ async fn sessions_kill_closes_a_tokio_postgres_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_warns_then_closes() {
-    // A 3 s grant with a 2 s warning: the notice comes about 1 s in, the close at 3 s.
-    let h = Harness::start(Duration::from_secs(2)).await;
-    let grant = h.grant("alice", "pg", "rw", Duration::from_secs(3)).await;
+    // A 6 s grant with a 5 s warning: the notice comes at once (or 1 s in), the close at 6 s;
+    // the margin is for slow machines, where login may take seconds.
+    let h = Harness::start(Duration::from_secs(5)).await;
+    let grant = h.grant("alice", "pg", "rw", Duration::from_secs(6)).await;
     let (client, mut conn) = tokio_postgres::connect(
         &h.conn_str("alice", ALICE_PW, "pg+rw"),
         tokio_postgres::NoTls,

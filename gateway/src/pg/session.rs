@@ -15,13 +15,13 @@ use portcullis_protocol::pg::{
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
-use super::PgShared;
 use super::audit::{Common, Tracker, writer};
 use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
 use super::cancel::{CancelTarget, send_cancel};
 use super::listener::{STARTUP_TIMEOUT, Started};
 use super::relay::{Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
 use super::upstream::{self, UpstreamError};
+use super::{PgShared, SessionError};
 use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
 
 /// How long the kill path waits for the FATAL to reach the client before dropping both
@@ -104,6 +104,9 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         Ok(Err(e)) => {
             tracing::info!(error = %e, "postgres authentication aborted");
             audit_auth_failed(&gw, &user, &client, &e.to_string()).await;
+            if !matches!(e, SessionError::ClientIo(_)) {
+                send_fatal(&mut io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+            }
             return;
         }
         Err(_) => {
