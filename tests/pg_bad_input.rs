@@ -175,6 +175,24 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     );
     check_healthy().await;
 
+    // GSSAPI encryption is declined with 'N' and the client may go on in the clear.
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    s.write_all(&startup(&[("user", "alice"), ("database", "pg")]))
+        .await
+        .unwrap();
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(
+        &answer, b"R",
+        "authentication request after the declined GSSENCRequest"
+    );
+    drop(s);
+
     // A client vanishing mid-authentication.
     let mut s = TcpStream::connect(h.addr).await.unwrap();
     s.write_all(&startup(&[("user", "alice"), ("database", "pg")]))
