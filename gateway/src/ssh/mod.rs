@@ -1,13 +1,150 @@
-//! The SSH proxy.
+//! The SSH proxy: accepts `ssh`/`scp`/`sftp` clients, authorizes them against live grants,
+//! logs in upstream with the role's credentials and relays every channel.
+//!
+//! Layout: [`server`] is the russh server handler (auth, channel opens, request policy),
+//! [`session`] owns one authorized connection (its lease, the kill path, `session.ended`),
+//! [`upstream`] is the russh client to the target, [`channel`] relays one channel in its own
+//! tasks, [`tap`] derives audit facts (terminal commands, recordings, SFTP ops) from the
+//! bytes, [`audit`] builds the events.
 //!
 //! CONTRACT: `serve` calls `listen` with the bound listener; it runs until `gw.shutdown`.
 
+mod audit;
+mod channel;
+mod policy;
+mod recording;
+mod server;
+mod session;
+mod tap;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
 use crate::context::Shared;
+
+/// Why an SSH session could not be set up or went wrong; Display is shown to the user on
+/// stderr, so it names the problem and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// upstream: the target could not be reached.
+    #[error("cannot reach {target} at {address}: {detail}")]
+    UpstreamUnreachable {
+        target: String,
+        address: String,
+        detail: String,
+    },
+    /// upstream: the target presented a host key other than the pinned one.
+    #[error("the host key of {target} does not match the pinned host_key; refusing to connect")]
+    HostKeyMismatch { target: String },
+    /// upstream: the role's credentials were refused.
+    #[error("{target} refused the login as {user}")]
+    UpstreamAuth { target: String, user: String },
+    /// internal: the target's configuration cannot be used for SSH.
+    #[error("{target} is not usable as an SSH target: {detail}")]
+    BadTarget { target: String, detail: String },
+    /// upstream: the SSH protocol failed.
+    #[error("upstream ssh error: {0}")]
+    Protocol(#[from] russh::Error),
+}
+
+/// How often each side is pinged when it has been silent, and how many missed pings close it.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_MAX: usize = 4;
+/// Messages buffered per channel direction inside russh before its session loop waits.
+/// Data packets are at most 32 KiB, so this is a few MiB per direction of a busy channel.
+const CHANNEL_BUFFER: usize = 256;
+
+/// The russh server configuration for client connections.
+fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    russh::server::Config {
+        server_id: russh::SshId::Standard(std::borrow::Cow::Owned(format!(
+            "SSH-2.0-portcullis_{}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        methods,
+        keys: vec![host_key],
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: None,
+        keepalive_interval: Some(KEEPALIVE),
+        keepalive_max: KEEPALIVE_MAX,
+        channel_buffer_size: CHANNEL_BUFFER,
+        nodelay: true,
+        ..Default::default()
+    }
+}
 
 /// Accepts SSH clients until shutdown.
 pub async fn listen(
-    _listener: tokio::net::TcpListener,
-    _gw: Shared,
-    _host_key: russh::keys::PrivateKey,
+    listener: tokio::net::TcpListener,
+    gw: Shared,
+    host_key: russh::keys::PrivateKey,
 ) {
+    let config = Arc::new(server_config(host_key));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = gw.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    warn!(error = %e, "ssh accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let gw = gw.clone();
+        let config = config.clone();
+        let span = info_span!("ssh_conn", client = %peer);
+        connections.spawn(
+            async move {
+                let gone = CancellationToken::new();
+                let handler = server::ClientHandler::new(gw.clone(), peer, gone.clone());
+                let running = match russh::server::run_stream(config, socket, handler).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        debug!(error = %e, "ssh handshake failed");
+                        return;
+                    }
+                };
+                let handle = running.handle();
+                let mut running = std::pin::pin!(running);
+                let ended = tokio::select! {
+                    result = &mut running => Some(result),
+                    _ = gw.shutdown.cancelled() => {
+                        // Authorized sessions close themselves through the kill path (with
+                        // the reason on stderr); give them that moment before cutting.
+                        tokio::time::timeout(Duration::from_secs(1), &mut running).await.ok()
+                    }
+                };
+                match ended {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => debug!(error = %e, "ssh connection ended with an error"),
+                    None => {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "portcullis is shutting down".into(),
+                                String::new(),
+                            )
+                            .await;
+                    }
+                }
+                gone.cancel();
+            }
+            .instrument(span),
+        );
+    }
+    connections.close();
+    // Sessions write their `session.ended` on the way out; give them a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(3), connections.wait()).await;
 }

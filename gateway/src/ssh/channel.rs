@@ -1,0 +1,591 @@
+//! Relaying one channel between the user and the target, each in its own task, each
+//! direction awaiting only its own peer: a stalled channel holds up nothing but itself
+//! (beyond russh's per-channel buffer, see `CHANNEL_BUFFER`).
+//!
+//! Session channels are watched on the way through: the start request is checked against
+//! the role and audited, pty channels feed a [`PtyTap`], sftp channels a [`SftpTap`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::client::Msg as UpMsg;
+use russh::server::Msg as DownMsg;
+use russh::{
+    Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf,
+};
+use tracing::debug;
+
+use super::audit;
+use super::policy::{self, Start};
+use super::session::{Registered, SessionCtx};
+use super::tap::{PtyTap, SftpTap};
+use portcullis_config::Allow;
+
+/// Once one direction of a channel is done, how long the other may take to finish.
+const OTHER_HALF_GRACE: Duration = Duration::from_secs(5);
+/// How long a refused channel waits for the client's start request before closing.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// What both directions of a session channel know about it.
+#[derive(Debug, Default)]
+struct State {
+    start: Option<Start>,
+    term: String,
+    pty: Option<PtyTap>,
+    sftp: Option<SftpTap>,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+fn refusal(reason: impl Into<String>) -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+        reason: reason.into(),
+    }
+}
+
+/// A session channel of an authorized session.
+pub async fn session(
+    ctx: Arc<SessionCtx>,
+    chan: Channel<DownMsg>,
+    reply: russh::server::ChannelOpenHandle,
+) {
+    let id = chan.id();
+    if !ctx.is_live().await {
+        reply.reject(refusal("the grant is no longer live")).await;
+        return;
+    }
+    let up = match ctx.upstream().await {
+        Ok(up) => up,
+        Err(message) => {
+            reply.accept().await;
+            refuse(chan, message).await;
+            return;
+        }
+    };
+    let up_chan = match up.channel_open_session().await {
+        Ok(c) => c,
+        Err(e) => {
+            reply.accept().await;
+            refuse(
+                chan,
+                format!("portcullis: {} refused a session: {e}", ctx.ident.target),
+            )
+            .await;
+            return;
+        }
+    };
+    reply.accept().await;
+    let (c_rx, c_tx) = chan.split();
+    let (u_rx, u_tx) = up_chan.split();
+    let u_tx = Arc::new(u_tx);
+    ctx.register(
+        id,
+        Registered {
+            interactive: false,
+            session: true,
+            upstream: Some(u_tx.clone()),
+        },
+    );
+    let state = Arc::new(Mutex::new(State::default()));
+    let started = Instant::now();
+    both_halves(
+        client_to_upstream(&ctx, id, c_rx, &u_tx, &state),
+        upstream_to_client(&ctx, id, u_rx, c_tx, &state),
+    )
+    .await;
+    ctx.unregister(id);
+    finish(&ctx, id, &state, started).await;
+}
+
+/// Runs both directions; when one ends the other gets a grace period.
+async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    tokio::select! {
+        () = &mut a => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, b).await; }
+        () = &mut b => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, a).await; }
+    }
+}
+
+/// Writes the channel's closing audit event and keeps its recording.
+async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: Instant) {
+    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken) = {
+        let Ok(mut s) = state.lock() else { return };
+        (
+            s.start.take(),
+            s.exit_status,
+            s.exit_signal.take(),
+            s.bytes_in,
+            s.bytes_out,
+            s.pty.take(),
+            s.sftp.as_ref().map(|t| t.broken),
+        )
+    };
+    if let Some((file, sha)) = pty.and_then(PtyTap::finish)
+        && let Ok(mut r) = ctx.recordings.lock()
+    {
+        r.push((file.display().to_string(), sha));
+    }
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let ev = match start {
+        Some(Start::Exec(command)) => ctx
+            .ident
+            .event("ssh.exec")
+            .with("command", command)
+            .with("exit_status", exit_status)
+            .with("exit_signal", exit_signal),
+        Some(Start::Shell) => ctx
+            .ident
+            .event("ssh.shell")
+            .with("phase", "ended")
+            .with("exit_status", exit_status),
+        Some(Start::Subsystem(name)) => ctx
+            .ident
+            .event("ssh.subsystem")
+            .with("name", name)
+            .with("decoded", sftp_broken.map(|b| !b)),
+        None => return,
+    };
+    let ev = ev
+        .with("channel", id.to_string())
+        .with("bytes_in", bytes_in)
+        .with("bytes_out", bytes_out)
+        .with("duration_ms", duration_ms);
+    audit::append(&ctx.gw, ev).await;
+}
+
+/// Says `message` on the channel's stderr once the client asks to start something, then
+/// exits 1 and closes: how a user without access, or whose target is down, is told why.
+pub async fn refuse(chan: Channel<DownMsg>, message: String) {
+    let (mut rx, tx) = chan.split();
+    let waited = tokio::time::timeout(START_WAIT, async {
+        while let Some(msg) = rx.wait().await {
+            if matches!(
+                msg,
+                ChannelMsg::RequestShell { .. }
+                    | ChannelMsg::Exec { .. }
+                    | ChannelMsg::RequestSubsystem { .. }
+            ) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if waited == Ok(false) {
+        return;
+    }
+    let _ = tx
+        .extended_data_bytes(1, format!("{message}\r\n").into_bytes())
+        .await;
+    let _ = tx.exit_status(1).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+/// Refuses a started request on an accepted channel through the session handle.
+async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &str) {
+    let _ = ctx
+        .client
+        .extended_data(id, 1, format!("{message}\r\n").into_bytes())
+        .await;
+    let _ = ctx.client.exit_status_request(id, 1).await;
+    let _ = ctx.client.eof(id).await;
+    let _ = ctx.client.close(id).await;
+}
+
+async fn client_to_upstream(
+    ctx: &SessionCtx,
+    id: ChannelId,
+    mut rx: ChannelReadHalf,
+    up: &ChannelWriteHalf<UpMsg>,
+    state: &Mutex<State>,
+) {
+    while let Some(msg) = rx.wait().await {
+        let ok = match msg {
+            ChannelMsg::Data { data } => {
+                let len = data.len() as u64;
+                ctx.counters.add_in(len);
+                let commands = match state.lock() {
+                    Ok(mut s) => {
+                        s.bytes_in += len;
+                        if let Some(t) = &mut s.sftp {
+                            t.client(&data);
+                        }
+                        s.pty.as_mut().map(|p| p.input(&data)).unwrap_or_default()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                for command in commands {
+                    let ev = ctx
+                        .ident
+                        .event("ssh.command")
+                        .with("command", command)
+                        .with("derived", true)
+                        .with("channel", id.to_string());
+                    audit::append(&ctx.gw, ev).await;
+                }
+                up.data_bytes(data).await.is_ok()
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                ctx.counters.add_in(data.len() as u64);
+                up.extended_data_bytes(ext, data).await.is_ok()
+            }
+            ChannelMsg::Eof => up.eof().await.is_ok(),
+            ChannelMsg::Close => {
+                let _ = up.close().await;
+                break;
+            }
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                let tap = PtyTap::new(
+                    &ctx.gw.data_dir.join("recordings"),
+                    &ctx.ident.session,
+                    id.into(),
+                    col_width,
+                    row_height,
+                    &term,
+                    &format!("{}@{}", ctx.ident.user, ctx.ident.target),
+                );
+                if let Ok(mut s) = state.lock() {
+                    s.term = term.clone();
+                    s.pty = Some(tap);
+                }
+                ctx.update(id, |r| r.interactive = true);
+                up.request_pty(
+                    false,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+                .is_ok()
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => up
+                .set_env(false, variable_name, variable_value)
+                .await
+                .is_ok(),
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Ok(mut s) = state.lock()
+                    && let Some(p) = &mut s.pty
+                {
+                    p.resize(col_width, row_height);
+                }
+                up.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+                    .is_ok()
+            }
+            ChannelMsg::Signal { signal } => up.signal(signal).await.is_ok(),
+            ChannelMsg::AgentForward { .. } if ctx.role.allow.contains(&Allow::AgentForward) => {
+                if let Ok(mut slot) = ctx.agent.lock() {
+                    *slot = Some(ctx.client.clone());
+                }
+                up.agent_forward(false).await.is_ok()
+            }
+            ChannelMsg::RequestShell { .. } => start(ctx, id, up, state, Start::Shell).await,
+            ChannelMsg::Exec { command, .. } => {
+                let command = String::from_utf8_lossy(&command).into_owned();
+                start(ctx, id, up, state, Start::Exec(command)).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                start(ctx, id, up, state, Start::Subsystem(name)).await
+            }
+            _ => true,
+        };
+        if !ok {
+            debug!(channel = %id, "upstream channel gone");
+            break;
+        }
+    }
+}
+
+/// Checks, audits and forwards the channel's one start request. False ends the channel.
+async fn start(
+    ctx: &SessionCtx,
+    id: ChannelId,
+    up: &ChannelWriteHalf<UpMsg>,
+    state: &Mutex<State>,
+    what: Start,
+) -> bool {
+    let already = state.lock().map(|s| s.start.is_some()).unwrap_or(true);
+    if already {
+        return true;
+    }
+    if !ctx.is_live().await {
+        refuse_started(ctx, id, "portcullis: the grant is no longer live").await;
+        return false;
+    }
+    let allowed = policy::check(
+        &ctx.role.allow,
+        what.needs(),
+        what.kind(),
+        &ctx.ident.role,
+        &ctx.ident.target,
+    );
+    if let Err(sentence) = allowed {
+        let ev = ctx
+            .ident
+            .event("ssh.denied")
+            .with("request", what.kind())
+            .with(
+                "command",
+                match &what {
+                    Start::Exec(c) => Some(c.clone()),
+                    _ => None,
+                },
+            )
+            .with("reason", &sentence)
+            .with("channel", id.to_string());
+        audit::append(&ctx.gw, ev).await;
+        refuse_started(ctx, id, &format!("portcullis: {sentence}")).await;
+        return false;
+    }
+    if matches!(what, Start::Shell) {
+        let term = state.lock().map(|s| s.term.clone()).unwrap_or_default();
+        let ev = ctx
+            .ident
+            .event("ssh.shell")
+            .with("phase", "started")
+            .with("term", term)
+            .with("channel", id.to_string());
+        if !audit::append(&ctx.gw, ev).await {
+            refuse_started(ctx, id, "portcullis: the audit log is unavailable").await;
+            return false;
+        }
+    }
+    let sent = match &what {
+        Start::Shell => up.request_shell(true).await,
+        Start::Exec(command) => up.exec(true, command.as_bytes()).await,
+        Start::Subsystem(name) => up.request_subsystem(true, name.as_str()).await,
+    };
+    if let Ok(mut s) = state.lock() {
+        if matches!(&what, Start::Subsystem(n) if n == "sftp") {
+            s.sftp = Some(SftpTap::default());
+        }
+        s.start = Some(what);
+    }
+    sent.is_ok()
+}
+
+async fn upstream_to_client(
+    ctx: &SessionCtx,
+    id: ChannelId,
+    mut rx: ChannelReadHalf,
+    down: ChannelWriteHalf<DownMsg>,
+    state: &Mutex<State>,
+) {
+    while let Some(msg) = rx.wait().await {
+        let ok = match msg {
+            ChannelMsg::Data { data } => {
+                let len = data.len() as u64;
+                ctx.counters.add_out(len);
+                let ops = match state.lock() {
+                    Ok(mut s) => {
+                        s.bytes_out += len;
+                        if let Some(p) = &mut s.pty {
+                            p.output(&data);
+                        }
+                        s.sftp.as_mut().map(|t| t.server(&data)).unwrap_or_default()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                for op in ops {
+                    let ev = ctx
+                        .ident
+                        .event("ssh.sftp")
+                        .with("op", op.op)
+                        .with("path", op.path)
+                        .with("to", op.to)
+                        .with("pflags", op.pflags)
+                        .with("bytes_read", op.bytes_read)
+                        .with("bytes_written", op.bytes_written)
+                        .with(
+                            "bytes",
+                            op.bytes_read.zip(op.bytes_written).map(|(r, w)| r + w),
+                        )
+                        .with("error", op.error)
+                        .with("channel", id.to_string());
+                    audit::append(&ctx.gw, ev).await;
+                }
+                down.data_bytes(data).await.is_ok()
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                let len = data.len() as u64;
+                ctx.counters.add_out(len);
+                if let Ok(mut s) = state.lock() {
+                    s.bytes_out += len;
+                    // A terminal shows stderr too; the recording should as well.
+                    if let Some(p) = &mut s.pty {
+                        p.output(&data);
+                    }
+                }
+                down.extended_data_bytes(ext, data).await.is_ok()
+            }
+            ChannelMsg::Eof => down.eof().await.is_ok(),
+            ChannelMsg::ExitStatus { exit_status } => {
+                if let Ok(mut s) = state.lock() {
+                    s.exit_status = Some(exit_status);
+                }
+                down.exit_status(exit_status).await.is_ok()
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                if let Ok(mut s) = state.lock() {
+                    s.exit_signal = Some(format!("{signal_name:?}"));
+                }
+                ctx.client
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await
+                    .is_ok()
+            }
+            ChannelMsg::Failure => {
+                let what = state
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.start.as_ref().map(|w| w.kind()))
+                    .unwrap_or("request");
+                refuse_started(
+                    ctx,
+                    id,
+                    &format!(
+                        "portcullis: {} refused the {what} request",
+                        ctx.ident.target
+                    ),
+                )
+                .await;
+                false
+            }
+            ChannelMsg::Close => break,
+            _ => true,
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = down.close().await;
+}
+
+/// A `direct-tcpip` channel (`ssh -L`), when the role allows port forwarding.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    ctx: Arc<SessionCtx>,
+    chan: Channel<DownMsg>,
+    reply: russh::server::ChannelOpenHandle,
+    host: String,
+    port: u32,
+    origin: String,
+    origin_port: u32,
+) {
+    if !ctx.is_live().await {
+        reply.reject(refusal("the grant is no longer live")).await;
+        return;
+    }
+    let ev = ctx
+        .ident
+        .event("ssh.forward")
+        .with("host", &host)
+        .with("port", port)
+        .with("originator", format!("{origin}:{origin_port}"));
+    if !audit::append(&ctx.gw, ev).await {
+        reply.reject(refusal("the audit log is unavailable")).await;
+        return;
+    }
+    let up = match ctx.upstream().await {
+        Ok(up) => up,
+        Err(message) => {
+            reply.reject(refusal(message)).await;
+            return;
+        }
+    };
+    let up_chan = match up
+        .channel_open_direct_tcpip(host.clone(), port, origin, origin_port)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            reply
+                .reject(refusal(format!(
+                    "{}: cannot connect to {host}:{port}: {e}",
+                    ctx.ident.target
+                )))
+                .await;
+            return;
+        }
+    };
+    reply.accept().await;
+    let id = chan.id();
+    ctx.register(
+        id,
+        Registered {
+            interactive: false,
+            session: false,
+            upstream: None,
+        },
+    );
+    pipe_plain(chan, up_chan, Some(&ctx)).await;
+    ctx.unregister(id);
+}
+
+/// Relays raw data both ways between a user channel and a target channel (forwards, agent).
+pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<&SessionCtx>) {
+    let (d_rx, d_tx) = down.split();
+    let (u_rx, u_tx) = up.split();
+    let count_in = |n: usize| {
+        if let Some(c) = ctx {
+            c.counters.add_in(n as u64);
+        }
+    };
+    let count_out = |n: usize| {
+        if let Some(c) = ctx {
+            c.counters.add_out(n as u64);
+        }
+    };
+    both_halves(pump(d_rx, u_tx, count_in), pump(u_rx, d_tx, count_out)).await;
+}
+
+async fn pump<S>(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<S>, count: impl Fn(usize))
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    while let Some(msg) = rx.wait().await {
+        let ok = match msg {
+            ChannelMsg::Data { data } => {
+                count(data.len());
+                tx.data_bytes(data).await.is_ok()
+            }
+            ChannelMsg::Eof => tx.eof().await.is_ok(),
+            ChannelMsg::Close => break,
+            _ => true,
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+}

@@ -1,0 +1,128 @@
+//! Which of a role's `allow` entries a channel request needs, and the sentence a user sees
+//! when the role does not have it.
+
+use portcullis_config::Allow;
+
+/// What a session channel was asked to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Shell,
+    Exec(String),
+    Subsystem(String),
+}
+
+impl Start {
+    /// The allow entries any one of which permits this start.
+    ///
+    /// `scp` runs as `exec scp -t|-f ...` (legacy protocol) or, since OpenSSH 9, as the `sftp`
+    /// subsystem; the two are indistinguishable on the wire, so a role allowing `scp` may
+    /// also open the sftp subsystem. `rsync` is an exec like any other command.
+    pub fn needs(&self) -> &'static [Allow] {
+        match self {
+            Start::Shell => &[Allow::Shell],
+            Start::Exec(cmd) if is_scp(cmd) => &[Allow::Scp, Allow::Exec],
+            Start::Exec(_) => &[Allow::Exec],
+            Start::Subsystem(name) if name == "sftp" => &[Allow::Sftp, Allow::Scp],
+            Start::Subsystem(_) => &[],
+        }
+    }
+
+    /// The word for messages and audit events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Start::Shell => "shell",
+            Start::Exec(cmd) if is_scp(cmd) => "scp",
+            Start::Exec(_) => "exec",
+            Start::Subsystem(name) if name == "sftp" => "sftp",
+            Start::Subsystem(_) => "subsystem",
+        }
+    }
+}
+
+/// Is this exec the server side of legacy scp?
+pub fn is_scp(command: &str) -> bool {
+    let first = command.split_whitespace().next().unwrap_or("");
+    first == "scp" || first.ends_with("/scp")
+}
+
+/// The name of an allow entry as written in the config.
+pub fn allow_name(a: Allow) -> &'static str {
+    match a {
+        Allow::Shell => "shell",
+        Allow::Exec => "exec",
+        Allow::Sftp => "sftp",
+        Allow::Scp => "scp",
+        Allow::PortForward => "port-forward",
+        Allow::AgentForward => "agent-forward",
+    }
+}
+
+/// `Ok` when `allowed` holds one of `needs`; else the sentence to show the user.
+pub fn check(
+    allowed: &[Allow],
+    needs: &[Allow],
+    what: &str,
+    role: &str,
+    target: &str,
+) -> Result<(), String> {
+    if needs.iter().any(|n| allowed.contains(n)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = allowed.iter().map(|a| allow_name(*a)).collect();
+    Err(format!(
+        "role {role} on {target} does not allow {what} (allowed: {})",
+        if names.is_empty() {
+            "nothing".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needs_table() {
+        let cases = [
+            (Start::Shell, "shell", vec![Allow::Shell]),
+            (
+                Start::Exec("scp -t /tmp/".into()),
+                "scp",
+                vec![Allow::Scp, Allow::Exec],
+            ),
+            (
+                Start::Exec("/usr/bin/scp -f x".into()),
+                "scp",
+                vec![Allow::Scp, Allow::Exec],
+            ),
+            (Start::Exec("scpx".into()), "exec", vec![Allow::Exec]),
+            (
+                Start::Exec("rsync --server .".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Subsystem("sftp".into()),
+                "sftp",
+                vec![Allow::Sftp, Allow::Scp],
+            ),
+            (Start::Subsystem("netconf".into()), "subsystem", vec![]),
+        ];
+        for (start, kind, needs) in cases {
+            assert_eq!(start.kind(), kind, "{start:?}");
+            assert_eq!(start.needs(), needs.as_slice(), "{start:?}");
+        }
+    }
+
+    #[test]
+    fn refusal_names_role_and_allowed() {
+        assert_eq!(
+            check(&[Allow::Sftp], &[Allow::Shell], "shell", "ro", "web-1"),
+            Err("role ro on web-1 does not allow shell (allowed: sftp)".into())
+        );
+        assert!(check(&[Allow::Exec], &[Allow::Scp, Allow::Exec], "scp", "r", "t").is_ok());
+        assert!(check(&[Allow::Shell], &[], "subsystem", "r", "t").is_err());
+    }
+}

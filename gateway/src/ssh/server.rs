@@ -1,0 +1,370 @@
+//! The russh server handler for one client connection: public-key authentication against
+//! the user's configured keys, the grant decision, and dispatch of channel opens to
+//! [`channel`](super::channel) tasks. Nothing here awaits another channel's I/O: each
+//! callback decides, replies and spawns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use portcullis_config::{Allow, TargetKind};
+use portcullis_protocol::login::{SshLogin, parse_ssh_login};
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::SshError;
+use super::audit;
+use super::channel;
+use super::session::{self, Authorized, SessionCtx};
+use crate::context::Shared;
+use crate::grants::{Proto, SessionInfo};
+
+/// Where the connection stands.
+#[derive(Debug)]
+enum State {
+    /// Not authenticated yet.
+    Unauthenticated,
+    /// Authenticated as a real user but refused (or the login name was malformed): every
+    /// session channel shows this sentence and exits 1.
+    Refused(String),
+    /// Authorized; the session starts once russh reports the authentication done.
+    Authorized(Box<Authorized>),
+    /// The session is running.
+    Active(Arc<SessionCtx>),
+}
+
+/// One client connection's handler.
+pub struct ClientHandler {
+    gw: Shared,
+    peer: SocketAddr,
+    gone: CancellationToken,
+    state: State,
+    /// The last login name tried, for the `auth.failed` record of a connection that never
+    /// authenticated.
+    tried: Option<String>,
+}
+
+impl std::fmt::Debug for ClientHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandler")
+            .field("peer", &self.peer)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientHandler {
+    pub fn new(gw: Shared, peer: SocketAddr, gone: CancellationToken) -> Self {
+        ClientHandler {
+            gw,
+            peer,
+            gone,
+            state: State::Unauthenticated,
+            tried: None,
+        }
+    }
+
+    /// Does `key` belong to the user named in `login`?
+    fn key_matches(&self, login: &SshLogin, key: &PublicKey) -> bool {
+        let Some(user) = self.gw.config.user(&login.user) else {
+            return false;
+        };
+        user.ssh_keys.iter().any(|line| {
+            PublicKey::from_openssh(line)
+                .map(|k| k.key_data() == key.key_data())
+                .unwrap_or(false)
+        })
+    }
+
+    /// The grant decision, once the key is proven.
+    fn decide(&mut self, login: SshLogin) -> State {
+        let info = SessionInfo {
+            proto: Proto::Ssh,
+            client: self.peer.to_string(),
+        };
+        let config = self.gw.config.clone();
+        let target = match config.target(&login.target) {
+            Some(t) if t.kind == TargetKind::Ssh => t.clone(),
+            Some(_) => {
+                return State::Refused(format!(
+                    "portcullis: {} is not an SSH target; connect with psql instead",
+                    login.target
+                ));
+            }
+            None => {
+                return State::Refused(format!("portcullis: unknown target {}", login.target));
+            }
+        };
+        let lease =
+            match self
+                .gw
+                .grants
+                .authorize(&login.user, &login.target, login.role.as_deref(), info)
+            {
+                Ok(lease) => lease,
+                Err(denied) => return State::Refused(format!("portcullis: {denied}")),
+            };
+        let Some(role) = target.roles.get(&lease.role).cloned() else {
+            return State::Refused(format!(
+                "portcullis: role {} is not configured on {}",
+                lease.role, target.name
+            ));
+        };
+        State::Authorized(Box::new(Authorized {
+            lease,
+            target,
+            role,
+            client_addr: self.peer.to_string(),
+        }))
+    }
+
+    fn audit_refusal(&self, login: &SshLogin, reason: &str) {
+        let gw = self.gw.clone();
+        let (user, target, client, reason) = (
+            login.user.clone(),
+            login.target.clone(),
+            self.peer.to_string(),
+            reason.to_string(),
+        );
+        tokio::spawn(
+            async move { audit::auth_failed(&gw, &user, &target, &client, &reason).await },
+        );
+    }
+}
+
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        // A connection that tried and never got in leaves one `auth.failed`.
+        if let (State::Unauthenticated, Some(tried)) = (&self.state, self.tried.take()) {
+            let gw = self.gw.clone();
+            let client = self.peer.to_string();
+            let (user, target) = match parse_ssh_login(&tried) {
+                Ok(l) => (l.user, l.target),
+                Err(_) => (tried, String::new()),
+            };
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    audit::auth_failed(&gw, &user, &target, &client, "authentication failed").await
+                });
+            }
+        }
+    }
+}
+
+fn publickey_only() -> Auth {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    Auth::Reject {
+        proceed_with_methods: Some(methods),
+        partial_success: false,
+    }
+}
+
+impl russh::server::Handler for ClientHandler {
+    type Error = SshError;
+
+    /// A malformed login name is let in with no access at all, so that the user reads why on
+    /// stderr instead of a bare "Permission denied".
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        self.tried = Some(user.to_string());
+        match parse_ssh_login(user) {
+            Ok(_) => Ok(publickey_only()),
+            Err(e) => {
+                let sentence = format!("portcullis: {e}");
+                let gw = self.gw.clone();
+                let client = self.peer.to_string();
+                let (name, reason) = (user.to_string(), sentence.clone());
+                tokio::spawn(
+                    async move { audit::auth_failed(&gw, &name, "", &client, &reason).await },
+                );
+                self.state = State::Refused(sentence);
+                Ok(Auth::Accept)
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.tried = Some(user.to_string());
+        let ok = parse_ssh_login(user)
+            .map(|login| self.key_matches(&login, offer.public_key))
+            .unwrap_or(false);
+        Ok(if ok { Auth::Accept } else { publickey_only() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.tried = Some(user.to_string());
+        let Ok(login) = parse_ssh_login(user) else {
+            return Ok(publickey_only());
+        };
+        if !self.key_matches(&login, key.public_key) {
+            return Ok(publickey_only());
+        }
+        let state = self.decide(login.clone());
+        if let State::Refused(sentence) = &state {
+            info!(user = %login.user, target = %login.target, reason = %sentence, "ssh access refused");
+            self.audit_refusal(&login, sentence);
+        }
+        self.state = state;
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let state = std::mem::replace(&mut self.state, State::Unauthenticated);
+        self.state = match state {
+            State::Authorized(auth) => State::Active(session::start(
+                self.gw.clone(),
+                *auth,
+                session.handle(),
+                self.gone.clone(),
+            )),
+            other => other,
+        };
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match &self.state {
+            State::Active(ctx) => {
+                let ctx2 = ctx.clone();
+                ctx.tasks.spawn(channel::session(ctx2, channel, reply));
+            }
+            State::Refused(sentence) => {
+                let sentence = sentence.clone();
+                tokio::spawn(async move {
+                    reply.accept().await;
+                    channel::refuse(channel, sentence).await;
+                });
+            }
+            _ => drop(reply),
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        origin: &str,
+        origin_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let State::Active(ctx) = &self.state else {
+            drop(reply);
+            return Ok(());
+        };
+        if let Err(sentence) = super::policy::check(
+            &ctx.role.allow,
+            &[Allow::PortForward],
+            "port-forward",
+            &ctx.ident.role,
+            &ctx.ident.target,
+        ) {
+            debug!(%host, port, "port forward refused by role");
+            let ev = ctx
+                .ident
+                .event("ssh.denied")
+                .with("request", "port-forward")
+                .with("host", host)
+                .with("port", port)
+                .with("reason", &sentence);
+            let gw = ctx.gw.clone();
+            tokio::spawn(async move { audit::append(&gw, ev).await });
+            tokio::spawn(reply.reject(russh::ChannelOpenFailure::Other {
+                code: 1,
+                reason: sentence,
+            }));
+            return Ok(());
+        }
+        let ctx2 = ctx.clone();
+        ctx.tasks.spawn(channel::forward(
+            ctx2,
+            channel,
+            reply,
+            host.to_string(),
+            port,
+            origin.to_string(),
+            origin_port,
+        ));
+        Ok(())
+    }
+
+    // Start requests are answered here, at once and in order (russh tracks one pending reply
+    // per channel); the channel task then enforces the role and tells the user on stderr.
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(session.channel_success(channel)?)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(session.channel_success(channel)?)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(session.channel_success(channel)?)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(session.channel_success(channel)?)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Ok(session.channel_success(channel)?)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(match &self.state {
+            State::Active(ctx) => ctx.role.allow.contains(&Allow::AgentForward),
+            _ => false,
+        })
+    }
+}

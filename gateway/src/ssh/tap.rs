@@ -1,0 +1,218 @@
+//! What the audit derives from a channel's bytes without changing them: for a terminal, the
+//! asciicast recording and the command lines typed (read off a `vt100` screen when the user
+//! presses Enter); for the sftp subsystem, one operation per request/reply pair.
+
+use std::path::{Path, PathBuf};
+
+use portcullis_protocol::sftp::{Decoder, Op, Request, Response, Tracker};
+
+use super::recording::Rec;
+
+/// Scrollback is not needed: only the cursor's line is ever read.
+const SCROLLBACK: usize = 0;
+/// A typed line longer than this is cut (a paste of a file is not a command).
+const MAX_COMMAND: usize = 4096;
+
+/// Taps one pty channel.
+pub struct PtyTap {
+    screen: vt100::Parser,
+    rec: Option<Rec>,
+}
+
+impl std::fmt::Debug for PtyTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PtyTap")
+            .field("rec", &self.rec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PtyTap {
+    pub fn new(
+        dir: &Path,
+        session: &str,
+        channel: u32,
+        cols: u32,
+        rows: u32,
+        term: &str,
+        title: &str,
+    ) -> PtyTap {
+        let (cols, rows) = (clamp(cols, 80), clamp(rows, 24));
+        PtyTap {
+            screen: vt100::Parser::new(rows, cols, SCROLLBACK),
+            rec: Rec::create(dir, session, channel, cols, rows, term, title),
+        }
+    }
+
+    /// Bytes the upstream sent to the terminal.
+    pub fn output(&mut self, bytes: &[u8]) {
+        self.screen.process(bytes);
+        if let Some(r) = &mut self.rec {
+            r.output(bytes);
+        }
+    }
+
+    /// Bytes the user typed; returns the command lines they completed with Enter.
+    pub fn input(&mut self, bytes: &[u8]) -> Vec<String> {
+        if let Some(r) = &mut self.rec {
+            r.input(bytes);
+        }
+        // Full-screen programs (editors, pagers) do not take command lines.
+        if self.screen.screen().alternate_screen() {
+            return Vec::new();
+        }
+        // The shell echoes what was typed before Enter arrives, so the line under the cursor
+        // is the command as the user sees it (history recall and editing included).
+        bytes
+            .iter()
+            .filter(|b| **b == b'\r' || **b == b'\n')
+            .take(1)
+            .filter_map(|_| self.cursor_command())
+            .collect()
+    }
+
+    pub fn resize(&mut self, cols: u32, rows: u32) {
+        let (cols, rows) = (clamp(cols, 80), clamp(rows, 24));
+        self.screen.screen_mut().set_size(rows, cols);
+        if let Some(r) = &mut self.rec {
+            r.resize(cols, rows);
+        }
+    }
+
+    /// Closes the recording; its file and sha256.
+    pub fn finish(self) -> Option<(PathBuf, String)> {
+        self.rec.and_then(Rec::finish)
+    }
+
+    fn cursor_command(&self) -> Option<String> {
+        let screen = self.screen.screen();
+        let (row, _) = screen.cursor_position();
+        let (_, cols) = screen.size();
+        // A long command wraps; walk back to the row it started on.
+        let mut first = row;
+        while first > 0 && screen.row_wrapped(first - 1) {
+            first -= 1;
+        }
+        let mut line: String = screen
+            .rows(0, cols)
+            .skip(usize::from(first))
+            .take(usize::from(row - first) + 1)
+            .collect();
+        line.truncate(floor_char_boundary(&line, MAX_COMMAND));
+        let command = strip_prompt(line.trim_end()).trim();
+        (!command.is_empty()).then(|| command.to_string())
+    }
+}
+
+fn clamp(v: u32, default: u16) -> u16 {
+    match u16::try_from(v) {
+        Ok(0) => default,
+        Ok(v) => v.min(1000),
+        Err(_) => 1000,
+    }
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut i = max.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Drops a shell prompt ending in `$ `, `# ` or `% ` from the start of a screen line.
+fn strip_prompt(line: &str) -> &str {
+    let cut = ["$ ", "# ", "% "]
+        .iter()
+        .filter_map(|p| line.find(p).map(|i| i + p.len()))
+        .min();
+    match cut {
+        Some(i) => line.get(i..).unwrap_or(line),
+        None => line,
+    }
+}
+
+/// Taps one sftp subsystem channel.
+#[derive(Debug, Default)]
+pub struct SftpTap {
+    requests: Decoder<Request>,
+    responses: Decoder<Response>,
+    tracker: Tracker,
+    scratch_req: Vec<Request>,
+    scratch_resp: Vec<Response>,
+    /// Set when the stream stopped decoding; the bytes still flow, the audit says so once.
+    pub broken: bool,
+}
+
+impl SftpTap {
+    /// Client bytes.
+    pub fn client(&mut self, bytes: &[u8]) {
+        if self.broken {
+            return;
+        }
+        if self.requests.push(bytes, &mut self.scratch_req).is_err() {
+            self.broken = true;
+        }
+        for r in self.scratch_req.drain(..) {
+            self.tracker.request(r);
+        }
+    }
+
+    /// Server bytes; the operations they complete.
+    pub fn server(&mut self, bytes: &[u8]) -> Vec<Op> {
+        if self.broken {
+            return Vec::new();
+        }
+        if self.responses.push(bytes, &mut self.scratch_resp).is_err() {
+            self.broken = true;
+        }
+        let mut ops = Vec::new();
+        for r in self.scratch_resp.drain(..) {
+            ops.extend(self.tracker.response(r));
+        }
+        ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap() -> PtyTap {
+        PtyTap::new(Path::new("/nonexistent"), "s", 0, 40, 5, "xterm", "t")
+    }
+
+    #[test]
+    fn typed_line_after_prompt_is_the_command() {
+        let mut t = tap();
+        t.output(b"alice@web-1:~$ ");
+        assert!(t.input(b"l").is_empty());
+        t.output(b"ls -la");
+        assert_eq!(t.input(b"\r"), vec!["ls -la".to_string()]);
+    }
+
+    #[test]
+    fn wrapped_command_is_joined() {
+        let mut t = tap();
+        t.output(b"$ ");
+        let long = "echo ".to_string() + &"x".repeat(60);
+        t.output(long.as_bytes());
+        assert_eq!(t.input(b"\r"), vec![long]);
+    }
+
+    #[test]
+    fn empty_line_and_alternate_screen_yield_nothing() {
+        let mut t = tap();
+        t.output(b"# ");
+        assert!(t.input(b"\r").is_empty());
+        t.output(b"\x1b[?1049h:wq");
+        assert!(t.input(b"\r").is_empty());
+    }
+
+    #[test]
+    fn prompts() {
+        assert_eq!(strip_prompt("u@h:/tmp$ echo a$ b"), "echo a$ b");
+        assert_eq!(strip_prompt("root@h:~# id"), "id");
+        assert_eq!(strip_prompt("no prompt"), "no prompt");
+    }
+}
