@@ -99,7 +99,7 @@ impl PtyTap {
             .take(usize::from(row - first) + 1)
             .collect();
         line.truncate(floor_char_boundary(&line, MAX_COMMAND));
-        let command = strip_prompt(line.trim_end()).trim();
+        let command = strip_prompt(&line).trim();
         (!command.is_empty()).then(|| command.to_string())
     }
 }
@@ -179,7 +179,8 @@ mod tests {
     use super::*;
 
     fn tap() -> PtyTap {
-        PtyTap::new(Path::new("/nonexistent"), "s", 0, 40, 5, "xterm", "t")
+        // The recording is not under test here; a dir that cannot be created disables it.
+        PtyTap::new(Path::new("/dev/null/none"), "s", 0, 40, 5, "xterm", "t")
     }
 
     #[test]

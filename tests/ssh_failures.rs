@@ -1,0 +1,276 @@
+//! What users see when something is wrong (no grant, unknown key, malformed login, target
+//! down, wrong pinned host key), while a healthy session on the same gateway keeps working;
+//! port forwarding allowed and refused; other SSH clients (russh, paramiko).
+
+mod ssh_env;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portcullis_gateway::testbed;
+use ssh_env::{Env, event_str, text, wait_for};
+
+fn refused(env: &Env, mut cmd: Command, want: &str) {
+    let out = cmd.arg("true").output().expect("ssh runs");
+    assert!(!out.status.success(), "{want}: should fail");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(want),
+        "want {want:?} in stderr: {stderr}\n{}",
+        env.gw.log()
+    );
+}
+
+/// A `cat` session through the gateway that echoes lines back while the others fail.
+fn healthy(env: &Env) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = env
+        .ssh("alice+web-1")
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ssh spawns");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, out)
+}
+
+fn echo(child: &mut Child, out: &mut BufReader<std::process::ChildStdout>, line: &str) {
+    let stdin = child.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "{line}").expect("write");
+    stdin.flush().expect("flush");
+    let mut got = String::new();
+    out.read_line(&mut got).expect("read");
+    assert_eq!(got.trim(), line);
+}
+
+#[test]
+fn every_failure_is_a_clear_message_and_a_healthy_session_keeps_working() {
+    let env = Env::start();
+    let (mut child, mut out) = {
+        env.grant("web-1", "deploy", "1h");
+        healthy(&env)
+    };
+    echo(&mut child, &mut out, "before");
+
+    refused(
+        &env,
+        env.ssh_with("alice+web-1", &env.stranger_key),
+        "Permission denied",
+    );
+    refused(&env, env.ssh("nobody+web-1"), "Permission denied");
+    refused(&env, env.ssh("alice++x"), "has an empty target");
+    refused(&env, env.ssh("alice"), "names no target");
+    refused(
+        &env,
+        env.ssh("alice+web-down"),
+        "no live grant for alice on web-down",
+    );
+    env.grant("web-down", "deploy", "1h");
+    refused(&env, env.ssh("alice+web-down"), "cannot reach web-down");
+    env.grant("web-badkey", "deploy", "1h");
+    refused(
+        &env,
+        env.ssh("alice+web-badkey"),
+        "host key of web-badkey does not match",
+    );
+    refused(&env, env.ssh("alice+nowhere"), "nowhere");
+
+    echo(&mut child, &mut out, "after");
+    drop(child.stdin.take());
+    assert!(child.wait().expect("ssh ends").success());
+
+    env.wait_event("auth.failed", |e| {
+        event_str(e, "reason") == "authentication failed"
+    });
+    env.wait_event("auth.failed", |e| {
+        event_str(e, "reason").contains("no live grant")
+    });
+    env.wait_event("session.ended", |e| {
+        event_str(e, "target") == "web-badkey" && event_str(e, "reason") == "error"
+    });
+}
+
+/// An echo server on 127.0.0.1; returns its port.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().expect("clone");
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    port
+}
+
+/// A server that accepts and never reads: a stalled forward.
+fn stalled_server() -> (u16, std::sync::mpsc::Receiver<TcpStream>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let _ = tx.send(s);
+        }
+    });
+    (port, rx)
+}
+
+fn forward(env: &Env, login: &str, to: u16) -> (Child, u16) {
+    let local = testbed::free_port().expect("port");
+    let child = env
+        .ssh(login)
+        .args(["-N", "-L", &format!("127.0.0.1:{local}:127.0.0.1:{to}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh -L");
+    wait_for(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", local)).ok()
+    })
+    .expect("forward listening");
+    (child, local)
+}
+
+#[test]
+fn port_forwarding_follows_the_role_and_a_stall_blocks_nothing_else() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let echo_port = echo_server();
+    let (mut fwd, local) = forward(&env, "alice+web-1+deploy", echo_port);
+    let mut s = TcpStream::connect(("127.0.0.1", local)).expect("connect");
+    s.write_all(b"through the tunnel\n").expect("write");
+    let mut line = String::new();
+    BufReader::new(s.try_clone().expect("clone"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line, "through the tunnel\n");
+    env.wait_event("ssh.forward", |e| e["port"] == u64::from(echo_port));
+
+    // A forward whose far end never reads: the writer blocks, exec sessions do not.
+    let (stall_port, accepted) = stalled_server();
+    let (mut stall_fwd, stall_local) = forward(&env, "alice+web-1+deploy", stall_port);
+    let mut writer = TcpStream::connect(("127.0.0.1", stall_local)).expect("connect");
+    let _held = accepted.recv().expect("far end accepted");
+    let pusher = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 20];
+        let mut sent = 0usize;
+        while sent < 256 << 20 {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+    });
+    for i in 0..3 {
+        let out = env
+            .ssh("alice+web-1")
+            .arg(format!("echo parallel-{i}"))
+            .output()
+            .expect("ssh");
+        assert_eq!(text(&out.stdout).trim(), format!("parallel-{i}"));
+    }
+    // And the tunnel on the other connection still answers.
+    s.write_all(b"still\n").expect("write");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("read");
+    assert_eq!(line, "still\n");
+    stall_fwd.kill().expect("kill ssh");
+    let _ = stall_fwd.wait();
+    let _ = pusher.join();
+    fwd.kill().expect("kill ssh");
+    let _ = fwd.wait();
+
+    // Role ro does not allow port-forward: the channel is refused with the reason.
+    env.grant("web-1", "ro", "1h");
+    let (mut refused, local) = forward(&env, "alice+web-1+ro", echo_port);
+    let mut s = TcpStream::connect(("127.0.0.1", local)).expect("connect");
+    let _ = s.write_all(b"x\n");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "refused forward must carry nothing");
+    refused.kill().expect("kill");
+    let mut stderr = String::new();
+    refused
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("does not allow port-forward"), "{stderr}");
+    env.wait_event("ssh.denied", |e| event_str(e, "request") == "port-forward");
+}
+
+#[test]
+fn paramiko_and_russh_clients_work() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let script = r#"
+import sys, paramiko
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=int(sys.argv[1]), username="alice+web-1",
+          key_filename=sys.argv[2], allow_agent=False, look_for_keys=False)
+_, out, err = c.exec_command("echo from-paramiko; exit 4")
+print(out.read().decode().strip(), out.channel.recv_exit_status())
+sftp = c.open_sftp()
+print(len(sftp.listdir("/")) > 0)
+c.close()
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, &env.port()])
+        .arg(&env.key)
+        .output()
+        .expect("python3 runs (apt-get install python3-paramiko)");
+    assert!(out.status.success(), "paramiko: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from-paramiko 4\nTrue\n");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (stdout, status) = rt.block_on(russh_exec(&env, "echo from-russh; exit 5"));
+    assert_eq!(stdout, "from-russh\n");
+    assert_eq!(status, Some(5));
+}
+
+struct AcceptAny;
+
+impl russh::client::Handler for AcceptAny {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+async fn russh_exec(env: &Env, command: &str) -> (String, Option<u32>) {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut h = russh::client::connect(config, env.gw.bound.ssh, AcceptAny)
+        .await
+        .expect("russh connects");
+    let key = russh::keys::load_secret_key(&env.key, None).expect("key");
+    let auth = h
+        .authenticate_publickey(
+            "alice+web-1",
+            russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
+        )
+        .await
+        .expect("auth");
+    assert!(auth.success());
+    let mut ch = h.channel_open_session().await.expect("channel");
+    ch.exec(true, command).await.expect("exec");
+    let mut stdout = Vec::new();
+    let mut status = None;
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            russh::ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+            russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    (text(&stdout), status)
+}

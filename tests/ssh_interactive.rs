@@ -1,0 +1,109 @@
+//! An interactive shell through the gateway, driven in a real terminal (tmux): commands run,
+//! the window size follows a resize, Ctrl-C interrupts, and the typed commands and the
+//! recording land in the audit log.
+
+mod ssh_env;
+
+use std::process::Command;
+use std::time::Duration;
+
+use ssh_env::{Env, event_str, text, wait_for};
+
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket);
+        c
+    }
+    fn keys(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "tmux send-keys");
+    }
+    fn screen(&self) -> String {
+        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output();
+        out.map(|o| text(&o.stdout)).unwrap_or_default()
+    }
+    fn wait_screen(&self, want: &str) {
+        let seen = wait_for(Duration::from_secs(20), || {
+            self.screen().contains(want).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "never saw {want:?} on screen:\n{}",
+            self.screen()
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn shell_in_a_real_terminal() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let t = Tmux {
+        socket: env.dir.path().join("tmux.sock"),
+    };
+    // A plain bash without rc files: its prompt is `bash-N.N$ ` (or `# ` as root).
+    let script = env.dir.path().join("shell.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "exec {} -tt alice+web-1@127.0.0.1 'bash --norc -i'\n",
+            env.ssh_line()
+        ),
+    )
+    .expect("script");
+    let ok = t
+        .cmd()
+        .args(["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "sh"])
+        .arg(&script)
+        .status()
+        .expect("tmux");
+    assert!(ok.success());
+    t.wait_screen("bash-");
+    t.keys(&["echo marker-$((40+2))", "Enter"]);
+    t.wait_screen("marker-42");
+
+    t.cmd()
+        .args(["resize-window", "-t", "t", "-x", "100", "-y", "30"])
+        .status()
+        .expect("resize");
+    t.keys(&["stty size", "Enter"]);
+    t.wait_screen("30 100");
+
+    t.keys(&["sleep 600.404", "Enter"]);
+    t.keys(&["C-c"]);
+    t.keys(&["echo after-$((1+1))", "Enter"]);
+    t.wait_screen("after-2");
+    t.keys(&["exit", "Enter"]);
+
+    let cmd = env.wait_event("ssh.command", |e| {
+        event_str(e, "command") == "echo marker-$((40+2))"
+    });
+    assert_eq!(cmd["derived"], true);
+    env.wait_event("ssh.command", |e| event_str(e, "command") == "stty size");
+    env.wait_event("ssh.shell", |e| event_str(e, "phase") == "started");
+    let ended = env.wait_event("session.ended", |e| !event_str(e, "recording").is_empty());
+    let file = event_str(&ended, "recording");
+    let cast = std::fs::read_to_string(file).expect("recording readable");
+    assert!(cast.contains("marker-42"), "recording lacks the output");
+    assert!(cast.contains("\"r\""), "recording lacks the resize");
+    assert!(cast.contains("\"i\""), "recording lacks the input");
+    assert_eq!(
+        ssh_env::sha256(std::path::Path::new(file)),
+        event_str(&ended, "recording_sha256")
+    );
+}

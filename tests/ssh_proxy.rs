@@ -1,0 +1,166 @@
+//! The SSH proxy with real OpenSSH clients against a real sshd: exec, scp, sftp, rsync,
+//! role policy, and the audit records they leave.
+
+mod ssh_env;
+
+use std::process::Command;
+
+use ssh_env::{Env, event_str, sha256, text};
+
+#[test]
+fn exec_relays_stdout_stderr_and_exit_status() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let out = env
+        .ssh("alice+web-1")
+        .arg("echo hi; echo err >&2; exit 3")
+        .output()
+        .expect("ssh runs");
+    assert_eq!(text(&out.stdout), "hi\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+
+    // The role may be named; stdin reaches the command and EOF ends it.
+    let mut child = env
+        .ssh("alice+web-1+deploy")
+        .arg("wc -c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh spawns");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&[b'x'; 100_000]).expect("write");
+    }
+    let out = child.wait_with_output().expect("ssh ends");
+    assert_eq!(text(&out.stdout).trim(), "100000");
+
+    let ev = env.wait_event("ssh.exec", |e| {
+        event_str(e, "command") == "echo hi; echo err >&2; exit 3"
+    });
+    assert_eq!(ev["exit_status"], 3);
+    assert_eq!(event_str(&ev, "user"), "alice");
+    assert_eq!(event_str(&ev, "target"), "web-1");
+    assert_eq!(event_str(&ev, "role"), "deploy");
+    assert!(event_str(&ev, "grant").starts_with('g'), "{ev:?}");
+    env.wait_event("session.ended", |e| {
+        event_str(e, "reason") == "client_closed"
+    });
+    env.wait_event("auth.succeeded", |e| event_str(e, "user") == "alice");
+}
+
+#[test]
+fn scp_sftp_and_rsync_move_files_intact() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let local = env.dir.path().join("big.bin");
+    let status = Command::new("head")
+        .args(["-c", "104857600", "/dev/urandom"])
+        .stdout(std::fs::File::create(&local).expect("create"))
+        .status()
+        .expect("head");
+    assert!(status.success());
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let remote = remote_dir.path().join("up.bin");
+    let want = sha256(&local);
+
+    // scp up and down, over SFTP (OpenSSH 9 default) and over the legacy protocol (-O).
+    for (flag, name) in [(None, "sftp-mode"), (Some("-O"), "legacy")] {
+        let mut up = env.scp();
+        up.args(flag)
+            .arg(&local)
+            .arg(format!("alice+web-1@127.0.0.1:{}", remote.display()));
+        let out = up.output().expect("scp runs");
+        assert!(out.status.success(), "{name} upload: {}", text(&out.stderr));
+        assert_eq!(sha256(&remote), want, "{name} upload");
+        let back = env.dir.path().join(format!("back-{name}.bin"));
+        let mut down = env.scp();
+        down.args(flag)
+            .arg(format!("alice+web-1@127.0.0.1:{}", remote.display()))
+            .arg(&back);
+        let out = down.output().expect("scp runs");
+        assert!(
+            out.status.success(),
+            "{name} download: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(sha256(&back), want, "{name} download");
+        std::fs::remove_file(&remote).expect("rm");
+    }
+    env.wait_event("ssh.exec", |e| {
+        event_str(e, "command").starts_with("scp -t")
+    });
+
+    // sftp: put, get, ls, mkdir, rename, rm, rmdir.
+    let r = remote_dir.path().display();
+    let got = env.dir.path().join("got.bin");
+    let batch = env.dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir {r}/d\nput {} {r}/d/a.bin\nls {r}/d\nrename {r}/d/a.bin {r}/d/b.bin\n\
+             get {r}/d/b.bin {}\nrm {r}/d/b.bin\nrmdir {r}/d\n",
+            local.display(),
+            got.display()
+        ),
+    )
+    .expect("batch");
+    let out = env.sftp(&batch, "alice+web-1").output().expect("sftp runs");
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("a.bin"), "{}", text(&out.stdout));
+    assert_eq!(sha256(&got), want);
+    assert!(!remote_dir.path().join("d").exists());
+    for op in ["mkdir", "rename", "remove", "rmdir"] {
+        env.wait_event("ssh.sftp", |e| event_str(e, "op") == op);
+    }
+    let close = env.wait_event("ssh.sftp", |e| {
+        event_str(e, "op") == "close" && e["bytes_written"] == 104_857_600
+    });
+    assert!(event_str(&close, "path").ends_with("/d/a.bin"), "{close:?}");
+    env.wait_event("ssh.sftp", |e| {
+        event_str(e, "op") == "close" && e["bytes_read"] == 104_857_600
+    });
+
+    // rsync over the gateway.
+    let synced = remote_dir.path().join("synced.bin");
+    let out = Command::new("rsync")
+        .args(["-e", &env.ssh_line()])
+        .arg(&local)
+        .arg(format!("alice+web-1@127.0.0.1:{}", synced.display()))
+        .output()
+        .expect("rsync runs");
+    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
+    assert_eq!(sha256(&synced), want);
+    env.wait_event("ssh.exec", |e| {
+        event_str(e, "command").starts_with("rsync --server")
+    });
+}
+
+#[test]
+fn role_allow_list_is_enforced_with_a_clear_sentence() {
+    let env = Env::start();
+    env.grant("web-1", "ro", "1h");
+    let out = env
+        .ssh("alice+web-1+ro")
+        .arg("echo should-not-run")
+        .output()
+        .expect("ssh runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(
+        text(&out.stderr).contains("role ro on web-1 does not allow exec"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.wait_event("ssh.denied", |e| event_str(e, "request") == "exec");
+
+    // sftp is allowed for ro.
+    let batch = env.dir.path().join("batch");
+    std::fs::write(&batch, "ls /\n").expect("batch");
+    let out = env
+        .sftp(&batch, "alice+web-1+ro")
+        .output()
+        .expect("sftp runs");
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+}
