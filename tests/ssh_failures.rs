@@ -123,9 +123,16 @@ fn stalled_server() -> (u16, std::sync::mpsc::Receiver<TcpStream>) {
 
 fn forward(env: &Env, login: &str, to: u16) -> (Child, u16) {
     let local = testbed::free_port().expect("port");
-    let child = env
-        .ssh(login)
-        .args(["-N", "-L", &format!("127.0.0.1:{local}:127.0.0.1:{to}")])
+    // INFO, not the usual ERROR: OpenSSH logs a refused channel at INFO. ssh keeps the first
+    // value given for an option, so this one has to come before the shared options.
+    let child = Command::new("ssh")
+        .args(["-o", "LogLevel=INFO"])
+        .args(testbed::client_options())
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&env.key)
+        .args(["-p", &env.port(), "-N", "-L"])
+        .arg(format!("127.0.0.1:{local}:127.0.0.1:{to}"))
+        .arg(format!("{login}@127.0.0.1"))
         .stderr(Stdio::piped())
         .spawn()
         .expect("ssh -L");

@@ -56,14 +56,12 @@ fn shell_in_a_real_terminal() {
     let t = Tmux {
         socket: env.dir.path().join("tmux.sock"),
     };
-    // A plain bash without rc files: its prompt is `bash-N.N$ ` (or `# ` as root).
+    // The login shell, as a user gets it. Type one command first and wait for its answer,
+    // so the shell is surely at its prompt before the checked commands.
     let script = env.dir.path().join("shell.sh");
     std::fs::write(
         &script,
-        format!(
-            "exec {} -tt alice+web-1@127.0.0.1 'bash --norc -i'\n",
-            env.ssh_line()
-        ),
+        format!("exec {} -tt alice+web-1@127.0.0.1\n", env.ssh_line()),
     )
     .expect("script");
     let ok = t
@@ -73,7 +71,8 @@ fn shell_in_a_real_terminal() {
         .status()
         .expect("tmux");
     assert!(ok.success());
-    t.wait_screen("bash-");
+    t.keys(&["echo ready-$((0+1))", "Enter"]);
+    t.wait_screen("ready-1");
     t.keys(&["echo marker-$((40+2))", "Enter"]);
     t.wait_screen("marker-42");
 
@@ -85,9 +84,18 @@ fn shell_in_a_real_terminal() {
     t.wait_screen("30 100");
 
     t.keys(&["sleep 600.404", "Enter"]);
+    // Ctrl-C only once sleep is the terminal's foreground process, not while bash forks.
+    let started = wait_for(Duration::from_secs(20), || {
+        ssh_env::running("sleep 600.404").then_some(())
+    });
+    assert!(started.is_some(), "sleep never started:\n{}", t.screen());
     t.keys(&["C-c"]);
     t.keys(&["echo after-$((1+1))", "Enter"]);
     t.wait_screen("after-2");
+    let gone = wait_for(Duration::from_secs(20), || {
+        (!ssh_env::running("sleep 600.404")).then_some(())
+    });
+    assert!(gone.is_some(), "Ctrl-C did not interrupt sleep");
     t.keys(&["exit", "Enter"]);
 
     let cmd = env.wait_event("ssh.command", |e| {

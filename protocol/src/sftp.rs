@@ -42,6 +42,7 @@ mod ty {
     pub const MKDIR: u8 = 14;
     pub const RMDIR: u8 = 15;
     pub const RENAME: u8 = 18;
+    pub const EXTENDED: u8 = 200;
     pub const STATUS: u8 = 101;
     pub const HANDLE: u8 = 102;
     pub const DATA: u8 = 103;
@@ -219,6 +220,22 @@ impl Decode for Request {
                     id: r.u32()?,
                     handle: r.bytes()?.to_vec(),
                 },
+                // OpenSSH's sftp renames with its extension when the server offers it.
+                ty::EXTENDED => {
+                    let id = r.u32()?;
+                    match r.bytes()? {
+                        b"posix-rename@openssh.com" => Request::Rename {
+                            id,
+                            from: r.string()?,
+                            to: r.string()?,
+                        },
+                        b"lsetstat@openssh.com" => Request::Setstat {
+                            id,
+                            path: r.string()?,
+                        },
+                        _ => return None,
+                    }
+                }
                 _ => return None,
             })
         })();
@@ -659,6 +676,22 @@ mod tests {
                 Request::Other { kind: ty::REMOVE },
             ),
             (packet(&[17, 0, 0, 0, 1]), Request::Other { kind: 17 }),
+            (
+                with_id(
+                    ty::EXTENDED,
+                    6,
+                    &[b"posix-rename@openssh.com", b"/x", b"/y"],
+                ),
+                Request::Rename {
+                    id: 6,
+                    from: "/x".into(),
+                    to: "/y".into(),
+                },
+            ),
+            (
+                with_id(ty::EXTENDED, 7, &[b"statvfs@openssh.com", b"/"]),
+                Request::Other { kind: ty::EXTENDED },
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(decode_all::<Request>(&bytes), vec![want]);

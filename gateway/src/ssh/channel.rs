@@ -209,24 +209,14 @@ async fn client_to_upstream(
             ChannelMsg::Data { data } => {
                 let len = data.len() as u64;
                 ctx.counters.add_in(len);
-                let commands = match state.lock() {
-                    Ok(mut s) => {
-                        s.bytes_in += len;
-                        if let Some(t) = &mut s.sftp {
-                            t.client(&data);
-                        }
-                        s.pty.as_mut().map(|p| p.input(&data)).unwrap_or_default()
+                if let Ok(mut s) = state.lock() {
+                    s.bytes_in += len;
+                    if let Some(t) = &mut s.sftp {
+                        t.client(&data);
                     }
-                    Err(_) => Vec::new(),
-                };
-                for command in commands {
-                    let ev = ctx
-                        .ident
-                        .event("ssh.command")
-                        .with("command", command)
-                        .with("derived", true)
-                        .with("channel", id.to_string());
-                    audit::append(&ctx.gw, ev).await;
+                    if let Some(p) = &mut s.pty {
+                        p.input(&data);
+                    }
                 }
                 up.data_bytes(data).await.is_ok()
             }
@@ -401,16 +391,24 @@ async fn upstream_to_client(
             ChannelMsg::Data { data } => {
                 let len = data.len() as u64;
                 ctx.counters.add_out(len);
-                let ops = match state.lock() {
+                let (command, ops) = match state.lock() {
                     Ok(mut s) => {
                         s.bytes_out += len;
-                        if let Some(p) = &mut s.pty {
-                            p.output(&data);
-                        }
-                        s.sftp.as_mut().map(|t| t.server(&data)).unwrap_or_default()
+                        let command = s.pty.as_mut().and_then(|p| p.output(&data));
+                        let ops = s.sftp.as_mut().map(|t| t.server(&data)).unwrap_or_default();
+                        (command, ops)
                     }
-                    Err(_) => Vec::new(),
+                    Err(_) => (None, Vec::new()),
                 };
+                if let Some(command) = command {
+                    let ev = ctx
+                        .ident
+                        .event("ssh.command")
+                        .with("command", command)
+                        .with("derived", true)
+                        .with("channel", id.to_string());
+                    audit::append(&ctx.gw, ev).await;
+                }
                 for op in ops {
                     let ev = ctx
                         .ident
@@ -438,7 +436,7 @@ async fn upstream_to_client(
                     s.bytes_out += len;
                     // A terminal shows stderr too; the recording should as well.
                     if let Some(p) = &mut s.pty {
-                        p.output(&data);
+                        let _ = p.output(&data);
                     }
                 }
                 down.extended_data_bytes(ext, data).await.is_ok()

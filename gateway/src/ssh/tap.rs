@@ -17,6 +17,9 @@ const MAX_COMMAND: usize = 4096;
 pub struct PtyTap {
     screen: vt100::Parser,
     rec: Option<Rec>,
+    /// The user pressed Enter; the line is read off the screen when the shell echoes the
+    /// newline (what was typed just before Enter may not have been echoed yet).
+    enter_pending: bool,
 }
 
 impl std::fmt::Debug for PtyTap {
@@ -41,34 +44,44 @@ impl PtyTap {
         PtyTap {
             screen: vt100::Parser::new(rows, cols, SCROLLBACK),
             rec: Rec::create(dir, session, channel, cols, rows, term, title),
+            enter_pending: false,
         }
     }
 
-    /// Bytes the upstream sent to the terminal.
-    pub fn output(&mut self, bytes: &[u8]) {
-        self.screen.process(bytes);
+    /// Bytes the upstream sent to the terminal; returns the command line the user completed
+    /// with Enter, once the shell has echoed it.
+    pub fn output(&mut self, bytes: &[u8]) -> Option<String> {
         if let Some(r) = &mut self.rec {
             r.output(bytes);
         }
+        let mut command = None;
+        let mut rest = bytes;
+        if self.enter_pending
+            && let Some(nl) = bytes.iter().position(|b| *b == b'\n')
+            && let Some((line, after)) = bytes.split_at_checked(nl)
+        {
+            // Everything up to the newline is the echo of the line; the cursor line is then
+            // the command as the user sees it (history recall and editing included).
+            self.screen.process(line);
+            self.enter_pending = false;
+            // Full-screen programs (editors, pagers) do not take command lines.
+            if !self.screen.screen().alternate_screen() {
+                command = self.cursor_command();
+            }
+            rest = after;
+        }
+        self.screen.process(rest);
+        command
     }
 
-    /// Bytes the user typed; returns the command lines they completed with Enter.
-    pub fn input(&mut self, bytes: &[u8]) -> Vec<String> {
+    /// Bytes the user typed.
+    pub fn input(&mut self, bytes: &[u8]) {
         if let Some(r) = &mut self.rec {
             r.input(bytes);
         }
-        // Full-screen programs (editors, pagers) do not take command lines.
-        if self.screen.screen().alternate_screen() {
-            return Vec::new();
+        if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
+            self.enter_pending = true;
         }
-        // The shell echoes what was typed before Enter arrives, so the line under the cursor
-        // is the command as the user sees it (history recall and editing included).
-        bytes
-            .iter()
-            .filter(|b| **b == b'\r' || **b == b'\n')
-            .take(1)
-            .filter_map(|_| self.cursor_command())
-            .collect()
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
@@ -186,10 +199,16 @@ mod tests {
     #[test]
     fn typed_line_after_prompt_is_the_command() {
         let mut t = tap();
-        t.output(b"alice@web-1:~$ ");
-        assert!(t.input(b"l").is_empty());
-        t.output(b"ls -la");
-        assert_eq!(t.input(b"\r"), vec!["ls -la".to_string()]);
+        assert_eq!(t.output(b"alice@web-1:~$ "), None);
+        t.input(b"l");
+        assert_eq!(t.output(b"l"), None);
+        t.input(b"s -la\r");
+        // The echo and the newline arrive after Enter, in one chunk with the output.
+        assert_eq!(
+            t.output(b"s -la\r\ntotal 0\r\nalice@web-1:~$ "),
+            Some("ls -la".to_string())
+        );
+        assert_eq!(t.output(b"more"), None);
     }
 
     #[test]
@@ -197,17 +216,20 @@ mod tests {
         let mut t = tap();
         t.output(b"$ ");
         let long = "echo ".to_string() + &"x".repeat(60);
+        t.input(format!("{long}\r").as_bytes());
         t.output(long.as_bytes());
-        assert_eq!(t.input(b"\r"), vec![long]);
+        assert_eq!(t.output(b"\r\n"), Some(long));
     }
 
     #[test]
     fn empty_line_and_alternate_screen_yield_nothing() {
         let mut t = tap();
         t.output(b"# ");
-        assert!(t.input(b"\r").is_empty());
+        t.input(b"\r");
+        assert_eq!(t.output(b"\r\n# "), None);
         t.output(b"\x1b[?1049h:wq");
-        assert!(t.input(b"\r").is_empty());
+        t.input(b"\r");
+        assert_eq!(t.output(b"\r\n"), None);
     }
 
     #[test]
