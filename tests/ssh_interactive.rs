@@ -83,17 +83,18 @@ fn shell_in_a_real_terminal() {
     t.keys(&["stty size", "Enter"]);
     t.wait_screen("30 100");
 
-    t.keys(&["sleep 600.404", "Enter"]);
+    let sleep = format!("sleep 600.{}404", std::process::id());
+    t.keys(&[&sleep, "Enter"]);
     // Ctrl-C only once sleep is the terminal's foreground process, not while bash forks.
     let started = wait_for(Duration::from_secs(20), || {
-        ssh_env::running("sleep 600.404").then_some(())
+        ssh_env::running(&sleep).then_some(())
     });
     assert!(started.is_some(), "sleep never started:\n{}", t.screen());
     t.keys(&["C-c"]);
     t.keys(&["echo after-$((1+1))", "Enter"]);
     t.wait_screen("after-2");
     let gone = wait_for(Duration::from_secs(20), || {
-        (!ssh_env::running("sleep 600.404")).then_some(())
+        (!ssh_env::running(&sleep)).then_some(())
     });
     assert!(gone.is_some(), "Ctrl-C did not interrupt sleep");
     t.keys(&["exit", "Enter"]);

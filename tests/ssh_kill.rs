@@ -11,6 +11,18 @@ use std::time::Duration;
 use portcullis_gateway::testbed;
 use ssh_env::{Env, event_str, running, text, wait_for};
 
+/// A `sleep` argument unique to this run and step (a leftover of an earlier run must not
+/// be mistaken for this one's process).
+fn marker(step: &str) -> String {
+    format!("600.{}{step}", std::process::id())
+}
+
+/// The no-terminal step's marker: as root its process outlives the test (see below), so it
+/// sleeps only a minute.
+fn short_marker(step: &str) -> String {
+    format!("60.{}{step}", std::process::id())
+}
+
 /// Starts `sleep <marker>` through the gateway and waits until it runs upstream.
 fn sleeper(env: &Env, login: &str, marker: &str, tty: bool) -> Child {
     let mut cmd = env.ssh(login);
@@ -74,8 +86,8 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
 
     // Expiry: a short grant, and the warning comes first on the terminal.
     let g = env.grant("web-1", "deploy", "4s");
-    let child = sleeper(&env, "alice+web-1", "600.101", true);
-    let said = closed(&env, child, "600.101", true);
+    let child = sleeper(&env, "alice+web-1", &marker("101"), true);
+    let said = closed(&env, child, &marker("101"), true);
     assert!(said.contains(&format!("grant {g} expired")), "{said}");
     assert!(said.contains("expires in"), "warning missing: {said}");
     env.wait_event("session.ended", |e| {
@@ -84,10 +96,10 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
 
     // Revoke.
     let g = env.grant("web-1", "deploy", "1h");
-    let child = sleeper(&env, "alice+web-1", "600.202", true);
+    let child = sleeper(&env, "alice+web-1", &marker("202"), true);
     let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
     assert!(out.status.success(), "revoke: {}", text(&out.stderr));
-    let said = closed(&env, child, "600.202", true);
+    let said = closed(&env, child, &marker("202"), true);
     assert!(said.contains(&format!("grant {g} was revoked")), "{said}");
     env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "grant_revoked"
@@ -98,7 +110,7 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
     // request first, which sshd honours only for non-root logins (a root login has no
     // privilege-separated child to signal from), so the process check needs a non-root run.
     env.grant("web-1", "deploy", "1h");
-    let child = sleeper(&env, "alice+web-1", "600.303", false);
+    let child = sleeper(&env, "alice+web-1", &short_marker("303"), false);
     let list = env.cli(&["sessions", "list", "--json"]);
     assert!(
         list.status.success(),
@@ -110,11 +122,11 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         .as_array()
         .and_then(|a| a.iter().find(|s| s["proto"] == "ssh"))
         .and_then(|s| s["id"].as_str())
-        .expect("an ssh session listed")
+        .unwrap_or_else(|| panic!("no ssh session listed: {sessions}"))
         .to_string();
     let out = env.cli(&["sessions", "kill", &id]);
     assert!(out.status.success(), "kill: {}", text(&out.stderr));
-    let said = closed(&env, child, "600.303", !testbed::is_root());
+    let said = closed(&env, child, &short_marker("303"), !testbed::is_root());
     assert!(said.contains("session killed"), "{said}");
     env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "killed" && event_str(e, "session") == id

@@ -170,3 +170,76 @@ fn role_allow_list_is_enforced_with_a_clear_sentence() {
         .expect("sftp runs");
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
 }
+
+/// An `ssh-agent` holding alice's key; killed (by its own pid) on drop.
+struct Agent {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(env: &Env) -> Agent {
+    let sock = env.dir.path().join("agent.sock");
+    let child = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent runs");
+    let ready = ssh_env::wait_for(std::time::Duration::from_secs(10), || {
+        sock.exists().then_some(())
+    });
+    assert!(ready.is_some(), "ssh-agent socket never appeared");
+    let out = Command::new("ssh-add")
+        .arg(&env.key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .expect("ssh-add runs");
+    assert!(out.status.success(), "ssh-add: {}", text(&out.stderr));
+    Agent { child, sock }
+}
+
+#[test]
+fn agent_forwarding_follows_the_role() {
+    let env = Env::start();
+    let agent = agent(&env);
+    env.grant("web-1", "deploy", "1h");
+    let out = env
+        .ssh("alice+web-1+deploy")
+        .arg("-A")
+        .arg("ssh-add -l")
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .output()
+        .expect("ssh runs");
+    assert!(
+        out.status.success(),
+        "ssh-add -l upstream: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("alice (ED25519)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    env.grant("web-1", "exec-only", "1h");
+    let out = env
+        .ssh("alice+web-1+exec-only")
+        .arg("-A")
+        .arg("ssh-add -l")
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .output()
+        .expect("ssh runs");
+    assert!(
+        !out.status.success(),
+        "agent must not be reachable: {}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains("alice (ED25519)"));
+}

@@ -24,7 +24,7 @@ pub struct Env {
 
 impl Env {
     /// sshd + gateway; targets: `web-1` (roles `deploy`: everything, `ro`: sftp only),
-    /// `web-badkey` (wrong pinned host key), `web-down` (nothing listening).
+    /// `exec-only`), `web-badkey` (wrong pinned host key), `web-down` (nothing listening).
     pub fn start() -> Env {
         let sshd = Sshd::start().expect("sshd starts");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -45,7 +45,7 @@ impl Env {
              [[users]]\nname = \"alice\"\nssh_keys = [\"{alice_pub}\"]\n\n\
              [[users]]\nname = \"bob\"\nssh_keys = []\n\n\
              [[targets]]\nname = \"web-1\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
-             host_key = \"{host}\"\n{deploy}{ro}\n\
+             host_key = \"{host}\"\n{deploy}{ro}{exec_only}\n\
              [[targets]]\nname = \"web-badkey\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
              host_key = \"{wrong_host}\"\n{deploy}\n\
              [[targets]]\nname = \"web-down\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{dead_port}\"\n\
@@ -54,6 +54,7 @@ impl Env {
             host = sshd.host_key_line,
             deploy = role("deploy", all),
             ro = role("ro", r#""sftp""#),
+            exec_only = role("exec-only", r#""exec""#),
         );
         let gw = GatewayProc::start(BIN, &body).expect("gateway starts");
         Env {

@@ -58,6 +58,8 @@ pub struct SessionCtx {
     pub client: russh::server::Handle,
     pub upstream: watch::Receiver<UpState>,
     pub channels: Mutex<HashMap<ChannelId, Registered>>,
+    /// Signalled whenever the last registered channel goes away.
+    channels_empty: tokio::sync::Notify,
     pub recordings: Mutex<Vec<(String, String)>>,
     pub tasks: TaskTracker,
     /// Cancelled when the kill path starts: no new channel may start.
@@ -124,6 +126,23 @@ impl SessionCtx {
     pub fn unregister(&self, id: ChannelId) {
         if let Ok(mut m) = self.channels.lock() {
             m.remove(&id);
+            if m.is_empty() {
+                self.channels_empty.notify_waiters();
+            }
+        }
+    }
+
+    /// Waits until no channel is registered.
+    ///
+    /// # Cancellation safety
+    /// Cancellation safe: nothing is consumed.
+    async fn all_channels_closed(&self) {
+        loop {
+            let closed = self.channels_empty.notified();
+            if self.channels.lock().map(|m| m.is_empty()).unwrap_or(true) {
+                return;
+            }
+            closed.await;
         }
     }
 }
@@ -170,6 +189,7 @@ pub fn start(
         client,
         upstream: up_rx,
         channels: Mutex::new(HashMap::new()),
+        channels_empty: tokio::sync::Notify::new(),
         recordings: Mutex::new(Vec::new()),
         tasks: TaskTracker::new(),
         closing: CancellationToken::new(),
@@ -378,12 +398,7 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
             .disconnect(russh::Disconnect::ByApplication, &message, "")
             .await;
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while ctx.channels.lock().map(|m| !m.is_empty()).unwrap_or(false) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, ctx.all_channels_closed()).await;
     let _ = ctx
         .client
         .disconnect(russh::Disconnect::ByApplication, message, String::new())
