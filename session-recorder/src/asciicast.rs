@@ -3,6 +3,11 @@
 //!
 //! The format functions are pure; [`Recording`] writes a file under `<data_dir>/recordings/`
 //! and takes elapsed time from an `Instant` stored at creation.
+//!
+//! `replay` finds a session's recordings through its `session.ended` event: put the file
+//! name (or path) in `recording` and the sha256 from [`Recording::finish`] in
+//! `recording_sha256`; for several channels, `recording` may be a list of
+//! `{"file": ..., "sha256": ...}` objects. Replay refuses a file whose sha256 differs.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -18,6 +18,7 @@ pub mod record;
 pub mod recover;
 pub mod seal;
 pub mod segment;
+mod sync;
 pub mod verify;
 mod writer;
 
@@ -63,9 +64,9 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Group commit: `append` returns once its batch is written to the file (it survives a
-    /// crash of the gateway); the writer fsyncs after every batch.
+    /// crash of the gateway); an fsync thread syncs each written batch right behind it.
     Batched,
-    /// `append` returns only after the batch holding the event is fsynced.
+    /// `append` returns only after an fsync that started after its batch was written.
     Strict,
 }
 

@@ -1,5 +1,6 @@
 //! The single writer: one thread owning the open segment, fed by a bounded queue, committing
-//! in groups (one write and one fsync per batch), rotating and sealing segments.
+//! in groups (one write per batch; the fsync thread in `sync.rs` syncs behind it), rotating
+//! and sealing segments.
 //!
 //! It runs on its own OS thread rather than a tokio task because every step is blocking file
 //! I/O; appenders talk to it through a bounded tokio channel, so a full queue back-pressures
@@ -20,6 +21,7 @@ use crate::record::{self, Chain};
 use crate::recover::Resume;
 use crate::seal::Seal;
 use crate::segment::SegmentFile;
+use crate::sync::Syncer;
 use crate::{AuditError, Durability, Event};
 
 /// The most events committed in one write.
@@ -41,7 +43,7 @@ pub(crate) struct Writer {
     max_bytes: u64,
     max_age: Duration,
     seg: SegmentFile,
-    file: File,
+    file: Arc<File>,
     len: u64,
     hasher: Sha256,
     first_seq: u64,
@@ -50,6 +52,7 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Shared with every handle; cleared before any appender hears of a failure.
     healthy: Arc<AtomicBool>,
+    syncer: Arc<Syncer>,
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -98,7 +101,10 @@ impl Writer {
                 (segment, file, len, hasher, chain, first_seq)
             }
         };
+        let file = Arc::new(file);
+        let syncer = Syncer::start(file.clone(), chain.last_seq, healthy.clone())?;
         Ok(Writer {
+            syncer,
             dir: dir.to_path_buf(),
             key,
             durability: opts.durability,
@@ -128,7 +134,7 @@ impl Writer {
 
     fn flush_buf(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
+            (&*self.file).write_all(&self.buf)?;
             self.hasher.update(&self.buf);
             self.len += self.buf.len() as u64;
             self.buf.clear();
@@ -159,7 +165,9 @@ impl Writer {
         self.file.sync_data()?;
         self.seal()?;
         let next = SegmentFile::at(&self.dir, self.seg.index + 1);
-        self.file = create_segment(&self.dir, &next)?;
+        self.file = Arc::new(create_segment(&self.dir, &next)?);
+        self.syncer
+            .synced_by_writer(self.chain.last_seq, Some(self.file.clone()));
         self.seg = next;
         self.len = 0;
         self.hasher = Sha256::new();
@@ -201,21 +209,20 @@ impl Writer {
             }
             return Err(e);
         }
-        if self.durability == Durability::Batched {
-            for (seq, r) in replies.drain(..) {
-                let _ = r.send(Ok(seq));
-            }
-        }
-        if let Err(e) = self.file.sync_data() {
-            self.healthy.store(false, Ordering::SeqCst);
+        if let Some(msg) = self.syncer.failed() {
+            let e = std::io::Error::other(msg);
             for (_, r) in replies {
                 let _ = r.send(Err(unavailable(&e)));
             }
             return Err(e);
         }
-        for (seq, r) in replies {
-            let _ = r.send(Ok(seq));
+        // Batched appends are done once written; strict ones wait for the fsync thread.
+        if self.durability == Durability::Batched {
+            for (seq, r) in replies.drain(..) {
+                let _ = r.send(Ok(seq));
+            }
         }
+        self.syncer.written(self.chain.last_seq, replies);
         Ok(())
     }
 
@@ -223,6 +230,7 @@ impl Writer {
     fn finish(&mut self) -> std::io::Result<()> {
         self.flush_buf()?;
         self.file.sync_data()?;
+        self.syncer.synced_by_writer(self.chain.last_seq, None);
         if self.has_records() {
             self.seal()
         } else {
@@ -271,12 +279,16 @@ impl Writer {
                         .finish()
                         .map_err(|e| AuditError::Unavailable(format!("sealing failed: {e}"))),
                 };
+                self.syncer.stop();
                 let _ = reply.send(res);
                 return;
             }
         }
         // Every handle dropped without close(): make what was written durable; the segment
         // stays open and is resumed at the next start.
-        let _ = self.file.sync_data();
+        if self.file.sync_data().is_ok() {
+            self.syncer.synced_by_writer(self.chain.last_seq, None);
+        }
+        self.syncer.stop();
     }
 }
