@@ -123,7 +123,8 @@ fn named_recordings(r: &Record) -> Vec<(String, Option<String>)> {
             _ => None,
         }
     };
-    match r.event.get("recording").or(r.event.get("recordings")) {
+    // The full list (several channels) wins over `recording`, which names the first.
+    match r.event.get("recordings").or(r.event.get("recording")) {
         Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| one(v, None)).collect(),
         Some(v) => one(v, top_sha).into_iter().collect(),
         None => Vec::new(),
@@ -313,7 +314,10 @@ mod tests {
             named_recordings(&one),
             vec![("a.cast".to_string(), Some("ff".to_string()))]
         );
-        let many = rec(serde_json::json!({"recording":[{"file":"a.cast","sha256":"01"},"b.cast"]}));
+        let many = rec(
+            serde_json::json!({"recording":"a.cast","recording_sha256":"01",
+            "recordings":[{"file":"a.cast","sha256":"01"},"b.cast"]}),
+        );
         assert_eq!(
             named_recordings(&many),
             vec![
