@@ -1,0 +1,154 @@
+//! `portcullis demo` as a newcomer uses it: start it, paste each printed line into a shell,
+//! and each works as printed; Ctrl-C stops and removes everything.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// Runs one pasted line in a shell (stdin given), returns (success, stdout, stderr).
+fn paste(line: &str, stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().expect("stdin");
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_printed_line_works_as_printed() {
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let pid = Pid::from_raw(demo.id() as i32);
+    let stdout = demo.stdout.take().expect("stdout");
+    let stderr = demo.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_log = std::thread::spawn(move || {
+        let mut s = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s
+    });
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(l) => {
+                let done = l.contains("Ctrl-C here stops");
+                lines.push(l);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGINT);
+                panic!("demo printed no instructions ({e}); stdout so far: {lines:?}");
+            }
+        }
+    }
+    let commands: Vec<String> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with("PGPASSWORD=")
+                || l.starts_with("ssh ")
+                || l.starts_with("sftp ")
+                || l.starts_with('/')
+        })
+        .map(str::to_string)
+        .collect();
+    let find = |needle: &str| -> String {
+        commands
+            .iter()
+            .find(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no printed line contains {needle:?}: {commands:#?}"))
+            .clone()
+    };
+
+    let (ok, out, err) = paste(&find("psql"), "");
+    assert!(ok, "psql line failed: {err}");
+    assert!(out.contains("Ada"), "psql printed {out}");
+
+    let ssh_cmd = commands
+        .iter()
+        .find(|c| c.starts_with("ssh ") && c.contains("hostname"))
+        .expect("an ssh command line")
+        .clone();
+    let (ok, out, err) = paste(&ssh_cmd, "");
+    assert!(ok, "ssh line failed: {err}");
+    assert!(!out.trim().is_empty());
+
+    let (ok, out, err) = paste(&find("sftp "), "pwd\nls\nbye\n");
+    assert!(ok, "sftp line failed: {err}");
+    assert!(
+        out.contains("Remote working directory"),
+        "sftp printed {out}"
+    );
+
+    for needle in [
+        " sessions list",
+        " grant list",
+        " audit verify",
+        " report --since",
+    ] {
+        let (ok, out, err) = paste(&find(needle), "");
+        assert!(ok, "{needle} failed: {err}\n{out}");
+    }
+    let (ok, out, err) = paste(&find(" audit search --type session.ended"), "");
+    assert!(ok, "audit search failed: {err}");
+    let session = out
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("s_"))
+        .unwrap_or_else(|| panic!("no session id in {out}"))
+        .to_string();
+    let replay = find(" replay ").replace("<SESSION id from the search above>", &session);
+    let (ok, _out, err) = paste(&replay, "");
+    assert!(ok, "replay failed: {err}");
+    let (ok, _out, err) = paste(&find(" grant revoke "), "");
+    assert!(ok, "revoke failed: {err}");
+
+    kill(pid, Signal::SIGINT).expect("ctrl-c");
+    let status = demo.wait().expect("demo exits");
+    let log = err_log.join().unwrap_or_default();
+    assert!(status.success(), "demo exit {status}: {log}");
+    let removed = log
+        .lines()
+        .find_map(|l| l.split("removed ").nth(1))
+        .expect("demo says what it removed");
+    assert!(
+        !std::path::Path::new(removed.trim()).exists(),
+        "{removed} still exists"
+    );
+}
