@@ -154,18 +154,18 @@ async fn startup(shared: &PgShared, tcp: TcpStream) -> Result<Option<Started>, S
                 tls = true;
                 io = Box::new(stream);
             }
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                // Already encrypted, or GSSAPI which we do not offer: decline, as PostgreSQL
-                // does, and let the client go on.
-                if matches!(packet, StartupPacket::SslRequest) {
-                    send_fatal(
-                        &mut io,
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "SSLRequest inside TLS",
-                    )
-                    .await;
-                    return Ok(None);
-                }
+            StartupPacket::SslRequest => {
+                send_fatal(
+                    &mut io,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "SSLRequest inside TLS",
+                )
+                .await;
+                return Ok(None);
+            }
+            StartupPacket::GssEncRequest => {
+                // GSSAPI encryption is not offered: decline, as PostgreSQL does, and let the
+                // client go on (in the clear or with an SSLRequest).
                 io.write_all(b"N").await.map_err(SessionError::ClientIo)?;
             }
             StartupPacket::Cancel { pid, secret } => {
