@@ -28,6 +28,9 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
     };
     let out = Command::new(env.pg.bin_dir.join("pgbench"))
         .env("PGPASSWORD", pw)
+        // Plain TCP on every path: the upstream and PgBouncer here have no TLS, so the
+        // gateway must not be the only hop paying for it.
+        .env("PGSSLMODE", "disable")
         .args(["-n", "-S", "-h", "127.0.0.1", "-U", user])
         .arg("-p")
         .arg(port.to_string())

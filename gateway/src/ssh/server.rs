@@ -97,6 +97,12 @@ impl ClientHandler {
                 return State::Refused(format!("portcullis: unknown target {}", login.target));
             }
         };
+        if !self.gw.audit.healthy() {
+            // Fail closed: nothing happens that the audit log cannot record.
+            return State::Refused(
+                "portcullis: the audit log is unavailable, so new sessions are refused".into(),
+            );
+        }
         let lease =
             match self
                 .gw
