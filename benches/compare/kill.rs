@@ -32,16 +32,6 @@ fn ssh_sleep(env: &Env) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
-fn live_sessions(env: &Env, proto: &str) -> usize {
-    let Ok(out) = env.gw.cli().args(["sessions", "list", "--json"]).output() else {
-        return 0;
-    };
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    list.iter()
-        .filter(|s| s.get("proto").and_then(|p| p.as_str()) == Some(proto))
-        .count()
-}
-
 fn when(v: &serde_json::Value, key: &str) -> anyhow::Result<SystemTime> {
     let s = v
         .get(key)
@@ -64,7 +54,7 @@ fn measure(
         children.push(spawn(env)?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while live_sessions(env, proto) < SESSIONS {
+    while env.live_sessions(proto) < SESSIONS {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{proto} sessions did not all start"

@@ -18,21 +18,13 @@ fn rss_kib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib)
 }
 
-fn live(env: &Env, proto: &str) -> usize {
-    let Ok(out) = env.gw.cli().args(["sessions", "list", "--json"]).output() else {
-        return 0;
-    };
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    list.iter().filter(|s| s["proto"] == proto).count()
-}
-
 fn wait_live(env: &Env, proto: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
-    while live(env, proto) < n {
+    while env.live_sessions(proto) < n {
         anyhow::ensure!(
             Instant::now() < deadline,
             "only {} of {n} {proto} sessions",
-            live(env, proto)
+            env.live_sessions(proto)
         );
         std::thread::sleep(Duration::from_millis(250));
     }

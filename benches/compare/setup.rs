@@ -130,6 +130,15 @@ host_key = "{host_key}"
         Ok(())
     }
 
+    /// How many sessions of `proto` (`postgres` or `ssh`) the gateway lists as live.
+    pub fn live_sessions(&self, proto: &str) -> usize {
+        let Ok(out) = self.gw.cli().args(["sessions", "list", "--json"]).output() else {
+            return 0;
+        };
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter().filter(|s| s["proto"] == proto).count()
+    }
+
     pub fn describe(&self) -> String {
         let version = |cmd: &str, arg: &str| {
             Command::new(cmd)
