@@ -520,32 +520,17 @@ fn sessions_kill_from_the_cli_closes_a_real_psql_session() {
             "30m",
         ],
     ));
-    let psql = std::process::Command::new("psql")
-        .env("PGPASSWORD", "alice-pw")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(gw.bound.postgres.port().to_string())
-        .args([
-            "-U",
-            "alice",
-            "-d",
-            "pg-prod+read",
-            "-c",
-            "select pg_sleep(600)",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("psql runs");
+    let psql = portcullis_gateway::testbed::postgres::psql(
+        gw.bound.postgres.port(),
+        "alice",
+        "alice-pw",
+        "pg-prod+read",
+    )
+    .args(["-c", "select pg_sleep(600)"])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("psql runs");
 
     let list = sessions_until(&gw, |l| l.len() == 1);
     let s = &list[0];

@@ -171,26 +171,13 @@ impl Harness {
         dbname: &str,
         sslmode: &str,
     ) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("psql");
-        cmd.env("PGPASSWORD", password)
+        let mut std_cmd =
+            portcullis_gateway::testbed::postgres::psql(self.addr.port(), user, password, dbname);
+        std_cmd
             .env("PGCONNECT_TIMEOUT", "20")
-            .env("PGSSLMODE", sslmode)
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .arg("-p")
-            .arg(self.addr.port().to_string())
-            .arg("-U")
-            .arg(user)
-            .arg("-d")
-            .arg(dbname)
-            .kill_on_drop(true);
+            .env("PGSSLMODE", sslmode);
+        let mut cmd = tokio::process::Command::from(std_cmd);
+        cmd.kill_on_drop(true);
         cmd
     }
 

@@ -22,7 +22,6 @@ pub struct Postgres {
     // Field order matters: the server stops before its directory is removed.
     child: Child,
     dir: TempDir,
-    owner: Option<(u32, u32)>,
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` that has `initdb`.
@@ -152,7 +151,6 @@ impl Postgres {
             bin_dir,
             child,
             dir,
-            owner,
         })
     }
 
@@ -166,28 +164,9 @@ impl Postgres {
         self.child.id()
     }
 
-    /// A `psql` command connected as `user`/`password` to `db`, quiet, unaligned, tuples
-    /// only, stopping at the first error.
+    /// A `psql` command to this server (see [`psql`]).
     pub fn psql(&self, user: &str, password: &str, db: &str) -> Command {
-        let mut cmd = Command::new("psql");
-        cmd.env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(user)
-            .arg("-d")
-            .arg(db);
-        cmd
+        psql(self.port, user, password, db)
     }
 
     /// Runs SQL as the superuser on database `postgres`; returns psql's output.
@@ -219,11 +198,31 @@ impl Postgres {
         self.child.stop()?;
         Ok(())
     }
+}
 
-    /// Whether the data dir is owned by another OS user (running as root).
-    pub fn runs_as_postgres_user(&self) -> bool {
-        self.owner.is_some()
-    }
+/// A `psql` command to 127.0.0.1:`port` as `user`/`password` on `db`: quiet, unaligned,
+/// tuples only, no psqlrc, stopping at the first error. Works for the upstream and for the
+/// gateway's PostgreSQL listener alike.
+pub fn psql(port: u16, user: &str, password: &str, db: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-U")
+        .arg(user)
+        .arg("-d")
+        .arg(db);
+    cmd
 }
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
