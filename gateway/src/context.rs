@@ -1,4 +1,5 @@
-//! What every listener and session shares: config, grants, audit log, shutdown signal.
+//! What every listener and session shares: the live config (held by the grant table, swapped
+//! on reload), grants, audit log, shutdown signal.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use crate::grants::Grants;
 /// The running gateway's shared state, handed to each listener as `Arc<Gateway>`.
 #[derive(Debug)]
 pub struct Gateway {
-    pub config: Arc<Config>,
     pub data_dir: PathBuf,
     pub grants: Grants,
     pub audit: AuditLog,
@@ -21,6 +21,15 @@ pub struct Gateway {
     /// Cancelled once on SIGINT/SIGTERM; listeners stop accepting and sessions close with
     /// reason `shutdown` through the kill path.
     pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// The live config. A SIGHUP reload swaps it whole, so read it once per decision and
+    /// keep what you read for the session's life (a running session keeps what it started
+    /// with; the next connection sees the new config).
+    pub fn config(&self) -> Arc<Config> {
+        self.grants.config()
+    }
 }
 
 pub type Shared = Arc<Gateway>;

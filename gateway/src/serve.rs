@@ -98,7 +98,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let grants = Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone())?;
     let shutdown = CancellationToken::new();
     let gw = Arc::new(Gateway {
-        config: config.clone(),
         data_dir: data_dir.clone(),
         grants,
         audit: audit.clone(),

@@ -125,7 +125,6 @@ impl Harness {
         let grants =
             Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone()).unwrap();
         let gw = Arc::new(Gateway {
-            config,
             data_dir: data_dir.clone(),
             grants,
             audit,

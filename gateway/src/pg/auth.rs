@@ -39,7 +39,7 @@ pub(crate) mod sqlstate {
 /// mock one, so the exchange fails exactly like a wrong password and reveals nothing.
 pub(crate) fn verifier_for(gw: &crate::context::Gateway, user: &str) -> (Verifier, bool) {
     match gw
-        .config
+        .config()
         .user(user)
         .and_then(|u| u.password_scram.as_deref())
         .and_then(|v| parse_verifier(v).ok())

@@ -134,7 +134,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         }
     };
     span.record("target", db.target.as_str());
-    let target = match gw.config.target(&db.target) {
+    let target = match gw.config().target(&db.target) {
         Some(t) if t.kind == TargetKind::Postgres => t.clone(),
         Some(t) => {
             let msg = format!(

@@ -68,7 +68,8 @@ impl ClientHandler {
 
     /// Does `key` belong to the user named in `login`?
     fn key_matches(&self, login: &SshLogin, key: &PublicKey) -> bool {
-        let Some(user) = self.gw.config.user(&login.user) else {
+        let config = self.gw.config();
+        let Some(user) = config.user(&login.user) else {
             return false;
         };
         user.ssh_keys.iter().any(|line| {
@@ -84,7 +85,7 @@ impl ClientHandler {
             proto: Proto::Ssh,
             client: self.peer.to_string(),
         };
-        let config = self.gw.config.clone();
+        let config = self.gw.config();
         let target = match config.target(&login.target) {
             Some(t) if t.kind == TargetKind::Ssh => t.clone(),
             Some(_) => {
