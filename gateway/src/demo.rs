@@ -99,7 +99,8 @@ pub fn run() -> CmdResult {
     };
     crate::cli::init_tracing_quiet();
     let rt = tokio::runtime::Runtime::new()?;
-    let served = rt.block_on(crate::serve::run(config));
+    let source = crate::reload::ConfigSource::File(config_path.clone());
+    let served = rt.block_on(crate::serve::run(config, source));
     if let Ok(Err(f)) = printer.join() {
         eprintln!("portcullis demo: {}", f.message);
     }

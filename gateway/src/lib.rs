@@ -10,6 +10,7 @@ pub mod grants;
 pub mod keys;
 pub mod notify;
 pub mod pg;
+pub mod reload;
 pub mod serve;
 pub mod ssh;
 pub mod testbed;

@@ -1,5 +1,6 @@
 //! `portcullis serve`: prepares the data dir, opens the audit log and grant table, binds the
-//! three listeners, runs until SIGINT/SIGTERM, then shuts down through the one kill path.
+//! three listeners, reloads the config on SIGHUP, runs until SIGINT/SIGTERM, then shuts down
+//! through the one kill path.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 use crate::context::Gateway;
 use crate::grants::Grants;
 use crate::keys;
+use crate::reload::{self, ConfigSource};
 
 /// File in the data dir naming the addresses actually bound (useful with port 0).
 pub const LISTEN_FILE: &str = "listen.json";
@@ -72,8 +74,9 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { name, addr, source })
 }
 
-/// Runs the gateway until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), ServeError> {
+/// Runs the gateway until SIGINT or SIGTERM; on SIGHUP re-reads `source` (where `config`
+/// came from) and applies it live.
+pub async fn run(config: Config, source: ConfigSource) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let data_dir = config.gateway.data_dir.clone();
     keys::ensure_data_dir(&data_dir)?;
@@ -139,7 +142,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     });
     write_listen_file(&data_dir, &bound)?;
 
-    wait_for_signal().await;
+    wait_for_signal(&gw, &source).await;
     info!("shutting down");
     shutdown.cancel();
     gw.grants.shutdown_all();
@@ -172,18 +175,27 @@ fn write_listen_file(data_dir: &Path, bound: &Bound) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Other(format!("{}: {e}", path.display())))
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM, reloading the config on every SIGHUP meanwhile.
+async fn wait_for_signal(gw: &Gateway, source: &ConfigSource) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
-        warn!("cannot install signal handlers; stopping on ctrl-c only");
+        warn!("cannot install signal handlers; stopping on ctrl-c only, no reload on SIGHUP");
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                info!(source = %source.describe(), "SIGHUP: reloading the config");
+                // Failures are logged and audited inside; the running config stays.
+                let _ = reload::reload(gw, source).await;
+            }
+        }
     }
 }

@@ -187,10 +187,15 @@ fn run_check(g: &Global) -> CmdResult {
 }
 
 fn run_serve(g: &Global) -> CmdResult {
-    let config = load_config(g)?;
+    let (config, path) = load_config_with_path(g)?;
+    // SIGHUP re-reads the same source: the file found now, or the embedded defaults.
+    let source = match path {
+        Some(p) => crate::reload::ConfigSource::File(p),
+        None => crate::reload::ConfigSource::Embedded,
+    };
     init_tracing();
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(crate::serve::run(config)).map_err(|e| {
+    rt.block_on(crate::serve::run(config, source)).map_err(|e| {
         if e.is_config() {
             Failure::usage(e.to_string())
         } else {

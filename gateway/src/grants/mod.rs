@@ -309,8 +309,10 @@ impl Grants {
         self.inner.kill_session(id, actor, reason)
     }
 
-    /// Takes a reloaded config; grants for removed users, targets or roles are revoked.
-    pub async fn reload(&self, config: Arc<Config>) {
+    /// Takes a reloaded config: new connections are judged against it from now on, and
+    /// grants for removed users, targets or roles are revoked (their sessions close through
+    /// the kill path). Returns the grants revoked.
+    pub async fn reload(&self, config: Arc<Config>) -> Vec<GrantRecord> {
         self.inner.reload(config).await
     }
 

@@ -70,9 +70,11 @@ impl Inner {
     }
 
     /// Takes a new config; grants whose user, target or role it no longer has are revoked
-    /// (closing their sessions through the kill path).
-    pub(crate) async fn reload(&self, config: Arc<Config>) {
+    /// (closing their sessions through the kill path, reason `grant_revoked`, each with a
+    /// `grant.revoked` event saying the config removed it). Returns the grants revoked.
+    pub(crate) async fn reload(&self, config: Arc<Config>) -> Vec<GrantRecord> {
         self.set_config(config.clone());
+        let mut revoked = Vec::new();
         for live in self.table.all() {
             let still = config.user(&live.user).is_some()
                 && config
@@ -89,10 +91,12 @@ impl Inner {
                                 .with("revoked_by", "config")
                                 .with("reason", "user, target or role removed from the config"),
                         )
-                        .await
+                        .await;
+                    revoked.push(g);
                 }
                 Err(e) => tracing::warn!(grant = %live.id, error = %e, "reload could not revoke"),
             }
         }
+        revoked
     }
 }

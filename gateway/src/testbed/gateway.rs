@@ -30,14 +30,7 @@ impl GatewayProc {
             .tempdir()?;
         let data_dir = dir.path().join("data");
         let config_path = dir.path().join("portcullis.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "[gateway]\ndata_dir = \"{}\"\n\n[listen]\nssh = \"127.0.0.1:0\"\n\
-                 postgres = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{body}\n",
-                data_dir.display()
-            ),
-        )?;
+        std::fs::write(&config_path, config_text(&data_dir, body))?;
         let mut gw = GatewayProc {
             bin: bin.as_ref().to_path_buf(),
             config_path,
@@ -93,6 +86,25 @@ impl GatewayProc {
         }
     }
 
+    /// Rewrites the config with a new `body` (same data dir and listeners) and sends SIGHUP,
+    /// so the running gateway reloads it. The caller awaits the `config.reloaded` (or
+    /// `config.reload_failed`) audit event to know it was applied.
+    pub fn reconfigure(&self, body: &str) -> Result<()> {
+        self.reconfigure_raw(&config_text(&self.data_dir, body))
+    }
+
+    /// Replaces the config file with `text` as it stands (even if invalid) and sends SIGHUP.
+    pub fn reconfigure_raw(&self, text: &str) -> Result<()> {
+        let tmp = self.config_path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config_path)?;
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, Signal::SIGHUP).map_err(|e| TestbedError::Setup {
+            what: "sending SIGHUP to the gateway".into(),
+            detail: e.to_string(),
+        })
+    }
+
     /// The gateway's process id (for memory measurements).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
@@ -119,4 +131,13 @@ impl GatewayProc {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// `[gateway] data_dir` and `[listen]` on port 0, then `body`.
+fn config_text(data_dir: &Path, body: &str) -> String {
+    format!(
+        "[gateway]\ndata_dir = \"{}\"\n\n[listen]\nssh = \"127.0.0.1:0\"\n\
+         postgres = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{body}\n",
+        data_dir.display()
+    )
 }
