@@ -1,6 +1,8 @@
 //! Relaying one channel between the user and the target, each in its own task, each
-//! direction awaiting only its own peer: a stalled channel holds up nothing but itself
-//! (beyond russh's per-channel buffer, see `CHANNEL_BUFFER`).
+//! direction awaiting only its own peer: a stalled channel holds up nothing but itself.
+//! When a direction waits, it stops reading its russh channel, and the patched russh
+//! (`vendor/russh/PORTCULLIS.md`) then stops granting that channel window, so the peer stops
+//! sending on it while the connection's other channels go on.
 //!
 //! Session channels are watched on the way through: the start request is checked against
 //! the role and audited, pty channels feed a [`PtyTap`], sftp channels a [`SftpTap`].

@@ -54,9 +54,11 @@ pub enum SshError {
 /// How often each side is pinged when it has been silent, and how many missed pings close it.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_MAX: usize = 4;
-/// Messages buffered per channel direction inside russh before its session loop waits.
-/// Data packets are at most 32 KiB, so this is a few MiB per direction of a busy channel.
-const CHANNEL_BUFFER: usize = 256;
+/// Messages queued per channel direction inside russh. What bounds a channel is its window
+/// (russh's 2 MiB default, withheld while the channel's reader is behind: `vendor/russh`),
+/// so at most about 3 MiB is ever queued; the count only has to hold that many packets
+/// (a few hundred of OpenSSH's 16-32 KiB ones) so the session loop never waits on it.
+const CHANNEL_BUFFER: usize = 1024;
 
 /// The russh server configuration for client connections.
 fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
