@@ -3,8 +3,10 @@
 //! Portcullis in one run, printed as a markdown table.
 //!
 //! `cargo bench --bench compare` (add `-- --quick` for a short smoke run, `-- --write` to
-//! replace `benches/RESULTS.md`).
+//! replace `benches/RESULTS.md`, `-- --hold SECS` to start everything, print its addresses
+//! and wait, for profiling by hand).
 
+mod floor;
 mod kill;
 mod pg;
 mod report;
@@ -25,6 +27,29 @@ fn main() -> anyhow::Result<()> {
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
 
     let env = setup::Env::start(quick)?;
+    if let Some(secs) = args
+        .iter()
+        .position(|a| a == "--hold")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        // For profiling by hand: everything up, its addresses printed, nothing measured.
+        eprintln!(
+            "holding for {secs} s: postgres 127.0.0.1:{} (role {} / {}), pgbouncer port {} (pid {}), \
+             gateway postgres {} (pid {}, user {} / {}, database pg-bench)",
+            env.pg.port,
+            setup::PG_ROLE,
+            setup::PG_ROLE_PW,
+            env.bouncer_port,
+            env.bouncer_pid(),
+            env.gw.bound.postgres,
+            env.gw.pid(),
+            setup::USER,
+            setup::USER_PW,
+        );
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        return Ok(());
+    }
     let mut table = Table::default();
     if want("pg") {
         pg::run(&env, &mut table)?;

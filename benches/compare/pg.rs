@@ -1,10 +1,13 @@
 //! PostgreSQL figures: pgbench select-only TPS (simple and prepared, 8 clients), single-client
-//! latency and new-connection rate; direct, through PgBouncer and through Portcullis.
+//! latency and new-connection rate; direct, through PgBouncer and through Portcullis; and,
+//! as the floor any hop pays on this machine, through a do-nothing TCP forwarder, with the
+//! CPU time and context switches each hop spends per transaction.
 
 use std::process::Command;
 
 use anyhow::Context;
 
+use crate::floor::Floor;
 use crate::report::{Row, Table};
 use crate::setup::{Env, PG_ROLE, PG_ROLE_PW, USER, USER_PW};
 
@@ -13,11 +16,55 @@ enum Via {
     Direct,
     Bouncer,
     Gateway,
+    Floor(u16),
 }
 
 struct Run {
     tps: f64,
     latency_ms: f64,
+    transactions: f64,
+    /// CPU time (user + system) the hop's process spent during the run, in µs.
+    hop_cpu_us: Option<f64>,
+    /// Context switches (voluntary + involuntary, all threads) of the hop during the run.
+    hop_switches: Option<f64>,
+}
+
+impl Run {
+    fn cpu_per_txn(&self) -> Option<f64> {
+        self.hop_cpu_us.map(|c| c / self.transactions.max(1.0))
+    }
+    fn switches_per_txn(&self) -> Option<f64> {
+        self.hop_switches.map(|c| c / self.transactions.max(1.0))
+    }
+}
+
+/// (CPU µs, context switches) of a process so far, from /proc.
+fn usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at state.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = 100.0; // USER_HZ on Linux
+    let mut switches = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for l in status.lines() {
+            if l.starts_with("voluntary_ctxt_switches")
+                || l.starts_with("nonvoluntary_ctxt_switches")
+            {
+                switches += l
+                    .split(':')
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    Some((ticks / hz * 1e6, switches))
 }
 
 fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
@@ -25,7 +72,15 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         Via::Direct => (env.pg.port, PG_ROLE, PG_ROLE_PW, "bench"),
         Via::Bouncer => (env.bouncer_port, PG_ROLE, PG_ROLE_PW, "bench"),
         Via::Gateway => (env.gw.bound.postgres.port(), USER, USER_PW, "pg-bench"),
+        Via::Floor(port) => (port, PG_ROLE, PG_ROLE_PW, "bench"),
     };
+    let hop = match via {
+        Via::Direct => None,
+        Via::Bouncer => Some(env.bouncer_pid()),
+        Via::Gateway => Some(env.gw.pid()),
+        Via::Floor(_) => Some(std::process::id()),
+    };
+    let before = hop.and_then(usage);
     let out = Command::new(env.pg.bin_dir.join("pgbench"))
         .env("PGPASSWORD", pw)
         // Plain TCP on every path: the upstream and PgBouncer here have no TLS, so the
@@ -37,6 +92,8 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         .args(args)
         .arg(db)
         .output()?;
+    let after = hop.and_then(usage);
+    let delta = before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     anyhow::ensure!(
         out.status.success(),
@@ -62,24 +119,84 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         failed == 0,
         "pgbench {args:?} had {failed} failed transactions"
     );
+    let transactions = text
+        .lines()
+        .find(|l| l.starts_with("number of transactions actually processed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
     Ok(Run {
         tps: field("tps").context("tps in pgbench output")?,
         latency_ms: field("latency average").unwrap_or(0.0),
+        transactions,
+        hop_cpu_us: delta.map(|d| d.0),
+        hop_switches: delta.map(|d| d.1),
     })
 }
 
-fn three(env: &Env, args: &[&str]) -> anyhow::Result<[Run; 3]> {
+fn four(env: &Env, floor: &Floor, args: &[&str]) -> anyhow::Result<[Run; 4]> {
     Ok([
         pgbench(env, Via::Direct, args)?,
         pgbench(env, Via::Bouncer, args)?,
         pgbench(env, Via::Gateway, args)?,
+        pgbench(env, Via::Floor(floor.port), args)?,
     ])
+}
+
+fn floor_row(figure: &str, unit: &str, d: Option<f64>, f: Option<f64>, g: Option<f64>) -> Row {
+    Row {
+        figure: format!("{figure} — floor: plain TCP forwarder"),
+        unit: unit.into(),
+        direct: d,
+        peer_name: "TCP forwarder".into(),
+        peer: f,
+        ours: g,
+        target: "—".into(),
+        holds: None,
+    }
+}
+
+fn cost_rows(table: &mut Table, figure: &str, b: &Run, g: &Run, f: &Run) {
+    for (what, unit, pick) in [
+        (
+            "hop CPU per transaction",
+            "µs",
+            Run::cpu_per_txn as fn(&Run) -> Option<f64>,
+        ),
+        (
+            "hop context switches per transaction",
+            "switches",
+            Run::switches_per_txn,
+        ),
+    ] {
+        table.push(Row {
+            figure: format!(
+                "{figure}: {what} (PgBouncer / Portcullis; TCP forwarder {})",
+                f.pipe(pick)
+            ),
+            unit: unit.into(),
+            direct: None,
+            peer_name: "PgBouncer".into(),
+            peer: pick(b),
+            ours: pick(g),
+            target: "—".into(),
+            holds: None,
+        });
+    }
+}
+
+impl Run {
+    fn pipe(&self, pick: fn(&Run) -> Option<f64>) -> String {
+        pick(self).map_or("—".into(), |v| format!("{v:.2}"))
+    }
 }
 
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let secs = if env.quick { "3" } else { "15" };
+    let floor = Floor::start(([127, 0, 0, 1], env.pg.port).into())?;
     for mode in ["simple", "prepared"] {
-        let [d, b, g] = three(env, &["-c", "8", "-j", "2", "-T", secs, "-M", mode])?;
+        let [d, b, g, f] = four(env, &floor, &["-c", "8", "-j", "2", "-T", secs, "-M", mode])?;
         table.push(Row {
             figure: format!("pgbench -S -c 8 -M {mode}"),
             unit: "TPS".into(),
@@ -90,8 +207,17 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
             target: "≥ 0.80× direct and ≥ 1.3× PgBouncer".into(),
             holds: Some(g.tps >= 0.8 * d.tps && g.tps >= 1.3 * b.tps),
         });
+        let figure = format!("pgbench -S -c 8 -M {mode}");
+        table.push(floor_row(
+            &figure,
+            "TPS",
+            Some(d.tps),
+            Some(f.tps),
+            Some(g.tps),
+        ));
+        cost_rows(table, &figure, &b, &g, &f);
     }
-    let [d, b, g] = three(env, &["-c", "1", "-T", secs, "-M", "simple"])?;
+    let [d, b, g, f] = four(env, &floor, &["-c", "1", "-T", secs, "-M", "simple"])?;
     let added_us = (g.latency_ms - d.latency_ms) * 1000.0;
     table.push(Row {
         figure: "pgbench -S -c 1 average latency".into(),
@@ -103,8 +229,17 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         target: format!("≤ 25 µs added (measured {added_us:.1} µs)"),
         holds: Some(added_us <= 25.0),
     });
-    let [d, b, g] = three(
+    table.push(floor_row(
+        "pgbench -S -c 1 average latency",
+        "µs",
+        Some(d.latency_ms * 1000.0),
+        Some(f.latency_ms * 1000.0),
+        Some(g.latency_ms * 1000.0),
+    ));
+    cost_rows(table, "pgbench -S -c 1", &b, &g, &f);
+    let [d, b, g, _] = four(
         env,
+        &floor,
         &["-C", "-c", "4", "-j", "2", "-T", secs, "-M", "simple"],
     )?;
     table.push(Row {

@@ -22,7 +22,7 @@ pub struct Env {
     pub gw: GatewayProc,
     pub user_key: PathBuf,
     pub dir: tempfile::TempDir,
-    _bouncer: Child,
+    bouncer: Child,
 }
 
 impl Env {
@@ -92,7 +92,7 @@ host_key = "{host_key}"
             gw,
             user_key,
             dir,
-            _bouncer: bouncer,
+            bouncer,
         };
         env.grant("pg-bench", "8h")?;
         env.grant("web", "8h")?;
@@ -128,6 +128,11 @@ host_key = "{host_key}"
             }
         }
         Ok(())
+    }
+
+    /// The PgBouncer process id (for its CPU time).
+    pub fn bouncer_pid(&self) -> u32 {
+        self.bouncer.id()
     }
 
     /// How many sessions of `proto` (`postgres` or `ssh`) the gateway lists as live.

@@ -2,7 +2,8 @@
 //!
 //! CONTRACT (the gateway codes against exactly this): `AuditLog::open` starts the single
 //! writer; `AuditLog::append` queues one event and returns its `seq` once it is durable per
-//! the configured durability.
+//! the configured durability; `AuditLog::submit` queues one event in the same order without
+//! waiting for it (hot paths in batched mode).
 //!
 //! Module map: [`record`] is the pure chain core (canonical bytes, hash, line checks);
 //! [`seal`] signs and checks segment seals; [`segment`] names and lists segment files;
@@ -108,6 +109,7 @@ struct Inner {
     tx: mpsc::Sender<Cmd>,
     healthy: Arc<AtomicBool>,
     pubkey: VerifyingKey,
+    durability: Durability,
 }
 
 /// Handle to the writer; cheap to clone.
@@ -150,7 +152,7 @@ impl AuditLog {
                 .with("bytes", cut.bytes)
                 .with("reason", &cut.reason);
             let (tx, _rx) = oneshot::channel();
-            w.commit(vec![(ev, tx)]).map_err(|e| fail(&e))?;
+            w.commit(vec![(ev, Some(tx))]).map_err(|e| fail(&e))?;
         }
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         std::thread::Builder::new()
@@ -162,6 +164,7 @@ impl AuditLog {
                 tx,
                 healthy,
                 pubkey,
+                durability: opts.durability,
             }),
         })
     }
@@ -180,7 +183,7 @@ impl AuditLog {
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Cmd::Append(event, tx))
+            .send(Cmd::Append(event, Some(tx)))
             .await
             .map_err(|_| AuditError::Unavailable("audit log closed".into()))?;
         rx.await.map_err(|_| {
@@ -188,9 +191,37 @@ impl AuditLog {
         })?
     }
 
+    /// Queues one event without waiting for it to be written: events queued by one task
+    /// (with `submit` or [`AuditLog::append`]) are written in the order they were queued,
+    /// so a later `append` returning means every earlier `submit` of that task is durable
+    /// too. Waits only while the writer's queue is full (back-pressure).
+    ///
+    /// For batched durability on hot paths: no reply channel, and the writer may gather
+    /// submitted events for up to a millisecond before writing them. A write failure after
+    /// queuing is not reported here; it turns the log unhealthy ([`AuditLog::healthy`]) and
+    /// is logged, and every later `submit` or `append` fails.
+    ///
+    /// # Cancellation safety
+    /// If dropped while waiting for queue space, the event was not queued.
+    pub async fn submit(&self, event: Event) -> Result<(), AuditError> {
+        if !self.healthy() {
+            return Err(AuditError::Unavailable("audit log is not writable".into()));
+        }
+        self.inner
+            .tx
+            .send(Cmd::Append(event, None))
+            .await
+            .map_err(|_| AuditError::Unavailable("audit log closed".into()))
+    }
+
     /// Is the log currently writable? False after an I/O error (fail closed) or `close`.
     pub fn healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The durability the log was opened with (what `append` waits for).
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     /// The public key that verifies this log's seals.

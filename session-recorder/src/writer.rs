@@ -26,13 +26,19 @@ use crate::{AuditError, Durability, Event};
 
 /// The most events committed in one write.
 const MAX_BATCH: usize = 4096;
+/// In batched mode, how long the writer lets fire-and-forget events gather before writing
+/// them, once the first has arrived. Without it a busy gateway wakes the writer (and the
+/// fsync thread) once per event; with it, about once per linger, whatever the event rate.
+const LINGER: Duration = Duration::from_millis(1);
 
 pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
 /// A request to the writer.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Append(Event, Reply),
+    /// An event, with the appender waiting for its seq, or `None` for a submit that does
+    /// not wait (a failure then shows as the log turning unhealthy).
+    Append(Event, Option<Reply>),
     Close(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -177,7 +183,7 @@ impl Writer {
     }
 
     /// Writes a batch; replies to each appender per the durability mode.
-    pub(crate) fn commit(&mut self, appends: Vec<(Event, Reply)>) -> std::io::Result<()> {
+    pub(crate) fn commit(&mut self, appends: Vec<(Event, Option<Reply>)>) -> std::io::Result<()> {
         let mut replies: Vec<(u64, Reply)> = Vec::with_capacity(appends.len());
         let now = record::format_ts(chrono::Utc::now());
         let mut rest = appends.into_iter();
@@ -186,7 +192,7 @@ impl Writer {
             if self.rotate_due()
                 && let Err(e) = self.rotate()
             {
-                replies.push((0, reply));
+                replies.extend(reply.map(|r| (0, r)));
                 result = Err(e);
                 break;
             }
@@ -196,7 +202,7 @@ impl Writer {
                 last_seq: seq,
                 last_hash: hash,
             };
-            replies.push((seq, reply));
+            replies.extend(reply.map(|r| (seq, r)));
         }
         if result.is_ok() {
             result = self.flush_buf();
@@ -204,7 +210,10 @@ impl Writer {
         if let Err(e) = result {
             // Unhealthy first, so an appender that hears of the failure sees it reflected.
             self.healthy.store(false, Ordering::SeqCst);
-            for (_, r) in replies.into_iter().chain(rest.map(|(_, r)| (0, r))) {
+            for (_, r) in replies
+                .into_iter()
+                .chain(rest.filter_map(|(_, r)| r.map(|r| (0, r))))
+            {
                 let _ = r.send(Err(unavailable(&e)));
             }
             return Err(e);
@@ -247,21 +256,46 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut close = None;
             let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Append(ev, reply) if close.is_none() => batch.push((ev, reply)),
-                    Cmd::Append(_, reply) => {
-                        let _ = reply.send(Err(AuditError::Unavailable("audit log closed".into())));
+            let mut lingered = false;
+            // Someone is waiting for an event of this batch: write it without lingering.
+            let mut waited_for = false;
+            loop {
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        Cmd::Append(ev, reply) if close.is_none() => {
+                            waited_for |= reply.is_some();
+                            batch.push((ev, reply));
+                        }
+                        Cmd::Append(_, reply) => {
+                            if let Some(r) = reply {
+                                let _ =
+                                    r.send(Err(AuditError::Unavailable("audit log closed".into())));
+                            }
+                        }
+                        Cmd::Close(reply) => close = Some(reply),
                     }
-                    Cmd::Close(reply) => close = Some(reply),
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                if batch.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
+                let linger = self.durability == Durability::Batched
+                    && !lingered
+                    && !waited_for
+                    && close.is_none()
+                    && failed.is_none()
+                    && batch.len() < MAX_BATCH;
+                if !linger {
+                    break;
                 }
+                lingered = true;
+                std::thread::sleep(LINGER);
+                next = rx.try_recv().ok();
             }
             if let Some(msg) = &failed {
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(AuditError::Unavailable(msg.clone())));
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(AuditError::Unavailable(msg.clone())));
+                    }
                 }
             } else if !batch.is_empty() {
                 if let Err(e) = self.commit(std::mem::take(&mut batch)) {

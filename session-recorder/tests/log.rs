@@ -174,3 +174,30 @@ async fn age_rotation_seals_old_segments() {
     assert_eq!((s.segments, s.sealed, s.records), (3, 2, 3));
     assert_eq!(s.open_segment.as_deref(), Some("seg-000003.jsonl"));
 }
+
+#[tokio::test]
+async fn submitted_events_are_written_in_order_before_a_later_append_returns() {
+    for d in [Durability::Batched, Durability::Strict] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (dir, key) = paths(t.path());
+        let log = AuditLog::open_with(&dir, &key, opts(d, 4096)).expect("open");
+        for i in 0..500 {
+            log.submit(Event::new("pg.query").with("n", i))
+                .await
+                .expect("submit");
+        }
+        let last = log.append(Event::new("marker")).await.expect("append");
+        // Durable once the append returned: read before close, across rotated segments.
+        let ns: Vec<u64> = records(&dir)
+            .expect("records")
+            .map(|r| r.expect("record"))
+            .take_while(|r| r.seq < last)
+            .filter_map(|r| r.event.get("n").and_then(|v| v.as_u64()))
+            .collect();
+        assert_eq!(ns, (0..500).collect::<Vec<_>>(), "{d:?}");
+        log.close().await.expect("close");
+        verify(&dir, Some(log.public_key())).expect("verify");
+        // A closed log refuses submits.
+        assert!(log.submit(Event::new("late")).await.is_err());
+    }
+}

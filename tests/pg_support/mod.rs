@@ -48,6 +48,17 @@ impl Harness {
     /// `app_ro`, a gateway with users alice and bob, target `pg` (roles rw, ro) and target
     /// `pg-down` pointing at a closed port.
     pub async fn start(warn_before: Duration) -> Harness {
+        Self::start_with(warn_before, Durability::Batched, None).await
+    }
+
+    /// [`Harness::start`] with the given audit durability and, when set, a segment size
+    /// limit (a limit of 1 byte makes every append rotate, so an audit directory removed
+    /// under the gateway fails the very next append).
+    pub async fn start_with(
+        warn_before: Duration,
+        durability: Durability,
+        segment_max_bytes: Option<u64>,
+    ) -> Harness {
         let pg = tokio::task::spawn_blocking(|| {
             let pg = Postgres::start().unwrap();
             pg.create_role("app_rw", RW_PW).unwrap();
@@ -93,9 +104,7 @@ impl Harness {
                 warn_before,
                 approvers: vec![],
             },
-            audit: AuditSection {
-                durability: Durability::Batched,
-            },
+            audit: AuditSection { durability },
             notify: Notify::default(),
             users: vec![
                 User {
@@ -116,10 +125,17 @@ impl Harness {
             warnings: vec![],
         });
         let tls = keys::tls_server_config(&data_dir, None).unwrap();
-        let audit = AuditLog::open(
+        let mut opts = portcullis_recorder::Options::new(match durability {
+            Durability::Batched => portcullis_recorder::Durability::Batched,
+            Durability::Strict => portcullis_recorder::Durability::Strict,
+        });
+        if let Some(max) = segment_max_bytes {
+            opts.segment_max_bytes = max;
+        }
+        let audit = AuditLog::open_with(
             &data_dir.join("audit"),
             &data_dir.join(keys::AUDIT_KEY_FILE),
-            portcullis_recorder::Durability::Batched,
+            opts,
         )
         .unwrap();
         let grants =

@@ -1,18 +1,24 @@
 //! The audit tap: turns the relayed messages into `pg.query` events (one per simple Query
-//! and per extended Execute, with the SQL from the Parse and the Bind parameters), and the
-//! per-session writer that appends events in order.
+//! and per extended Execute, with the SQL from the Parse and the Bind parameters).
 //!
 //! The tap sees each interesting message once, already framed by the relay; it copies only
 //! what the event needs (SQL and parameter text, capped), never the rows.
+//!
+//! Two shapes, by durability (see ARCHITECTURE.md, "Audit of PostgreSQL statements"):
+//! - batched: one `pg.query` per statement, written when it completes, with `sql`,
+//!   `params`, `duration_us` and `tag` or `error`;
+//! - strict: the `pg.query` (`stmt`, `sql`, `params`) is returned by
+//!   [`Tracker::frontend`] for the relay to append, fsynced, *before* it forwards the
+//!   statement; its outcome follows as a `pg.result` (`stmt`, `duration_us`, `tag` or
+//!   `error`) when the statement completes. `stmt` numbers the statements of a session.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use portcullis_protocol::pg::{BackendMessage, Bind, FrontendMessage};
-use portcullis_recorder::{AuditLog, Event};
+use portcullis_recorder::Event;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
@@ -46,20 +52,6 @@ impl Common {
             .with("client", &self.client)
             .with("proto", "postgres")
     }
-}
-
-/// Starts the session's audit writer: events are appended in the order sent. Await the
-/// handle after dropping the sender to know they are all durable.
-pub(crate) fn writer(log: AuditLog) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Event>(256);
-    let handle = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            if let Err(e) = log.append(ev).await {
-                tracing::error!(error = %e, "audit append failed");
-            }
-        }
-    });
-    (tx, handle)
 }
 
 /// Lossy UTF-8, capped at `max` bytes on a char boundary.
@@ -99,6 +91,8 @@ fn param_value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>) -> Value {
 
 #[derive(Debug)]
 struct Query {
+    /// The statement's number in the session (strict mode links `pg.result` to it).
+    stmt: u64,
     sql: String,
     params: Option<Vec<Value>>,
     start: Instant,
@@ -109,8 +103,9 @@ struct Query {
 }
 
 impl Query {
-    fn new(sql: String, params: Option<Vec<Value>>) -> Self {
+    fn new(stmt: u64, sql: String, params: Option<Vec<Value>>) -> Self {
         Query {
+            stmt,
             sql,
             params,
             start: Instant::now(),
@@ -137,30 +132,56 @@ enum Pending {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     common: Common,
+    /// Strict durability: statement records before forwarding, outcomes after.
+    strict: bool,
     statements: HashMap<Vec<u8>, String>,
     portals: HashMap<Vec<u8>, (String, Vec<Value>)>,
     pending: VecDeque<Pending>,
+    /// Statements started so far (numbers them).
+    started: u64,
     /// Statements completed (for session.ended).
     pub queries: u64,
 }
 
 impl Tracker {
-    pub(crate) fn new(common: Common) -> Self {
+    pub(crate) fn new(common: Common, strict: bool) -> Self {
         Tracker {
             common,
+            strict,
             statements: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
+            started: 0,
             queries: 0,
         }
     }
 
-    /// A message the client sent; `out` receives events that are complete.
-    pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) {
+    /// Registers a statement about to be forwarded; in strict mode, returns the `pg.query`
+    /// record that must be durable before it is.
+    fn start(&mut self, simple: bool, sql: String, params: Option<Vec<Value>>) -> Option<Event> {
+        self.started += 1;
+        let record = self.strict.then(|| {
+            self.common
+                .event("pg.query")
+                .with("stmt", self.started)
+                .with("sql", &sql)
+                .with("params", &params)
+        });
+        let q = Query::new(self.started, sql, params);
+        self.pending.push_back(if simple {
+            Pending::Simple(q)
+        } else {
+            Pending::Execute(q)
+        });
+        record
+    }
+
+    /// A message the client sent. For a statement (Query, Execute) in strict mode, returns
+    /// the record to append durably before forwarding it.
+    pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) -> Option<Event> {
         match msg {
             FrontendMessage::Query { sql } => {
-                self.pending
-                    .push_back(Pending::Simple(Query::new(capped_text(sql, MAX_SQL), None)));
+                return self.start(true, capped_text(sql, MAX_SQL), None);
             }
             FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
                 self.statements
@@ -194,8 +215,7 @@ impl Tracker {
                         Vec::new(),
                     )
                 });
-                self.pending
-                    .push_back(Pending::Execute(Query::new(sql, Some(params))));
+                return self.start(false, sql, Some(params));
             }
             FrontendMessage::Close { kind, name } => {
                 if *kind == b'S' {
@@ -207,15 +227,19 @@ impl Tracker {
             FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
             _ => {}
         }
+        None
     }
 
-    /// A Query or Parse too large to buffer: tracked from its first bytes.
-    pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) {
+    /// A message too large to buffer: tracked from its first bytes. Returns the strict
+    /// record of a statement, as [`Tracker::frontend`] does.
+    pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) -> Option<Event> {
         let sql = capped_text(prefix, MAX_SQL);
         match tag {
-            b'Q' => self
-                .pending
-                .push_back(Pending::Simple(Query::new(sql, None))),
+            b'Q' => return self.start(true, sql, None),
+            b'E' => {
+                let portal = format!("<portal {:?}>", capped_text(prefix, 64));
+                return self.start(false, portal, Some(Vec::new()));
+            }
             b'P' => {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
@@ -233,6 +257,7 @@ impl Tracker {
             }
             _ => {}
         }
+        None
     }
 
     /// COPY bytes, either direction, counted against the statement running.
@@ -316,11 +341,16 @@ impl Tracker {
     fn emit(&mut self, q: Query, out: &mut Vec<Event>) {
         self.queries += 1;
         let end = q.end.unwrap_or_else(Instant::now);
-        let mut ev = self
-            .common
-            .event("pg.query")
-            .with("sql", &q.sql)
-            .with("params", &q.params)
+        let ev = if self.strict {
+            // The statement itself is already in the log; this is its outcome.
+            self.common.event("pg.result").with("stmt", q.stmt)
+        } else {
+            self.common
+                .event("pg.query")
+                .with("sql", &q.sql)
+                .with("params", &q.params)
+        };
+        let mut ev = ev
             .with(
                 "duration_us",
                 end.duration_since(q.start).as_micros() as u64,
@@ -366,7 +396,7 @@ mod tests {
 
     #[test]
     fn pipelined_extended_batches_and_skips() {
-        let mut t = Tracker::new(common());
+        let mut t = Tracker::new(common(), false);
         let mut out = Vec::new();
         let parse = |sql: &'static [u8]| {
             FrontendMessage::Parse(portcullis_protocol::pg::Parse {
@@ -430,7 +460,7 @@ mod tests {
 
     #[test]
     fn simple_query_with_copy() {
-        let mut t = Tracker::new(common());
+        let mut t = Tracker::new(common(), false);
         let mut out = Vec::new();
         t.frontend(&FrontendMessage::Query {
             sql: b"copy t from stdin",
@@ -454,6 +484,49 @@ mod tests {
         assert_eq!(out[0].0["copy_bytes"], 15);
         assert_eq!(out[0].0["tag"], "COPY 2");
         assert_eq!(out[0].0["session"], "s_1");
+    }
+
+    #[test]
+    fn strict_records_the_statement_first_and_its_outcome_after() {
+        let mut t = Tracker::new(common(), true);
+        let mut out = Vec::new();
+        let rec = t
+            .frontend(&FrontendMessage::Query { sql: b"select 1" })
+            .unwrap();
+        assert_eq!(rec.0["type"], "pg.query");
+        assert_eq!(rec.0["sql"], "select 1");
+        assert_eq!(rec.0["stmt"], 1);
+        assert!(!rec.0.contains_key("tag"));
+        let rec = t
+            .frontend(&FrontendMessage::Execute {
+                portal: b"",
+                max_rows: 0,
+            })
+            .unwrap();
+        assert_eq!(rec.0["stmt"], 2);
+        assert_eq!(rec.0["params"], serde_json::json!([]));
+        assert!(t.frontend(&FrontendMessage::Sync).is_none());
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0["type"], "pg.result");
+        assert_eq!(out[0].0["stmt"], 1);
+        assert_eq!(out[0].0["tag"], "SELECT 1");
+        assert!(!out[0].0.contains_key("sql"));
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 2" },
+            &mut out,
+        );
+        assert_eq!(out[1].0["stmt"], 2);
+        // Batched mode returns no statement record.
+        let mut b = Tracker::new(common(), false);
+        assert!(
+            b.frontend(&FrontendMessage::Query { sql: b"select 1" })
+                .is_none()
+        );
     }
 
     #[test]

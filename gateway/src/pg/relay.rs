@@ -6,7 +6,9 @@
 //! data) is streamed through in chunks as it arrives, however large the message. Each
 //! direction holds at most one read buffer (64 KiB, or up to 1 MiB while a message the audit
 //! needs is being assembled) and writes before it reads again, so a slow reader
-//! back-pressures the writer across the proxy.
+//! back-pressures the writer across the proxy. What one read brings is forwarded with one
+//! write (a query's RowDescription, rows, CommandComplete and ReadyForQuery together), not
+//! one write per message: on a loaded machine each syscall and wakeup is what a hop costs.
 
 use std::sync::Mutex;
 
@@ -14,7 +16,7 @@ use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
     BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
 };
-use portcullis_recorder::Event;
+use portcullis_recorder::{AuditLog, Event};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,14 +58,23 @@ pub(crate) enum Control {
     Kill(Vec<u8>, CloseReason),
 }
 
+/// What a relay direction asks of the session task, which owns the lease.
+#[derive(Debug)]
+pub(crate) enum Ask {
+    /// Is the grant still live? Defence in depth before each new statement.
+    GrantLive(oneshot::Sender<bool>),
+    /// The audit log refused a statement record in strict mode: nothing of the statement
+    /// was forwarded, and the session must close with this error.
+    AuditFailed(String),
+}
+
 /// What both directions share.
 #[derive(Debug)]
 pub(crate) struct Ctx<'a> {
     pub tracker: &'a Mutex<Tracker>,
-    pub audit: &'a mpsc::Sender<Event>,
+    pub audit: &'a AuditLog,
     pub counters: &'a Counters,
-    /// Asks the session whether the grant is still live (it owns the lease).
-    pub check: &'a mpsc::Sender<oneshot::Sender<bool>>,
+    pub ask: &'a mpsc::Sender<Ask>,
 }
 
 impl Ctx<'_> {
@@ -74,16 +85,19 @@ impl Ctx<'_> {
     /// Defence in depth before each new statement.
     async fn grant_is_live(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.check.send(tx).await.is_err() {
+        if self.ask.send(Ask::GrantLive(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
     }
 
+    /// Queues completed statements' events; the log writes them in order without the relay
+    /// waiting for the disk.
     async fn emit(&self, events: &mut Vec<Event>) {
         for ev in events.drain(..) {
-            // The writer only stops when the session ends; nothing to do if it did.
-            let _ = self.audit.send(ev).await;
+            if let Err(e) = self.audit.submit(ev).await {
+                tracing::error!(error = %e, "audit submit failed");
+            }
         }
     }
 }
@@ -104,8 +118,26 @@ fn make_room(buf: &mut BytesMut, want: usize) {
     }
 }
 
-/// Client to upstream. Never returns [`RelayEnd::Killed`]; when the grant re-check fails it
-/// stops forwarding and waits for the session's kill path.
+/// Writes the frames gathered at the front of `buf` in one write and drops them from it.
+async fn forward<W: AsyncWrite + Unpin + ?Sized>(
+    wr: &mut W,
+    buf: &mut BytesMut,
+    n: usize,
+) -> std::io::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    wr.write_all(buf.get(..n).unwrap_or_default()).await?;
+    buf.advance(n);
+    wr.flush().await
+}
+
+/// Client to upstream. Never returns [`RelayEnd::Killed`]; when the grant re-check fails
+/// or (strict durability) the audit log refuses a statement, it stops forwarding and waits
+/// for the session's kill path.
+///
+/// Whole frames read together are forwarded with one write; a statement (Query, Execute)
+/// in strict mode is held, with everything after it, until its record is durable.
 ///
 /// # Cancellation safety
 /// Cancelling drops at most a partly forwarded message; only done when the session ends.
@@ -115,25 +147,32 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut buf = BytesMut::with_capacity(BUF);
+    // Bytes of a message being streamed through that have not been read yet.
     let mut streaming = 0usize;
     loop {
+        // `buf[..fwd]` holds frames ready to go upstream.
+        let mut fwd = 0usize;
+        // Room the incomplete message at `fwd` needs before it can be looked at.
+        let mut want = 0usize;
+        let mut terminated = false;
         loop {
+            let rest = buf.get(fwd..).unwrap_or_default();
             if streaming > 0 {
-                if buf.is_empty() {
+                let n = streaming.min(rest.len());
+                if n == 0 {
                     break;
                 }
-                let n = streaming.min(buf.len());
-                if let Err(e) = wr.write_all(buf.get(..n).unwrap_or_default()).await {
-                    return RelayEnd::UpstreamIo(e);
-                }
-                buf.advance(n);
+                fwd += n;
                 streaming -= n;
                 continue;
             }
-            let h = match read_header(&buf, MAX_MESSAGE_LEN) {
+            let h = match read_header(rest, MAX_MESSAGE_LEN) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) => return RelayEnd::ClientProtocol(e),
+                Err(e) => {
+                    let _ = forward(wr, &mut buf, fwd).await;
+                    return RelayEnd::ClientProtocol(e);
+                }
             };
             let total = h.total_len();
             if !frontend_needs(h.tag) {
@@ -145,38 +184,53 @@ where
             }
             let whole = total <= PARSE_LIMIT + 5;
             let have = if whole { total } else { PARSE_LIMIT + 5 };
-            if buf.len() < have {
-                make_room(&mut buf, have);
+            if rest.len() < have {
+                want = have;
                 break;
             }
             if matches!(h.tag, b'Q' | b'P') && !ctx.grant_is_live().await {
-                // The session's kill path takes over from here.
+                // The session's kill path takes over from here; nothing held goes upstream.
                 return std::future::pending().await;
             }
-            let body = buf.get(5..have).unwrap_or_default();
-            if whole {
+            let body = buf.get(fwd + 5..fwd + have).unwrap_or_default();
+            let record = if whole {
                 let msg = match FrontendMessage::decode(h.tag, body) {
                     Ok(m) => m,
-                    Err(e) => return RelayEnd::ClientProtocol(e),
+                    Err(e) => {
+                        let _ = forward(wr, &mut buf, fwd).await;
+                        return RelayEnd::ClientProtocol(e);
+                    }
                 };
-                ctx.with_tracker(|t| t.frontend(&msg));
-                if let Err(e) = wr.write_all(buf.get(..total).unwrap_or_default()).await {
-                    return RelayEnd::UpstreamIo(e);
+                ctx.with_tracker(|t| t.frontend(&msg)).flatten()
+            } else {
+                ctx.with_tracker(|t| t.frontend_oversize(h.tag, body))
+                    .flatten()
+            };
+            if let Some(record) = record {
+                // Strict durability: the statement goes upstream only once its record is
+                // fsynced; if the log cannot take it, it never goes.
+                if let Err(e) = ctx.audit.append(record).await {
+                    let _ = ctx.ask.send(Ask::AuditFailed(e.to_string())).await;
+                    return std::future::pending().await;
                 }
-                buf.advance(total);
+            }
+            if whole {
+                fwd += total;
                 if h.tag == b'X' {
-                    let _ = wr.flush().await;
-                    return RelayEnd::ClientClosed;
+                    terminated = true;
+                    break;
                 }
             } else {
-                ctx.with_tracker(|t| t.frontend_oversize(h.tag, body));
                 streaming = total;
             }
         }
-        if let Err(e) = wr.flush().await {
+        if let Err(e) = forward(wr, &mut buf, fwd).await {
             return RelayEnd::UpstreamIo(e);
         }
-        make_room(&mut buf, 0);
+        if terminated {
+            return RelayEnd::ClientClosed;
+        }
+        make_room(&mut buf, want);
         match rd.read_buf(&mut buf).await {
             Ok(0) => return RelayEnd::ClientClosed,
             Ok(n) => ctx.counters.add_in(n as u64),
@@ -186,7 +240,8 @@ where
 }
 
 /// Upstream to client, sending the session's notices and the kill path's FATAL at message
-/// boundaries so the client never sees a torn message.
+/// boundaries so the client never sees a torn message. Whole frames read together go to
+/// the client in one write.
 ///
 /// # Cancellation safety
 /// Cancelling drops at most a partly forwarded message; only done when the session ends.
@@ -205,23 +260,26 @@ where
     let mut events = Vec::new();
     let mut control_open = true;
     loop {
+        let mut fwd = 0usize;
+        let mut want = 0usize;
         loop {
+            let rest = buf.get(fwd..).unwrap_or_default();
             if streaming > 0 {
-                if buf.is_empty() {
+                let n = streaming.min(rest.len());
+                if n == 0 {
                     break;
                 }
-                let n = streaming.min(buf.len());
-                if let Err(e) = wr.write_all(buf.get(..n).unwrap_or_default()).await {
-                    return RelayEnd::ClientIo(e);
-                }
-                buf.advance(n);
+                fwd += n;
                 streaming -= n;
                 continue;
             }
-            let h = match read_header(&buf, MAX_MESSAGE_LEN) {
+            let h = match read_header(rest, MAX_MESSAGE_LEN) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) => return RelayEnd::UpstreamProtocol(e),
+                Err(e) => {
+                    let _ = forward(wr, &mut buf, fwd).await;
+                    return RelayEnd::UpstreamProtocol(e);
+                }
             };
             let total = h.total_len();
             if !backend_needs(h.tag) || total > PARSE_LIMIT + 5 {
@@ -231,25 +289,26 @@ where
                 streaming = total;
                 continue;
             }
-            if buf.len() < total {
-                make_room(&mut buf, total);
+            if rest.len() < total {
+                want = total;
                 break;
             }
-            let msg = match BackendMessage::decode(h.tag, buf.get(5..total).unwrap_or_default()) {
+            let body = buf.get(fwd + 5..fwd + total).unwrap_or_default();
+            let msg = match BackendMessage::decode(h.tag, body) {
                 Ok(m) => m,
-                Err(e) => return RelayEnd::UpstreamProtocol(e),
+                Err(e) => {
+                    let _ = forward(wr, &mut buf, fwd).await;
+                    return RelayEnd::UpstreamProtocol(e);
+                }
             };
             ctx.with_tracker(|t| t.backend(&msg, &mut events));
-            if let Err(e) = wr.write_all(buf.get(..total).unwrap_or_default()).await {
-                return RelayEnd::ClientIo(e);
-            }
-            buf.advance(total);
-            ctx.emit(&mut events).await;
+            fwd += total;
         }
-        if let Err(e) = wr.flush().await {
+        if let Err(e) = forward(wr, &mut buf, fwd).await {
             return RelayEnd::ClientIo(e);
         }
-        make_room(&mut buf, 0);
+        ctx.emit(&mut events).await;
+        make_room(&mut buf, want);
         tokio::select! {
             biased;
             c = control.recv(), if streaming == 0 && control_open => match c {

@@ -12,14 +12,15 @@ use portcullis_protocol::pg::{
     encode_negotiate_protocol_version, encode_notice_response, encode_ready_for_query,
     encode_terminate,
 };
+use portcullis_recorder::{AuditLog, Event};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
-use super::audit::{Common, Tracker, writer};
+use super::audit::{Common, Tracker};
 use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
 use super::cancel::{CancelTarget, send_cancel};
 use super::listener::{STARTUP_TIMEOUT, Started};
-use super::relay::{Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
+use super::relay::{Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
 use super::upstream::{self, UpstreamError};
 use super::{PgShared, SessionError};
 use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
@@ -190,15 +191,17 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         grant: lease.grant_id.clone(),
         client: client.clone(),
     };
-    let (audit_tx, audit_task) = writer(gw.audit.clone());
+    let audit = &gw.audit;
+    // The log's own mode, not the config's: a reloaded config does not reopen the log.
+    let strict = audit.durability() == portcullis_recorder::Durability::Strict;
     let started_at = Instant::now();
-    let _ = audit_tx
-        .send(
-            common
-                .event("auth.succeeded")
-                .with("method", "scram-sha-256"),
-        )
-        .await;
+    submit(
+        audit,
+        common
+            .event("auth.succeeded")
+            .with("method", "scram-sha-256"),
+    )
+    .await;
 
     let Some(role) = target.roles.get(&lease.role).cloned() else {
         send_fatal(
@@ -211,8 +214,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         )
         .await;
         end_session(
-            audit_tx,
-            audit_task,
+            audit,
             &common,
             "error",
             &lease,
@@ -240,17 +242,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                 target.name, lease.role
             );
             send_fatal(&mut io, code, &msg).await;
-            end_session(
-                audit_tx,
-                audit_task,
-                &common,
-                "error",
-                &lease,
-                started_at,
-                0,
-                Some(&msg),
-            )
-            .await;
+            end_session(audit, &common, "error", &lease, started_at, 0, Some(&msg)).await;
             return;
         }
     };
@@ -267,53 +259,48 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     encode_backend_key_data(&mut out, gw_pid, &gw_secret);
     encode_ready_for_query(&mut out, b'I');
     if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
-        end_session(
-            audit_tx,
-            audit_task,
-            &common,
-            "client_closed",
-            &lease,
-            started_at,
-            0,
-            None,
-        )
-        .await;
+        end_session(audit, &common, "client_closed", &lease, started_at, 0, None).await;
         return;
     }
-    let _ = audit_tx
-        .send(
-            common
-                .event("session.started")
-                .with("tls", tls)
-                .with("database", target.database.as_deref())
-                .with("upstream_tls", target.tls != PgTlsMode::Disable),
-        )
-        .await;
+    submit(
+        audit,
+        common
+            .event("session.started")
+            .with("tls", tls)
+            .with("database", target.database.as_deref())
+            .with("upstream_tls", target.tls != PgTlsMode::Disable),
+    )
+    .await;
     tracing::info!(upstream_pid = up.pid, "postgres session started");
 
     // The relay, select!-ed against the lease: the deadline is watched while bytes flow.
-    let tracker = Mutex::new(Tracker::new(common.clone()));
+    let tracker = Mutex::new(Tracker::new(common.clone(), strict));
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
-    let (check_tx, mut check_rx) = mpsc::channel(1);
+    let (ask_tx, mut ask_rx) = mpsc::channel(1);
     let (mut crd, mut cwr) = tokio::io::split(io);
     let (mut urd, mut uwr) = tokio::io::split(up.io);
     let counters = lease.counters.clone();
     let ctx = Ctx {
         tracker: &tracker,
-        audit: &audit_tx,
+        audit,
         counters: &counters,
-        check: &check_tx,
+        ask: &ask_tx,
     };
     let mut closing: Option<CloseReason> = None;
-    let begin_kill = |reason: CloseReason, closing: &mut Option<CloseReason>| {
+    let begin_kill = |reason: CloseReason, closing: &mut Option<CloseReason>, why: Option<&str>| {
         if closing.is_some() {
             return;
         }
         *closing = Some(reason);
         tracing::info!(reason = reason.as_str(), "closing postgres session");
         let mut fatal = Vec::new();
-        let msg = kill_message(reason, &common.grant, &common.target);
-        encode_error_response(&mut fatal, "FATAL", sqlstate::ADMIN_SHUTDOWN, &msg);
+        match why {
+            Some(why) => encode_error_response(&mut fatal, "FATAL", sqlstate::SYSTEM_ERROR, why),
+            None => {
+                let msg = kill_message(reason, &common.grant, &common.target);
+                encode_error_response(&mut fatal, "FATAL", sqlstate::ADMIN_SHUTDOWN, &msg);
+            }
+        }
         let _ = control_tx.try_send(Control::Kill(fatal, reason));
         // Stop whatever query is running right away, in parallel with telling the client.
         let target = cancel_target.clone();
@@ -336,19 +323,29 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         loop {
             tokio::select! {
                 end = &mut relay => break end,
-                Some(reply) = check_rx.recv() => {
-                    let live = lease.is_live();
-                    let _ = reply.send(live);
-                    if !live {
-                        let reason = if lease.expires_at() <= chrono::Utc::now() {
-                            CloseReason::GrantExpired
-                        } else {
-                            CloseReason::GrantRevoked
-                        };
-                        begin_kill(reason, &mut closing);
+                Some(ask) = ask_rx.recv() => match ask {
+                    Ask::GrantLive(reply) => {
+                        let live = lease.is_live();
+                        let _ = reply.send(live);
+                        if !live {
+                            let reason = if lease.expires_at() <= chrono::Utc::now() {
+                                CloseReason::GrantExpired
+                            } else {
+                                CloseReason::GrantRevoked
+                            };
+                            begin_kill(reason, &mut closing, None);
+                            grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                        }
+                    }
+                    Ask::AuditFailed(e) => {
+                        tracing::error!(error = %e, "audit log refused a statement; closing the session");
+                        let why = format!(
+                            "portcullis: the audit log is unavailable ({e}), so the statement was not run; session closed"
+                        );
+                        begin_kill(CloseReason::Error, &mut closing, Some(&why));
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
-                }
+                },
                 ev = lease.next_event(), if closing.is_none() => match ev {
                     LeaseEvent::Warn { remaining } => {
                         let mut notice = Vec::new();
@@ -361,7 +358,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         let _ = control_tx.try_send(Control::Notice(notice));
                     }
                     LeaseEvent::Close(reason) => {
-                        begin_kill(reason, &mut closing);
+                        begin_kill(reason, &mut closing, None);
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },
@@ -429,12 +426,11 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         t.queries
     });
     for ev in events {
-        let _ = audit_tx.send(ev).await;
+        submit(audit, ev).await;
     }
     tracing::info!(reason = reason.as_str(), queries, "postgres session ended");
     end_session(
-        audit_tx,
-        audit_task,
+        audit,
         &common,
         reason.as_str(),
         &lease,
@@ -445,10 +441,17 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     .await;
 }
 
+/// Queues a session event; the log writes a session's events in the order queued.
+async fn submit(audit: &AuditLog, ev: Event) {
+    if let Err(e) = audit.submit(ev).await {
+        tracing::error!(error = %e, "audit submit failed");
+    }
+}
+
+/// Appends `session.ended` and waits for it, and so for every event queued before it.
 #[allow(clippy::too_many_arguments)]
 async fn end_session(
-    audit_tx: mpsc::Sender<portcullis_recorder::Event>,
-    audit_task: tokio::task::JoinHandle<()>,
+    audit: &AuditLog,
     common: &Common,
     reason: &str,
     lease: &crate::grants::Lease,
@@ -471,13 +474,13 @@ async fn end_session(
         .with("duration_ms", started_at.elapsed().as_millis() as u64)
         .with("queries", queries)
         .with("error", error);
-    let _ = audit_tx.send(ev).await;
-    drop(audit_tx);
-    let _ = audit_task.await;
+    if let Err(e) = audit.append(ev).await {
+        tracing::error!(error = %e, "audit append failed");
+    }
 }
 
 async fn audit_auth_failed(gw: &crate::context::Gateway, user: &str, client: &str, why: &str) {
-    let ev = portcullis_recorder::Event::new("auth.failed")
+    let ev = Event::new("auth.failed")
         .with("user", user)
         .with("client", client)
         .with("proto", "postgres")

@@ -253,28 +253,34 @@ fn play(text: &str, speed: f64, idle_limit: Option<f64>) -> Result<(), String> {
     Ok(())
 }
 
-/// A Postgres session's queries: time, duration, tag or error, sql and params.
+/// A Postgres session's queries: time, duration, tag or error, sql and params. One line per
+/// statement in either durability: in strict mode a statement's outcome is a separate
+/// `pg.result` record (same `stmt`), shown on its `pg.query` line.
 fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
+    let results: std::collections::HashMap<u64, &Record> = recs
+        .iter()
+        .filter(|r| r.kind() == "pg.result")
+        .filter_map(|r| Some((r.event.get("stmt")?.as_u64()?, r)))
+        .collect();
     for r in recs {
         if json {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
+            continue;
+        }
+        if r.kind() == "pg.result" {
             continue;
         }
         if r.kind() != "pg.query" {
             println!("{}  -- {}", r.ts, r.kind());
             continue;
         }
-        let dur = r
+        let outcome_rec = r
             .event
-            .get("duration_us")
+            .get("stmt")
             .and_then(|v| v.as_u64())
-            .map_or("?".into(), |us| format!("{:.3} ms", us as f64 / 1000.0));
-        let outcome = match (r.str_field("error"), r.str_field("tag")) {
-            (Some(err), _) => format!("ERROR {err}"),
-            (None, Some(tag)) => tag.to_string(),
-            (None, None) => String::new(),
-        };
-        println!("{}  {dur:>12}  {outcome}", r.ts);
+            .and_then(|n| results.get(&n).copied())
+            .unwrap_or(r);
+        println!("{}", pg_line(r, outcome_rec));
         println!("    {}", r.str_field("sql").unwrap_or(""));
         if let Some(p) = r
             .event
@@ -287,9 +293,42 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
     Ok(())
 }
 
+/// The header line of one statement: its time, and duration and outcome from `outcome`
+/// (the `pg.query` itself in batched mode, its `pg.result` in strict mode).
+fn pg_line(query: &Record, outcome: &Record) -> String {
+    let dur = outcome
+        .event
+        .get("duration_us")
+        .and_then(|v| v.as_u64())
+        .map_or("?".into(), |us| format!("{:.3} ms", us as f64 / 1000.0));
+    let text = match (outcome.str_field("error"), outcome.str_field("tag")) {
+        (Some(err), _) => format!("ERROR {err}"),
+        (None, Some(tag)) => tag.to_string(),
+        (None, None) => "(no outcome recorded)".to_string(),
+    };
+    format!("{}  {dur:>12}  {text}", query.ts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_statement_lines_take_the_outcome_of_their_result() {
+        let rec = |ev: serde_json::Value| Record {
+            seq: 1,
+            ts: "T".into(),
+            prev: String::new(),
+            hash: String::new(),
+            event: ev.as_object().cloned().unwrap_or_default(),
+        };
+        let q = rec(serde_json::json!({"type":"pg.query","stmt":3,"sql":"select 1"}));
+        let r = rec(
+            serde_json::json!({"type":"pg.result","stmt":3,"duration_us":1500,"tag":"SELECT 1"}),
+        );
+        assert_eq!(pg_line(&q, &r), "T      1.500 ms  SELECT 1");
+        assert_eq!(pg_line(&q, &q), "T             ?  (no outcome recorded)");
+    }
 
     #[test]
     fn final_screen_applies_control_sequences() {

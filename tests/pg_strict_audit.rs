@@ -1,0 +1,125 @@
+//! Strict audit durability through the PostgreSQL proxy (SPEC §4, `durability = "strict"`):
+//! every statement's record is fsynced before the statement reaches the upstream, its
+//! outcome follows as `pg.result`; and when the log cannot take a statement's record, the
+//! statement is not run upstream and the client gets an error.
+#![allow(clippy::unwrap_used)]
+
+mod pg_support;
+
+use std::time::Duration;
+
+use pg_support::{ALICE_PW, Harness, output};
+use portcullis_config::Durability;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
+    // Every append rotates the segment, so removing the audit directory makes the next
+    // append fail for real (creating the next segment's seal fails).
+    let h = Harness::start_with(Duration::from_secs(60), Durability::Strict, Some(1)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+
+    // psql, simple protocol.
+    for sql in [
+        "create table strict_t (x int)",
+        "insert into strict_t values (1)",
+        "select count(*) from strict_t",
+    ] {
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+        cmd.args(["-X", "-c", sql]);
+        let (ok, out, err) = output(cmd).await;
+        assert!(ok, "{sql}: {out}{err}");
+    }
+    // tokio-postgres, extended protocol with a parameter.
+    let (client, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let row = client
+        .query_one("select x + $1::int from strict_t", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    drop(client);
+    conn.await.unwrap().unwrap();
+
+    // Every statement is a pg.query with its sql (and params), then a pg.result with the
+    // same stmt number and the outcome; a statement's record comes before its result.
+    let events = h.audit_events().await;
+    for sql in [
+        "create table strict_t (x int)",
+        "insert into strict_t values (1)",
+        "select count(*) from strict_t",
+    ] {
+        let (i, q) = events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e["type"] == "pg.query" && e["sql"] == sql)
+            .unwrap_or_else(|| panic!("no pg.query for {sql}: {events:#?}"));
+        assert!(!q.contains_key("tag"), "{q:?}");
+        let (j, r) = events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| {
+                e["type"] == "pg.result" && e["session"] == q["session"] && e["stmt"] == q["stmt"]
+            })
+            .unwrap_or_else(|| panic!("no pg.result for {sql}: {events:#?}"));
+        assert!(i < j);
+        assert!(
+            r.contains_key("tag") && r.contains_key("duration_us"),
+            "{r:?}"
+        );
+    }
+    let q = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e["sql"] == "select x + $1::int from strict_t")
+        .unwrap();
+    // tokio-postgres binds binary parameters: hex-encoded in the record.
+    assert_eq!(q["params"], serde_json::json!(["\\x00000029"]));
+    assert!(events.iter().any(|e| e["type"] == "pg.result"
+        && e["session"] == q["session"]
+        && e["stmt"] == q["stmt"]
+        && e["tag"] == "SELECT 1"));
+
+    // The log becomes unwritable under a live session: the next statement is refused and
+    // never reaches the upstream.
+    let (client, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Everything the new session queued (auth, session.started) is written once this is.
+    h.gw.audit
+        .append(portcullis_recorder::Event::new("test.marker"))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(h.data_dir.join("audit")).unwrap();
+    let err = client
+        .execute("insert into strict_t values (2)", &[])
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("audit log is unavailable"), "{text}");
+    let _ = conn.await;
+    assert_eq!(
+        h.pg.sql("select count(*) from strict_t").unwrap().trim(),
+        "1"
+    );
+    assert!(!h.gw.audit.healthy());
+
+    // psql gets a clear refusal too, and nothing runs.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.args(["-X", "-c", "insert into strict_t values (3)"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(!ok);
+    assert!(err.contains("audit log is unavailable"), "{err}");
+    assert_eq!(
+        h.pg.sql("select count(*) from strict_t").unwrap().trim(),
+        "1"
+    );
+}
