@@ -1,6 +1,9 @@
 //! The kill path over SSH: a grant expiring, revoked, or its session killed while the user
-//! runs `sleep 600`: the client is told why on stderr and exits, and the remote process is
-//! gone (the upstream connection was closed, so it got SIGHUP).
+//! runs `sleep 600`, with a terminal and without: the client is told why on stderr and
+//! exits, and the remote process is gone. A terminal's processes get SIGHUP from sshd when
+//! the connection drops; the others only through the `signal` requests the gateway sends
+//! first, which OpenSSH honours for non-root logins only, so the upstream login here is a
+//! non-root user even when the tests run as root (`Env::start_unprivileged`).
 
 mod ssh_env;
 
@@ -8,7 +11,6 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use portcullis_gateway::testbed;
 use ssh_env::{Env, event_str, running, text, wait_for};
 
 /// A `sleep` argument unique to this run and step (a leftover of an earlier run must not
@@ -17,15 +19,9 @@ fn marker(step: &str) -> String {
     format!("600.{}{step}", std::process::id())
 }
 
-/// The no-terminal step's marker: as root its process outlives the test (see below), so it
-/// sleeps only a minute.
-fn short_marker(step: &str) -> String {
-    format!("60.{}{step}", std::process::id())
-}
-
 /// Starts `sleep <marker>` through the gateway and waits until it runs upstream.
-fn sleeper(env: &Env, login: &str, marker: &str, tty: bool) -> Child {
-    let mut cmd = env.ssh(login);
+fn sleeper(env: &Env, marker: &str, tty: bool) -> Child {
+    let mut cmd = env.ssh("alice+web-1");
     if tty {
         cmd.arg("-tt");
     }
@@ -47,70 +43,85 @@ fn sleeper(env: &Env, login: &str, marker: &str, tty: bool) -> Child {
     child
 }
 
-/// Waits for the client to exit; returns its stderr, then checks the remote sleep is gone
-/// when `check_gone`.
-fn closed(env: &Env, mut child: Child, marker: &str, check_gone: bool) -> String {
-    let exited = wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
-    assert!(exited.is_some(), "client still running: {}", env.gw.log());
-    let mut stderr = String::new();
-    let mut out = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    if !check_gone {
-        return stderr + &out;
-    }
-    let gone = wait_for(Duration::from_secs(20), || {
-        (!running(&format!("sleep {marker}"))).then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "remote sleep {marker} survived the kill; sshd log: {}",
-        env.sshd.log()
-    );
-    stderr + &out
+/// One sleeper with a terminal and one without, for `step`.
+fn sleepers(env: &Env, step: &str) -> Vec<(Child, String)> {
+    [(true, "1"), (false, "0")]
+        .into_iter()
+        .map(|(tty, t)| {
+            let m = marker(&format!("{step}{t}"));
+            (sleeper(env, &m, tty), m)
+        })
+        .collect()
+}
+
+/// Waits for each client to exit and its remote sleep to be gone; returns what each said.
+fn closed(env: &Env, sleepers: Vec<(Child, String)>) -> Vec<String> {
+    sleepers
+        .into_iter()
+        .map(|(mut child, marker)| {
+            let exited = wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
+            assert!(exited.is_some(), "client still running: {}", env.gw.log());
+            let mut said = String::new();
+            let mut out = String::new();
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut said)
+                .expect("stderr");
+            child
+                .stdout
+                .take()
+                .expect("stdout")
+                .read_to_string(&mut out)
+                .expect("stdout");
+            let gone = wait_for(Duration::from_secs(20), || {
+                (!running(&format!("sleep {marker}"))).then_some(())
+            });
+            assert!(
+                gone.is_some(),
+                "remote sleep {marker} survived the kill; sshd log: {}",
+                env.sshd.log()
+            );
+            said + &out
+        })
+        .collect()
 }
 
 #[test]
 fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
-    let env = Env::start();
+    let env = Env::start_unprivileged();
 
     // Expiry: a short grant, and the warning comes first on the terminal.
-    let g = env.grant("web-1", "deploy", "4s");
-    let child = sleeper(&env, "alice+web-1", &marker("101"), true);
-    let said = closed(&env, child, &marker("101"), true);
-    assert!(said.contains(&format!("grant {g} expired")), "{said}");
-    assert!(said.contains("expires in"), "warning missing: {said}");
+    let g = env.grant("web-1", "deploy", "6s");
+    let said = closed(&env, sleepers(&env, "101"));
+    for s in &said {
+        assert!(s.contains(&format!("grant {g} expired")), "{s}");
+    }
+    assert!(
+        said[0].contains("expires in"),
+        "warning missing: {}",
+        said[0]
+    );
     env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "grant_expired"
     });
 
     // Revoke.
     let g = env.grant("web-1", "deploy", "1h");
-    let child = sleeper(&env, "alice+web-1", &marker("202"), true);
+    let running = sleepers(&env, "202");
     let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
     assert!(out.status.success(), "revoke: {}", text(&out.stderr));
-    let said = closed(&env, child, &marker("202"), true);
-    assert!(said.contains(&format!("grant {g} was revoked")), "{said}");
+    for s in closed(&env, running) {
+        assert!(s.contains(&format!("grant {g} was revoked")), "{s}");
+    }
     env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "grant_revoked"
     });
 
-    // Kill one session by id, this time without a terminal. sshd hangs up a session's
-    // processes only through its terminal; for the others the gateway sends a `signal`
-    // request first, which sshd honours only for non-root logins (a root login has no
-    // privilege-separated child to signal from), so the process check needs a non-root run.
+    // Kill each session by id.
     env.grant("web-1", "deploy", "1h");
-    let child = sleeper(&env, "alice+web-1", &short_marker("303"), false);
+    let running = sleepers(&env, "303");
     let list = env.cli(&["sessions", "list", "--json"]);
     assert!(
         list.status.success(),
@@ -118,17 +129,26 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         text(&list.stderr)
     );
     let sessions: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
-    let id = sessions
+    let ids: Vec<String> = sessions
         .as_array()
-        .and_then(|a| a.iter().find(|s| s["proto"] == "ssh"))
-        .and_then(|s| s["id"].as_str())
-        .unwrap_or_else(|| panic!("no ssh session listed: {sessions}"))
-        .to_string();
-    let out = env.cli(&["sessions", "kill", &id]);
-    assert!(out.status.success(), "kill: {}", text(&out.stderr));
-    let said = closed(&env, child, &short_marker("303"), !testbed::is_root());
-    assert!(said.contains("session killed"), "{said}");
-    env.wait_event("session.ended", |e| {
-        event_str(e, "reason") == "killed" && event_str(e, "session") == id
-    });
+        .map(|a| {
+            a.iter()
+                .filter(|s| s["proto"] == "ssh")
+                .filter_map(|s| s["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 2, "two ssh sessions listed: {sessions}");
+    for id in &ids {
+        let out = env.cli(&["sessions", "kill", id]);
+        assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    }
+    for s in closed(&env, running) {
+        assert!(s.contains("session killed"), "{s}");
+    }
+    for id in &ids {
+        env.wait_event("session.ended", |e| {
+            event_str(e, "reason") == "killed" && event_str(e, "session") == id
+        });
+    }
 }

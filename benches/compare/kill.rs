@@ -24,9 +24,32 @@ fn psql_sleep(env: &Env) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
+/// The remote command of the SSH sessions, unique to this run so that it can be counted.
+fn ssh_sleep_command() -> String {
+    format!("sleep 600.{}", std::process::id())
+}
+
+/// Are all SSH sessions' remote commands running? A session counts as live once it is
+/// authorized, but its upstream login and exec may still be under way; a trigger then would
+/// measure the set-up backlog of 50 connections, not the kill path.
+fn ssh_started(n: usize) -> bool {
+    Command::new("pgrep")
+        .args(["-c", "-f"])
+        .arg(format!("^{}$", ssh_sleep_command().replace('.', "\\.")))
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .is_some_and(|c| c >= n)
+}
+
 fn ssh_sleep(env: &Env) -> anyhow::Result<Child> {
     Ok(ssh(env, Via::Gateway)
-        .arg("sleep 600")
+        .arg(ssh_sleep_command())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
@@ -54,7 +77,7 @@ fn measure(
         children.push(spawn(env)?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while env.live_sessions(proto) < SESSIONS {
+    while env.live_sessions(proto) < SESSIONS || (proto == "ssh" && !ssh_started(SESSIONS)) {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{proto} sessions did not all start"

@@ -26,7 +26,15 @@ impl Env {
     /// sshd + gateway; targets: `web-1` (roles `deploy`: everything, `ro`: sftp only),
     /// `exec-only`), `web-badkey` (wrong pinned host key), `web-down` (nothing listening).
     pub fn start() -> Env {
-        let sshd = Sshd::start().expect("sshd starts");
+        Env::with(Sshd::start().expect("sshd starts"))
+    }
+
+    /// Like `start`, with a non-root upstream login even when the tests run as root.
+    pub fn start_unprivileged() -> Env {
+        Env::with(Sshd::start_unprivileged().expect("sshd starts"))
+    }
+
+    fn with(sshd: Sshd) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, alice_pub) = testbed::ssh_keygen(dir.path(), "alice").expect("keygen");
         let (stranger_key, _) = testbed::ssh_keygen(dir.path(), "stranger").expect("keygen");

@@ -23,8 +23,6 @@ use crate::grants::{CloseReason, Counters, Lease, LeaseEvent};
 
 /// Exit status reported to a channel the gateway closes (like `ssh`'s own 255 on errors).
 pub const KILLED_EXIT_STATUS: u32 = 255;
-/// How long the kill path lets clients take the close before it disconnects them.
-const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How long `session.ended` waits for channel tasks to finish their recordings.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 
@@ -58,8 +56,6 @@ pub struct SessionCtx {
     pub client: russh::server::Handle,
     pub upstream: watch::Receiver<UpState>,
     pub channels: Mutex<HashMap<ChannelId, Registered>>,
-    /// Signalled whenever the last registered channel goes away.
-    channels_empty: tokio::sync::Notify,
     pub recordings: Mutex<Vec<(String, String)>>,
     pub tasks: TaskTracker,
     /// Cancelled when the kill path starts: no new channel may start.
@@ -126,23 +122,6 @@ impl SessionCtx {
     pub fn unregister(&self, id: ChannelId) {
         if let Ok(mut m) = self.channels.lock() {
             m.remove(&id);
-            if m.is_empty() {
-                self.channels_empty.notify_waiters();
-            }
-        }
-    }
-
-    /// Waits until no channel is registered.
-    ///
-    /// # Cancellation safety
-    /// Cancellation safe: nothing is consumed.
-    async fn all_channels_closed(&self) {
-        loop {
-            let closed = self.channels_empty.notified();
-            if self.channels.lock().map(|m| m.is_empty()).unwrap_or(true) {
-                return;
-            }
-            closed.await;
         }
     }
 }
@@ -189,7 +168,6 @@ pub fn start(
         client,
         upstream: up_rx,
         channels: Mutex::new(HashMap::new()),
-        channels_empty: tokio::sync::Notify::new(),
         recordings: Mutex::new(Vec::new()),
         tasks: TaskTracker::new(),
         closing: CancellationToken::new(),
@@ -363,8 +341,9 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
     }
 }
 
-/// The kill path for one SSH session: tell every channel why, hang up the target's processes,
-/// cut the upstream, give the client a moment to take it all, then disconnect it.
+/// The kill path for one SSH session: tell every channel why and close it, disconnect the
+/// client at once (it must not wait on the target), then hang up the target's processes and
+/// cut the upstream connection behind it.
 async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&Upstream>) {
     let message = close_message(reason, &lease.grant_id);
     type Up = Arc<russh::ChannelWriteHalf<UpMsg>>;
@@ -387,8 +366,18 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
         let _ = ctx.client.eof(id).await;
         let _ = ctx.client.close(id).await;
     }
+    // One ordered queue to the client: the lines, statuses and closes above go out before
+    // the disconnect, so nothing here waits for the client or the target to answer.
+    let _ = ctx
+        .client
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            message.clone(),
+            String::new(),
+        )
+        .await;
     // Processes without a terminal do not get SIGHUP from sshd when the connection drops;
-    // ask sshd to signal them first.
+    // ask sshd to signal them first (it refuses for root logins; see ARCHITECTURE.md).
     for u in &upstreams {
         let _ = u.signal(russh::Sig::HUP).await;
         let _ = u.signal(russh::Sig::TERM).await;
@@ -398,9 +387,4 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
             .disconnect(russh::Disconnect::ByApplication, &message, "")
             .await;
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, ctx.all_channels_closed()).await;
-    let _ = ctx
-        .client
-        .disconnect(russh::Disconnect::ByApplication, message, String::new())
-        .await;
 }

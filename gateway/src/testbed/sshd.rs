@@ -1,5 +1,6 @@
 //! A real OpenSSH sshd in a temp dir: temp host key, temp authorized_keys, key auth only, on
-//! a free loopback port, logging in as the current OS user.
+//! a free loopback port, logging in as the current OS user, or (`start_unprivileged`, when
+//! the tests run as root) as the non-root `postgres` user.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -19,7 +20,7 @@ use super::{
 #[derive(Debug)]
 pub struct Sshd {
     pub port: u16,
-    /// The upstream login user (the OS user running the tests).
+    /// The upstream login user (the OS user running the tests, or `postgres`).
     pub user: String,
     /// The server's host key as an OpenSSH public key line (what `host_key` pins).
     pub host_key_line: String,
@@ -33,25 +34,49 @@ pub struct Sshd {
 
 impl Sshd {
     /// Generates keys, writes a config and starts `sshd -D -e`; returns once it sends its
-    /// banner.
+    /// banner. Logs in as the current OS user.
     pub fn start() -> Result<Sshd> {
+        Sshd::start_as(None)
+    }
+
+    /// Like `start`, but when the tests run as root the login is the `postgres` OS user
+    /// (present wherever PostgreSQL is installed): OpenSSH honours `signal` requests only
+    /// for privilege-separated, non-root sessions, and the kill tests check exactly that.
+    pub fn start_unprivileged() -> Result<Sshd> {
+        Sshd::start_as(is_root().then_some("postgres"))
+    }
+
+    fn start_as(login: Option<&str>) -> Result<Sshd> {
         let sshd = find_program("sshd", "openssh-server", &[PathBuf::from("/usr/sbin")])?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-sshd-")
             .tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        // sshd reads authorized_keys as the login user: another user must reach the file.
+        let (dir_mode, keys_mode) = if login.is_some() {
+            (0o711, 0o644)
+        } else {
+            (0o700, 0o600)
+        };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(dir_mode))?;
         let (host_key, host_key_line) = ssh_keygen(dir.path(), "host_ed25519")?;
         let (client_key_path, client_key_line) = ssh_keygen(dir.path(), "client_ed25519")?;
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, format!("{client_key_line}\n"))?;
-        std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o600))?;
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(keys_mode))?;
+        let found = match login {
+            Some(name) => nix::unistd::User::from_name(name),
+            None => nix::unistd::User::from_uid(nix::unistd::geteuid()),
+        };
+        let user = found
             .ok()
             .flatten()
             .map(|u| u.name)
             .ok_or_else(|| TestbedError::Setup {
-                what: "finding the current OS user".into(),
-                detail: "no passwd entry".into(),
+                what: format!(
+                    "finding the OS user {}",
+                    login.unwrap_or("running the tests")
+                ),
+                detail: "no passwd entry (is PostgreSQL installed?)".into(),
             })?;
         if is_root() {
             // sshd's privilege separation directory; Debian creates it only at boot.
@@ -64,14 +89,17 @@ impl Sshd {
             &config,
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+                 PidFile none\nUsePAM {pam}\nStrictModes no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
                  AllowAgentForwarding yes\nX11Forwarding no\nPrintMotd no\n\
                  AcceptEnv LANG LC_* PORTCULLIS_*\nSubsystem sftp internal-sftp\n\
                  MaxSessions 64\nMaxStartups 200\nLogLevel VERBOSE\n",
                 host_key.display(),
-                authorized.display()
+                authorized.display(),
+                // Without PAM, sshd refuses accounts whose password is locked, as the
+                // `postgres` account is; PAM's account check does not.
+                pam = if login.is_some() { "yes" } else { "no" },
             ),
         )?;
         let log = dir.path().join("sshd.log");
