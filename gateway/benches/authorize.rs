@@ -142,6 +142,21 @@ fn bench(c: &mut Criterion) {
         proto: Proto::Postgres,
         client: "127.0.0.1:50000".into(),
     };
+    // CPU time per call first: the figure to compare across runs on a shared machine.
+    cpu_ns_per_op("authorize, grant found", 4_000_000, |i| {
+        let (u, t) = &keys[i % keys.len()];
+        black_box(
+            grants
+                .authorize(u, t, None, info.clone())
+                .expect("live grant"),
+        );
+    });
+    cpu_ns_per_op("authorize, refused", 4_000_000, |i| {
+        let (u, _) = &keys[i % keys.len()];
+        let (_, t) = &keys[(i + 1) % keys.len()];
+        black_box(grants.authorize(u, t, None, info.clone()).is_err());
+    });
+
     let mut n = 0usize;
     c.bench_function("authorize (1M grants, lease created and dropped)", |b| {
         b.iter(|| {
@@ -162,6 +177,36 @@ fn bench(c: &mut Criterion) {
             black_box(grants.authorize(u, t, None, info.clone()).is_err())
         })
     });
+}
+
+/// This thread's CPU time (user + system) in clock ticks, from /proc. Unlike wall time it
+/// does not count time spent waiting for a core, so it holds up on a loaded machine.
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Runs `op` `n` times; prints CPU ns per call (ticks are 10 ms, so n must make seconds).
+fn cpu_ns_per_op(what: &str, n: usize, mut op: impl FnMut(usize)) {
+    let t0 = thread_cpu_ticks();
+    let w0 = std::time::Instant::now();
+    for i in 0..n {
+        op(i);
+    }
+    let ticks = thread_cpu_ticks() - t0;
+    let wall = w0.elapsed();
+    println!(
+        "{what}: {:.0} ns/op CPU time ({n} calls, wall {:.0} ns/op)",
+        ticks as f64 * 1e7 / n as f64,
+        wall.as_nanos() as f64 / n as f64
+    );
 }
 
 criterion_group! {

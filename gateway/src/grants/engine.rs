@@ -2,7 +2,6 @@
 //! revoke, extend, expire, reload), each written to the store, the live table, the scheduler
 //! and the audit log in that order.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use crate::notify::Notifier;
 #[derive(Debug)]
 pub(crate) struct Policy {
     pub config: Arc<Config>,
-    targets: HashSet<String>,
+    targets: foldhash::HashSet<String>,
 }
 
 impl Policy {
@@ -187,36 +186,65 @@ impl Inner {
             });
         }
         let now = self.clock.now();
-        let chosen = self.table.with_grants(user, target, |gs| {
-            let live = || gs.iter().filter(|g| g.is_live(now));
-            let held = || {
-                let mut r: Vec<&str> = live().map(|g| g.role.as_str()).collect();
-                r.sort_unstable();
-                r.dedup();
-                r
-            };
-            // Of several grants for the same role, the one that lasts longest wins.
-            let pick = |r: &str| {
-                live()
-                    .filter(|g| g.role == r)
-                    .max_by_key(|g| g.expires_at())
-                    .cloned()
-            };
-            match role {
-                Some(r) => pick(r).ok_or_else(|| held().join(", ")),
-                None => {
-                    let h = held();
-                    match h.as_slice() {
-                        [one] => pick(one).ok_or_else(String::new),
-                        _ => Err(h.join(", ")),
-                    }
+        // The hot path: one pass over the user's grants, no allocation. Of several grants
+        // for the same role, the one that lasts longest wins; with no role named, grants for
+        // two different roles make the choice ambiguous (the refusal below lists them).
+        let chosen = self.table.with_user(user, |gs| {
+            let mut best: Option<&Arc<LiveGrant>> = None;
+            for g in gs {
+                if &*g.target != target || role.is_some_and(|r| &*g.role != r) || !g.is_live(now) {
+                    continue;
+                }
+                match best {
+                    Some(b) if b.role != g.role => return None,
+                    Some(b) if b.expires_at() >= g.expires_at() => {}
+                    _ => best = Some(g),
                 }
             }
+            best.cloned()
         });
-        let grant = match chosen {
-            Ok(g) => g,
-            Err(held) if held.is_empty() => {
-                return Err(if self.table.has_lapsed(user, target) {
+        let Some(grant) = chosen else {
+            return Err(self.refusal(user, target, role, now));
+        };
+        let entry = Arc::new(SessionEntry::new(
+            self.sessions.next_seq(),
+            grant,
+            info.proto,
+            info.client,
+            now,
+        ));
+        self.sessions.insert(entry.clone());
+        // The grant may have lapsed while we registered; the kill path has then already
+        // passed over us, so refuse here (dropping the lease deregisters it).
+        let lease = Lease::new(
+            entry,
+            self.sessions.clone(),
+            self.clock,
+            policy.config.policy.warn_before,
+        );
+        if !lease.is_live_at(now) {
+            return Err(Denied::Expired {
+                user: user.to_owned(),
+                target: target.to_owned(),
+            });
+        }
+        Ok(lease)
+    }
+
+    /// Why `authorize` found no grant to use (the cold path; it may allocate).
+    fn refusal(&self, user: &str, target: &str, role: Option<&str>, now: DateTime<Utc>) -> Denied {
+        let mut held: Vec<String> = self.table.with_user(user, |gs| {
+            gs.iter()
+                .filter(|g| &*g.target == target && g.is_live(now))
+                .map(|g| g.role.to_string())
+                .collect()
+        });
+        held.sort_unstable();
+        held.dedup();
+        let held = held.join(", ");
+        match role {
+            _ if held.is_empty() => {
+                if self.table.has_lapsed(user, target) {
                     Denied::Expired {
                         user: user.to_owned(),
                         target: target.to_owned(),
@@ -226,54 +254,20 @@ impl Inner {
                         user: user.to_owned(),
                         target: target.to_owned(),
                     }
-                });
+                }
             }
-            Err(held) => {
-                return Err(match role {
-                    Some(r) => Denied::RoleNotHeld {
-                        user: user.to_owned(),
-                        target: target.to_owned(),
-                        role: r.to_owned(),
-                        held,
-                    },
-                    None => Denied::AmbiguousRole {
-                        user: user.to_owned(),
-                        target: target.to_owned(),
-                        held,
-                    },
-                });
-            }
-        };
-        let (close, _) = tokio::sync::watch::channel(None);
-        let entry = Arc::new(SessionEntry {
-            id: new_id("s_"),
-            proto: info.proto,
-            user: grant.user.clone(),
-            target: grant.target.clone(),
-            role: grant.role.clone(),
-            grant_id: grant.id.clone(),
-            client: info.client,
-            started_at: now,
-            counters: Arc::default(),
-            close,
-        });
-        self.sessions.insert(entry.clone());
-        // The grant may have lapsed while we registered; the kill path has then already
-        // passed over us, so refuse here (dropping the lease deregisters it).
-        let lease = Lease::new(
-            grant,
-            entry,
-            self.sessions.clone(),
-            self.clock,
-            policy.config.policy.warn_before,
-        );
-        if !lease.is_live() {
-            return Err(Denied::Expired {
+            Some(r) => Denied::RoleNotHeld {
                 user: user.to_owned(),
                 target: target.to_owned(),
-            });
+                role: r.to_owned(),
+                held,
+            },
+            None => Denied::AmbiguousRole {
+                user: user.to_owned(),
+                target: target.to_owned(),
+                held,
+            },
         }
-        Ok(lease)
     }
 
     /// THE kill path. Expiry, revoke, `sessions kill`, config reload and shutdown all close
@@ -282,9 +276,7 @@ impl Inner {
     pub(crate) fn kill(&self, which: Kill<'_>, reason: CloseReason) -> Vec<SessionRecord> {
         let victims = match which {
             Kill::Grant(g) => {
-                g.state.send_modify(|s| {
-                    s.closed.get_or_insert(reason);
-                });
+                g.close(reason);
                 Victims::Grant(&g.id)
             }
             Kill::Session(id) => Victims::Session(id),
@@ -311,14 +303,10 @@ impl Inner {
 
     /// Puts a stored live grant into the table and the scheduler. Caller holds `ops`.
     fn insert_live(&self, g: &GrantRecord, warn_before: Duration) {
-        self.table.insert(Arc::new(LiveGrant::new(
-            g.id.clone(),
-            g.user.clone(),
-            g.target.clone(),
-            g.role.clone(),
-            g.expires_at,
-        )));
-        self.scheduler.arm(&g.id, g.expires_at, warn_before);
+        let live = self
+            .table
+            .insert(&g.id, &g.user, &g.target, &g.role, g.expires_at);
+        self.scheduler.arm(&live.id, g.expires_at, warn_before);
     }
 
     /// Checks a prospective grant against the config; returns the record to store.
@@ -478,10 +466,16 @@ impl Inner {
             }
             g.version += 1;
             self.store.update_grant(&g)?;
-            self.scheduler.arm(id, g.expires_at, cfg.policy.warn_before);
-            if let Some(live) = self.table.get(id) {
-                // Leases watch this: they re-arm their timers on the new deadline.
-                live.state.send_modify(|s| s.expires_at = g.expires_at);
+            match self.table.get(id) {
+                Some(live) => {
+                    self.scheduler
+                        .arm(&live.id, g.expires_at, cfg.policy.warn_before);
+                    // Leases watch this: they re-arm their timers on the new deadline.
+                    live.set_expires_at(g.expires_at);
+                }
+                None => self
+                    .scheduler
+                    .arm(&Arc::from(id), g.expires_at, cfg.policy.warn_before),
             }
             (g, previous)
         };
@@ -527,10 +521,10 @@ impl Inner {
         if let Some(g) = self.table.get(id) {
             self.emitter.notify_only(
                 &Event::new("grant.expiring")
-                    .with("grant", &g.id)
-                    .with("user", &g.user)
-                    .with("target", &g.target)
-                    .with("role", &g.role)
+                    .with("grant", &*g.id)
+                    .with("user", &*g.user)
+                    .with("target", &*g.target)
+                    .with("role", &*g.role)
                     .with("expires_at", g.expires_at()),
             );
         }

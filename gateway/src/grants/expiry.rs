@@ -5,7 +5,7 @@
 //! task pops whatever is due, in deadline order, and hands it to the grant table; nothing
 //! else ever expires a grant, so each grant is marked expired exactly once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +22,15 @@ pub(crate) enum Due {
     Expire,
 }
 
+/// One due entry: what fired, for which grant.
+type Fired = (Due, Arc<str>);
+
 #[derive(Debug, Default)]
 struct Entries {
-    set: BTreeSet<(DateTime<Utc>, Due, String)>,
+    /// Ids are the live grant's own `Arc<str>`, shared rather than copied (memory per grant).
+    set: BTreeSet<(DateTime<Utc>, Due, Arc<str>)>,
     /// Grant id to its (warn_at, expires_at), so disarming finds both entries.
-    armed: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    armed: foldhash::HashMap<Arc<str>, (DateTime<Utc>, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Default)]
@@ -43,17 +47,17 @@ impl Scheduler {
     }
 
     /// Schedules (or reschedules) a grant's warning and expiry.
-    pub(crate) fn arm(&self, id: &str, expires_at: DateTime<Utc>, warn_before: Duration) {
+    pub(crate) fn arm(&self, id: &Arc<str>, expires_at: DateTime<Utc>, warn_before: Duration) {
         let warn_at = expires_at - warn_before;
         {
             let mut e = self.lock();
             if let Some((w, x)) = e.armed.remove(id) {
-                e.set.remove(&(w, Due::Warn, id.to_owned()));
-                e.set.remove(&(x, Due::Expire, id.to_owned()));
+                e.set.remove(&(w, Due::Warn, id.clone()));
+                e.set.remove(&(x, Due::Expire, id.clone()));
             }
-            e.set.insert((warn_at, Due::Warn, id.to_owned()));
-            e.set.insert((expires_at, Due::Expire, id.to_owned()));
-            e.armed.insert(id.to_owned(), (warn_at, expires_at));
+            e.set.insert((warn_at, Due::Warn, id.clone()));
+            e.set.insert((expires_at, Due::Expire, id.clone()));
+            e.armed.insert(id.clone(), (warn_at, expires_at));
         }
         // A stored permit makes the task re-check even if it is not waiting yet.
         self.wake.notify_one();
@@ -62,14 +66,14 @@ impl Scheduler {
     /// Forgets a grant (revoked); a no-op when it is not armed.
     pub(crate) fn disarm(&self, id: &str) {
         let mut e = self.lock();
-        if let Some((w, x)) = e.armed.remove(id) {
-            e.set.remove(&(w, Due::Warn, id.to_owned()));
-            e.set.remove(&(x, Due::Expire, id.to_owned()));
+        if let Some((key, (w, x))) = e.armed.remove_entry(id) {
+            e.set.remove(&(w, Due::Warn, key.clone()));
+            e.set.remove(&(x, Due::Expire, key));
         }
     }
 
     /// Removes and returns everything due at `now`, in order, or the next deadline.
-    fn take_due(&self, now: DateTime<Utc>) -> (Vec<(Due, String)>, Option<DateTime<Utc>>) {
+    fn take_due(&self, now: DateTime<Utc>) -> (Vec<Fired>, Option<DateTime<Utc>>) {
         let mut e = self.lock();
         let mut due = Vec::new();
         while let Some(first) = e.set.first() {

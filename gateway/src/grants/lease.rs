@@ -1,19 +1,18 @@
 //! [`Lease`]: one session's permit under one grant, and the events it must act on.
 //!
-//! The lease watches two signals: its grant (deadline moves on extension; closed on expiry or
-//! revoke) and its own session handle (closed on `sessions kill` and shutdown). It also sleeps
-//! until the deadline itself, so a session closes on time even if the scheduler were late.
+//! The lease waits on one signal, its grant's `Notify` (deadline moves on extension; closed on
+//! expiry or revoke; woken when one of its sessions is killed or at shutdown, the session's
+//! own flag saying which). It also sleeps until the deadline itself, so a session closes on time even
+//! if the scheduler were late.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use super::clock::Clock;
-use super::sessions::{Registry, SessionEntry};
-use super::table::{GrantState, LiveGrant};
+use super::sessions::{Registry, SessionEntry, session_id};
 use super::{CloseReason, Counters, LeaseEvent};
 
 /// A permit to run one session under one grant. Dropping it deregisters the session.
@@ -25,10 +24,7 @@ pub struct Lease {
     pub target: String,
     pub role: String,
     pub counters: Arc<Counters>,
-    grant: Arc<LiveGrant>,
-    grant_rx: watch::Receiver<GrantState>,
     entry: Arc<SessionEntry>,
-    close_rx: watch::Receiver<Option<CloseReason>>,
     registry: Arc<Registry>,
     clock: Clock,
     warn_before: Duration,
@@ -39,22 +35,19 @@ pub struct Lease {
 
 impl Lease {
     pub(crate) fn new(
-        grant: Arc<LiveGrant>,
         entry: Arc<SessionEntry>,
         registry: Arc<Registry>,
         clock: Clock,
         warn_before: Duration,
     ) -> Lease {
+        let g = &entry.grant;
         Lease {
-            session_id: entry.id.clone(),
-            grant_id: grant.id.clone(),
-            user: grant.user.clone(),
-            target: grant.target.clone(),
-            role: grant.role.clone(),
+            session_id: session_id(entry.seq),
+            grant_id: g.id.to_string(),
+            user: g.user.to_string(),
+            target: g.target.to_string(),
+            role: g.role.to_string(),
             counters: entry.counters.clone(),
-            grant_rx: grant.state.subscribe(),
-            close_rx: entry.close.subscribe(),
-            grant,
             entry,
             registry,
             clock,
@@ -66,53 +59,56 @@ impl Lease {
 
     /// The grant's current deadline (moves when the grant is extended).
     pub fn expires_at(&self) -> DateTime<Utc> {
-        self.grant.expires_at()
+        self.entry.grant.expires_at()
     }
 
     /// Why this lease must close, if it must: kill signal, grant lapse, or deadline passed.
-    fn close_reason(&self) -> Option<CloseReason> {
+    fn close_reason(&self, now: DateTime<Utc>) -> Option<CloseReason> {
         if let Some(r) = self.closed {
             return Some(r);
         }
-        if let Some(r) = *self.entry.close.borrow() {
+        if let Some(r) = self.entry.closed() {
             return Some(r);
         }
-        let st = *self.grant.state.borrow();
-        if let Some(r) = st.closed {
+        let g = &self.entry.grant;
+        if let Some(r) = g.closed() {
             return Some(r);
         }
-        (self.clock.now() >= st.expires_at).then_some(CloseReason::GrantExpired)
+        (!g.is_live(now)).then_some(CloseReason::GrantExpired)
     }
 
     /// Waits for the next thing the session must act on.
     ///
     /// # Cancellation safety
     /// Cancellation safe: no event is lost if the future is dropped before it resolves. State
-    /// changes only on the path that returns, and `watch::Receiver::changed` is itself
-    /// cancellation safe.
+    /// changes only on the path that returns, and every wait re-reads the grant after
+    /// registering for its wake-up.
     pub async fn next_event(&mut self) -> LeaseEvent {
+        let entry = self.entry.clone();
         loop {
-            if let Some(r) = self.close_reason() {
+            // Register for the wake-up before reading anything, so a change (an extension, a
+            // lapse, or a kill, which sets the session's flag and then notifies) after this
+            // point wakes the select below.
+            let changed = entry.grant.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self.clock.now();
+            if let Some(r) = self.close_reason(now) {
                 self.closed = Some(r);
                 return LeaseEvent::Close(r);
             }
-            // Mark both signals seen before reading them, so a change after this point wakes us.
-            self.close_rx.borrow_and_update();
-            let st = *self.grant_rx.borrow_and_update();
-            let now = self.clock.now();
-            let warn_at = st.expires_at - self.warn_before;
-            let may_warn = self.warned_for != Some(st.expires_at);
+            let expires_at = entry.grant.expires_at();
+            let warn_at = expires_at - self.warn_before;
+            let may_warn = self.warned_for != Some(expires_at);
             if may_warn && now >= warn_at {
-                self.warned_for = Some(st.expires_at);
-                let remaining = (st.expires_at - now).to_std().unwrap_or_default();
+                self.warned_for = Some(expires_at);
+                let remaining = (expires_at - now).to_std().unwrap_or_default();
                 return LeaseEvent::Warn { remaining };
             }
             tokio::select! {
-                // Senders live as long as `self.entry`/`self.grant`, so these never error.
-                _ = self.close_rx.changed() => {}
-                _ = self.grant_rx.changed() => {}
+                _ = &mut changed => {}
                 _ = sleep_until(self.clock.instant_at(warn_at)), if may_warn => {}
-                _ = sleep_until(self.clock.instant_at(st.expires_at)) => {}
+                _ = sleep_until(self.clock.instant_at(expires_at)) => {}
             }
         }
     }
@@ -120,12 +116,17 @@ impl Lease {
     /// Defence in depth: is the grant still live right now? Called before each new query or
     /// channel.
     pub fn is_live(&self) -> bool {
-        self.close_reason().is_none()
+        self.close_reason(self.clock.now()).is_none()
+    }
+
+    /// [`Lease::is_live`] at a `now` the caller already read (saves a clock read).
+    pub(crate) fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+        self.close_reason(now).is_none()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.remove(&self.session_id);
+        self.registry.remove(self.entry.seq);
     }
 }

@@ -52,6 +52,29 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    const ALL: [CloseReason; 7] = [
+        CloseReason::ClientClosed,
+        CloseReason::UpstreamClosed,
+        CloseReason::GrantExpired,
+        CloseReason::GrantRevoked,
+        CloseReason::Killed,
+        CloseReason::Error,
+        CloseReason::Shutdown,
+    ];
+
+    /// A one-byte code for atomics: the reason's index + 1, so 0 can mean "open".
+    pub(crate) fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|x| *x == self)
+            .map_or(0, |i| i as u8 + 1)
+    }
+
+    /// The reason behind a non-zero [`CloseReason::code`].
+    pub(crate) fn from_code(code: u8) -> Option<CloseReason> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::ClientClosed => "client_closed",

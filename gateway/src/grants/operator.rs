@@ -52,7 +52,7 @@ impl Inner {
         };
         let entry = self.sessions.get(id).ok_or_else(not_found)?;
         if let Actor::User(u) = actor
-            && *u != entry.user
+            && **u != *entry.grant.user
         {
             return Err(GrantsError::Refused(format!(
                 "{u} may not kill another user's session"
@@ -79,7 +79,7 @@ impl Inner {
             let still = config.user(&live.user).is_some()
                 && config
                     .target(&live.target)
-                    .is_some_and(|t| t.roles.contains_key(&live.role));
+                    .is_some_and(|t| t.roles.contains_key(&*live.role));
             if still {
                 continue;
             }

@@ -1,47 +1,106 @@
-//! The sessions registry: every live session, with its close handle and byte counters.
+//! The sessions registry: every live session, with its close flag and byte counters.
 //!
 //! A session exists here from `authorize` until its [`Lease`](super::Lease) is dropped.
 //! Closing is only ever done by [`Registry::close`], called from the one kill path.
+//!
+//! Registering must be cheap (it is on every connect): a session is keyed by a number from
+//! a counter (its `s_<hex>` id is formatted only when shown), the registry is sharded so
+//! concurrent connects rarely meet on a lock, and the entry shares its grant's names rather
+//! than copying them. A kill sets the session's flag and wakes its grant's `Notify`, which the
+//! lease already listens to, so a session needs no channel of its own.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 
 use super::model::SessionRecord;
+use super::table::LiveGrant;
 use super::{CloseReason, Counters, Proto};
+
+/// How session numbers are shown: `s_` and 16 hex digits.
+pub(crate) fn session_id(seq: u64) -> String {
+    format!("s_{seq:016x}")
+}
+
+/// The number behind an `s_<hex>` id, if it is one.
+fn parse_id(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix("s_")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
 
 /// One registered session.
 #[derive(Debug)]
 pub(crate) struct SessionEntry {
-    pub id: String,
+    pub seq: u64,
+    pub grant: Arc<LiveGrant>,
     pub proto: Proto,
-    pub user: String,
-    pub target: String,
-    pub role: String,
-    pub grant_id: String,
     pub client: String,
     pub started_at: DateTime<Utc>,
     pub counters: Arc<Counters>,
-    /// Set once by the kill path; the lease watches it.
-    pub close: watch::Sender<Option<CloseReason>>,
+    /// Set once by the kill path (a `CloseReason` code; 0 while open).
+    close: AtomicU8,
 }
 
 impl SessionEntry {
+    pub(crate) fn new(
+        seq: u64,
+        grant: Arc<LiveGrant>,
+        proto: Proto,
+        client: String,
+        started_at: DateTime<Utc>,
+    ) -> SessionEntry {
+        SessionEntry {
+            seq,
+            grant,
+            proto,
+            client,
+            started_at,
+            counters: Arc::default(),
+            close: AtomicU8::new(0),
+        }
+    }
+
+    /// Why the kill path closed this session, if it did.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.close.load(Ordering::Acquire))
+    }
+
+    /// Marks the session closed for `reason` and wakes its lease; false if already closing.
+    fn close(&self, reason: CloseReason) -> bool {
+        let won = self
+            .close
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            // Wakes every lease of the grant; each re-reads its own flag. Kills of single
+            // sessions are rare, so the spurious wake-ups of siblings cost nothing that
+            // matters, and no session needs a channel of its own.
+            self.grant.changed.notify_waiters();
+        }
+        won
+    }
+
+    pub(crate) fn id(&self) -> String {
+        session_id(self.seq)
+    }
+
     pub(crate) fn record(&self) -> SessionRecord {
         use std::sync::atomic::Ordering::Relaxed;
         SessionRecord {
-            id: self.id.clone(),
+            id: self.id(),
             proto: match self.proto {
                 Proto::Ssh => "ssh",
                 Proto::Postgres => "postgres",
             }
             .into(),
-            user: self.user.clone(),
-            target: self.target.clone(),
-            role: self.role.clone(),
-            grant_id: self.grant_id.clone(),
+            user: self.grant.user.to_string(),
+            target: self.grant.target.to_string(),
+            role: self.grant.role.to_string(),
+            grant_id: self.grant.id.to_string(),
             client: self.client.clone(),
             started_at: self.started_at,
             bytes_in: self.counters.bytes_in.load(Relaxed),
@@ -61,73 +120,97 @@ pub(crate) enum Victims<'a> {
     All,
 }
 
-#[derive(Debug, Default)]
+const SHARDS: usize = 16;
+
+type Shard = Mutex<foldhash::HashMap<u64, Arc<SessionEntry>>>;
+
+#[derive(Debug)]
 pub(crate) struct Registry {
-    sessions: RwLock<HashMap<String, Arc<SessionEntry>>>,
+    next: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            // A random start, so ids of one run are not mistaken for another's in the log.
+            next: AtomicU64::new(rand::random::<u64>() >> 1),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
 }
 
 impl Registry {
-    pub(crate) fn insert(&self, e: Arc<SessionEntry>) {
-        self.sessions
-            .write()
+    fn shard(&self, seq: u64) -> MutexGuard<'_, foldhash::HashMap<u64, Arc<SessionEntry>>> {
+        // Every mutation is a single insert or remove, so a poisoned shard is consistent.
+        self.shards[(seq % SHARDS as u64) as usize]
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(e.id.clone(), e);
     }
 
-    pub(crate) fn remove(&self, id: &str) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+    /// The number of the next session.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn insert(&self, e: Arc<SessionEntry>) {
+        self.shard(e.seq).insert(e.seq, e);
+    }
+
+    pub(crate) fn remove(&self, seq: u64) {
+        self.shard(seq).remove(&seq);
+    }
+
+    fn all(&self) -> Vec<Arc<SessionEntry>> {
+        (0..SHARDS as u64)
+            .flat_map(|i| self.shard(i).values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     pub(crate) fn list(&self) -> Vec<SessionRecord> {
-        let mut v: Vec<SessionRecord> = self
-            .sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|e| e.record())
-            .collect();
+        let mut v: Vec<SessionRecord> = self.all().iter().map(|e| e.record()).collect();
         v.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         v
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<SessionEntry>> {
-        self.sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        let seq = parse_id(id)?;
+        self.shard(seq).get(&seq).cloned()
     }
 
     /// Signals `reason` to the matching sessions that are not already closing; returns them.
     /// Never blocks on the sessions themselves: each one acts on its signal in its own task.
     pub(crate) fn close(&self, victims: Victims<'_>, reason: CloseReason) -> Vec<SessionRecord> {
-        let hit: Vec<Arc<SessionEntry>> = {
-            let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
-            match victims {
-                Victims::Session(id) => map.get(id).cloned().into_iter().collect(),
-                Victims::Grant(gid) => map
-                    .values()
-                    .filter(|e| e.grant_id == gid)
-                    .cloned()
-                    .collect(),
-                Victims::All => map.values().cloned().collect(),
-            }
+        let hit: Vec<Arc<SessionEntry>> = match victims {
+            Victims::Session(id) => self.get(id).into_iter().collect(),
+            Victims::Grant(gid) => self
+                .all()
+                .into_iter()
+                .filter(|e| &*e.grant.id == gid)
+                .collect(),
+            Victims::All => self.all(),
         };
         hit.into_iter()
-            .filter(|e| {
-                e.close.send_if_modified(|c| {
-                    if c.is_none() {
-                        *c = Some(reason);
-                        true
-                    } else {
-                        false
-                    }
-                })
-            })
+            .filter(|e| e.close(reason))
             .map(|e| e.record())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reasons_encode() {
+        for seq in [0, 1, 0xdead_beef, u64::MAX >> 1] {
+            assert_eq!(parse_id(&session_id(seq)), Some(seq));
+        }
+        assert_eq!(parse_id("s_xyz"), None);
+        assert_eq!(parse_id("g_0000000000000001"), None);
+        for r in CloseReason::ALL {
+            assert_eq!(CloseReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(CloseReason::from_code(0), None);
     }
 }

@@ -1,75 +1,116 @@
-//! The live grant table: in memory, indexed by grant id and by (user, target, role).
+//! The live grant table: in memory, indexed by grant id and by user.
 //!
 //! Only live grants are here; the store keeps the rest. `authorize` takes one read lock on
-//! the user index and touches no allocation on the lookup path. Each live grant carries a
-//! `watch` channel holding its deadline and, once lapsed, why: leases subscribe to it, so an
-//! extension re-arms them and a revoke reaches them even if they registered mid-kill.
+//! the user index, hashes the user name once (foldhash) and allocates nothing on the lookup
+//! path. Names are shared `Arc<str>`s: a target or role name is interned once for all its
+//! grants, a user name once for all of theirs, and a grant id once for the table, the
+//! scheduler and every session under it. Each live grant holds its deadline and, once lapsed,
+//! why, in atomics, and one `Notify` shared by all its leases: an extension re-arms them, a
+//! revoke reaches them even if they registered mid-kill (they re-read the atomics after
+//! registering for the wake-up), and a kill of one of its sessions wakes them too (the
+//! session's own flag says which one must go).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::CloseReason;
 
-/// What leases watch on their grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GrantState {
-    pub expires_at: DateTime<Utc>,
-    /// Set once, when the grant expires or is revoked.
-    pub closed: Option<CloseReason>,
-}
-
-/// One live grant.
+/// One live grant. Its deadline and lapse are atomics read on every connect without a
+/// lock; `changed` wakes its leases when either moves, or when one of its sessions is killed.
 #[derive(Debug)]
 pub(crate) struct LiveGrant {
-    pub id: String,
-    pub user: String,
-    pub target: String,
-    pub role: String,
-    pub state: watch::Sender<GrantState>,
+    pub id: Arc<str>,
+    pub user: Arc<str>,
+    pub target: Arc<str>,
+    pub role: Arc<str>,
+    /// Nanoseconds since the epoch (good until 2262).
+    expires_at: AtomicI64,
+    /// A `CloseReason` code once the grant expired or was revoked; 0 while live.
+    closed: AtomicU8,
+    pub changed: Notify,
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 impl LiveGrant {
-    pub(crate) fn new(
-        id: String,
-        user: String,
-        target: String,
-        role: String,
-        expires_at: DateTime<Utc>,
-    ) -> LiveGrant {
-        let (state, _) = watch::channel(GrantState {
-            expires_at,
-            closed: None,
-        });
-        LiveGrant {
-            id,
-            user,
-            target,
-            role,
-            state,
-        }
+    pub(crate) fn expires_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.expires_at.load(Ordering::Acquire))
     }
 
-    pub(crate) fn expires_at(&self) -> DateTime<Utc> {
-        self.state.borrow().expires_at
+    /// Why the grant lapsed (expired or revoked), if it did.
+    pub(crate) fn closed(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.closed.load(Ordering::Acquire))
     }
 
     /// Live at `now`: not closed and before its deadline.
     pub(crate) fn is_live(&self, now: DateTime<Utc>) -> bool {
-        let s = self.state.borrow();
-        s.closed.is_none() && now < s.expires_at
+        self.closed.load(Ordering::Acquire) == 0
+            && nanos(now) < self.expires_at.load(Ordering::Acquire)
+    }
+
+    /// Moves the deadline (extension) and wakes the leases so they re-arm their timers.
+    pub(crate) fn set_expires_at(&self, t: DateTime<Utc>) {
+        self.expires_at.store(nanos(t), Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Marks the grant lapsed for `reason` (the first reason wins) and wakes its leases.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let _ = self
+            .closed
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
+        self.changed.notify_waiters();
     }
 }
 
-/// Grants of one user on one target (usually one or two, one per role).
-type PerTarget = Vec<Arc<LiveGrant>>;
+/// A user's live grants, on every target (a handful at most; scanned, not indexed). Most
+/// users hold one, kept inline in the map's slot: one memory access fewer on every connect
+/// and no separate allocation.
+#[derive(Debug)]
+enum PerUser {
+    One(Arc<LiveGrant>),
+    Many(Vec<Arc<LiveGrant>>),
+}
+
+impl PerUser {
+    fn as_slice(&self) -> &[Arc<LiveGrant>] {
+        match self {
+            PerUser::One(g) => std::slice::from_ref(g),
+            PerUser::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, g: Arc<LiveGrant>) {
+        match self {
+            PerUser::One(first) => *self = PerUser::Many(vec![first.clone(), g]),
+            PerUser::Many(v) => v.push(g),
+        }
+    }
+
+    /// Drops grant `id`; true when none is left.
+    fn remove(&mut self, id: &str) -> bool {
+        match self {
+            PerUser::One(g) => &*g.id == id,
+            PerUser::Many(v) => {
+                v.retain(|x| &*x.id != id);
+                v.is_empty()
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct LiveTable {
-    by_id: RwLock<HashMap<String, Arc<LiveGrant>>>,
-    by_user: RwLock<HashMap<String, HashMap<String, PerTarget>>>,
+    by_id: RwLock<foldhash::HashMap<Arc<str>, Arc<LiveGrant>>>,
+    by_user: RwLock<foldhash::HashMap<Arc<str>, PerUser>>,
+    /// Target and role names, shared by every grant that names them.
+    names: Mutex<HashSet<Arc<str>>>,
     /// (user, target) pairs whose last grant lapsed: lets a refusal say "expired" rather
     /// than "no grant". Cleared when a new grant arrives.
     lapsed: RwLock<HashSet<(String, String)>>,
@@ -86,17 +127,50 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl LiveTable {
-    pub(crate) fn insert(&self, g: Arc<LiveGrant>) {
-        write(&self.lapsed).remove(&(g.user.clone(), g.target.clone()));
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        names.insert(n.clone());
+        n
+    }
+
+    /// Puts a live grant in the table; returns it (the scheduler arms its id).
+    pub(crate) fn insert(
+        &self,
+        id: &str,
+        user: &str,
+        target: &str,
+        role: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Arc<LiveGrant> {
+        write(&self.lapsed).remove(&(user.to_owned(), target.to_owned()));
+        let (target, role) = (self.intern(target), self.intern(role));
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
-        by_user
-            .entry(g.user.clone())
-            .or_default()
-            .entry(g.target.clone())
-            .or_default()
-            .push(g.clone());
-        by_id.insert(g.id.clone(), g);
+        let user = match by_user.get_key_value(user) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(user),
+        };
+        let g = Arc::new(LiveGrant {
+            id: Arc::from(id),
+            user: user.clone(),
+            target,
+            role,
+            expires_at: AtomicI64::new(nanos(expires_at)),
+            closed: AtomicU8::new(0),
+            changed: Notify::new(),
+        });
+        match by_user.get_mut(&*user) {
+            Some(list) => list.push(g.clone()),
+            None => {
+                by_user.insert(user, PerUser::One(g.clone()));
+            }
+        }
+        by_id.insert(g.id.clone(), g.clone());
+        g
     }
 
     /// Removes a grant; returns it if it was there (the caller then owns its lapse).
@@ -104,21 +178,15 @@ impl LiveTable {
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
         let g = by_id.remove(id)?;
-        if let Some(targets) = by_user.get_mut(&g.user) {
-            if let Some(list) = targets.get_mut(&g.target) {
-                list.retain(|x| x.id != id);
-                if list.is_empty() {
-                    targets.remove(&g.target);
-                }
-            }
-            if targets.is_empty() {
-                by_user.remove(&g.user);
-            }
+        if let Some(list) = by_user.get_mut(&*g.user)
+            && list.remove(&g.id)
+        {
+            by_user.remove(&*g.user);
         }
         drop(by_user);
         drop(by_id);
         if lapsed {
-            write(&self.lapsed).insert((g.user.clone(), g.target.clone()));
+            self.mark_lapsed(&g.user, &g.target);
         }
         Some(g)
     }
@@ -139,20 +207,10 @@ impl LiveTable {
         read(&self.by_id).len()
     }
 
-    /// Runs `f` over the grants `user` holds on `target`, under the read lock.
-    pub(crate) fn with_grants<R>(
-        &self,
-        user: &str,
-        target: &str,
-        f: impl FnOnce(&[Arc<LiveGrant>]) -> R,
-    ) -> R {
+    /// Runs `f` over every grant `user` holds (on any target), under the read lock.
+    pub(crate) fn with_user<R>(&self, user: &str, f: impl FnOnce(&[Arc<LiveGrant>]) -> R) -> R {
         let by_user = read(&self.by_user);
-        let list = by_user
-            .get(user)
-            .and_then(|t| t.get(target))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        f(list)
+        f(by_user.get(user).map(PerUser::as_slice).unwrap_or(&[]))
     }
 
     pub(crate) fn has_lapsed(&self, user: &str, target: &str) -> bool {
