@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 
 use super::auth::{send_fatal, sqlstate};
 use super::cancel::{CancelRegistry, send_cancel};
+use super::cores::Cores;
 use super::tls::{ALPN_POSTGRESQL, with_alpn};
 use super::{BoxIo, PgShared, SessionError, session};
 use crate::context::Shared;
@@ -31,6 +32,13 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         cancels: Arc::new(CancelRegistry::default()),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let cores = match Cores::start() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the postgres session threads");
+            return;
+        }
+    };
     loop {
         let permit = tokio::select! {
             _ = gw.shutdown.cancelled() => break,
@@ -59,14 +67,26 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
             target = tracing::field::Empty,
         );
         let shared = shared.clone();
-        tokio::spawn(
+        // The socket moves to the session's runtime and registers with its reactor there.
+        let tcp = match tcp.into_std() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres accept failed");
+                continue;
+            }
+        };
+        cores.spawn(
             async move {
-                connection(shared, tcp, peer).await;
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => connection(shared, tcp, peer).await,
+                    Err(e) => tracing::warn!(error = %e, "postgres accept failed"),
+                }
                 drop(permit);
             }
             .instrument(span),
         );
     }
+    cores.close();
 }
 
 /// A client past the startup phase.

@@ -28,6 +28,11 @@ use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
 /// How long the kill path waits for the FATAL to reach the client before dropping both
 /// connections anyway (SPEC §6: closed within 1 s).
 const KILL_GRACE: Duration = Duration::from_millis(500);
+/// How long a killed session waits for the upstream backend to exit after Terminate and
+/// CancelRequest before terminating it through a new connection (SPEC §6: gone within 1 s).
+const BACKEND_EXIT_WAIT: Duration = Duration::from_millis(400);
+/// How long after the client is closed the CancelRequest goes upstream (see `stop_backend`).
+const CANCEL_DELAY: Duration = Duration::from_millis(50);
 
 fn param(params: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
     params
@@ -301,14 +306,9 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                 encode_error_response(&mut fatal, "FATAL", sqlstate::ADMIN_SHUTDOWN, &msg);
             }
         }
+        // The upstream is stopped right after the client is closed (below), so the client's
+        // close does not wait behind the cancel connection or compete with it for the CPU.
         let _ = control_tx.try_send(Control::Kill(fatal, reason));
-        // Stop whatever query is running right away, in parallel with telling the client.
-        let target = cancel_target.clone();
-        tokio::spawn(async move {
-            if let Err(e) = send_cancel(&target).await {
-                tracing::warn!(error = %e, "cancel request to upstream failed");
-            }
-        });
     };
     let end = {
         let relay = async {
@@ -398,28 +398,23 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         );
         let _ = cwr.write_all(&fatal).await;
     }
-    if reason == CloseReason::ClientClosed || matches!(end, RelayEnd::ClientProtocol(_)) {
+    // The client's side closes first: FATAL (sent by the relay) and then FIN, at once.
+    let _ = tokio::time::timeout(Duration::from_millis(200), cwr.shutdown()).await;
+    drop((crd, cwr));
+    let stop_upstream = closing.is_some()
+        || reason == CloseReason::ClientClosed
+        || matches!(end, RelayEnd::ClientProtocol(_));
+    if stop_upstream {
         let mut t = Vec::new();
         encode_terminate(&mut t);
         let _ = uwr.write_all(&t).await;
     }
-    let _ = tokio::time::timeout(Duration::from_millis(200), cwr.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_millis(200), uwr.shutdown()).await;
-    drop((crd, cwr, urd, uwr));
-
     if closing.is_some() {
-        // Cancel and close stop the backend; make sure it is gone even if it ignored both.
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            upstream::terminate_backend(&target, &role, up.pid),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "terminating the upstream backend failed"),
-            Err(_) => tracing::warn!("terminating the upstream backend timed out"),
-        }
+        stop_backend(&target, &role, &cancel_target, &mut urd).await;
     }
+    let _ = tokio::time::timeout(Duration::from_millis(200), uwr.shutdown()).await;
+    drop((urd, uwr));
+
     let mut events = Vec::new();
     let queries = tracker.lock().map_or(0, |mut t| {
         t.drain(reason.as_str(), &mut events);
@@ -439,6 +434,56 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         None,
     )
     .await;
+}
+
+/// Stops the upstream backend after a kill: the Terminate is already sent; a CancelRequest
+/// interrupts a running query so the backend reads it and exits, which shows as the end of
+/// its connection. Only if that does not come soon is the backend terminated through a
+/// fresh login (`pg_terminate_backend`), which costs the upstream a full authentication.
+async fn stop_backend(
+    target: &portcullis_config::Target,
+    role: &portcullis_config::Role,
+    cancel: &CancelTarget,
+    urd: &mut (impl tokio::io::AsyncRead + Unpin),
+) {
+    use tokio::io::AsyncReadExt as _;
+    let pid = cancel.pid;
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        // A revoke closes every session of the grant at once; letting the clients' own
+        // teardown run first keeps the burst of cancel connections (each one a process the
+        // upstream forks) from delaying the closes the users see. The backend is still
+        // stopped well within the second SPEC §6 allows.
+        tokio::time::sleep(CANCEL_DELAY).await;
+        if let Err(e) = send_cancel(&cancel).await {
+            tracing::warn!(error = %e, "cancel request to upstream failed");
+        }
+    });
+    // Discard whatever the backend still sends (rows, COPY data) until it closes.
+    let closed = tokio::time::timeout(BACKEND_EXIT_WAIT, async {
+        let mut sink = vec![0u8; 16 * 1024];
+        loop {
+            match urd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    if closed {
+        return;
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        upstream::terminate_backend(target, role, pid),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "terminating the upstream backend failed"),
+        Err(_) => tracing::warn!("terminating the upstream backend timed out"),
+    }
 }
 
 /// Queues a session event; the log writes a session's events in the order queued.
