@@ -106,7 +106,7 @@ pub fn generate_verifier(password: &str) -> String {
 /// The verifier for `password` with the given salt and iteration count, in PostgreSQL's
 /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` form.
 pub fn make_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
-    let keys = Keys::derive(password.as_bytes(), salt, iterations);
+    let keys = Keys::derive(&prepare(password), salt, iterations);
     format!(
         "{MECHANISM}${iterations}:{}${}:{}",
         B64.encode(salt),
@@ -157,6 +157,17 @@ fn decode_key(text: &str) -> Result<[u8; 32], ScramError> {
         .map_err(|_| ScramError::BadVerifier("key is not base64"))?;
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| ScramError::BadVerifier("key is not 32 bytes"))
+}
+
+/// The password bytes SCRAM hashes: SASLprep (RFC 4013) of the password, as libpq and
+/// PostgreSQL apply it (RFC 5802 §2.2), so a password typed with a different Unicode
+/// composition, or with a non-ASCII space, still matches. Like PostgreSQL, a password that
+/// SASLprep refuses (prohibited or unassigned characters, bad bidi) is used as it is.
+fn prepare(password: &str) -> Vec<u8> {
+    match stringprep::saslprep(password) {
+        Ok(p) => p.as_bytes().to_vec(),
+        Err(_) => password.as_bytes().to_vec(),
+    }
 }
 
 /// The keys derived from a password (RFC 5802 §3).
@@ -403,7 +414,7 @@ impl ScramClient {
     /// A client with a chosen nonce (for test vectors).
     pub fn with_nonce(password: &str, nonce: String) -> ScramClient {
         ScramClient {
-            password: password.as_bytes().to_vec(),
+            password: prepare(password),
             nonce,
             state: ClientState::Initial,
         }
@@ -639,6 +650,38 @@ mod tests {
             c.server_final(b"v=AAAA"),
             Err(ScramError::InvalidServerSignature)
         );
+    }
+
+    #[test]
+    fn passwords_are_saslprepped() {
+        let salt = b"0123456789abcdef";
+        // Non-ASCII space maps to a space, ROMAN NUMERAL NINE normalises (NFKC) to "IX",
+        // a soft hyphen maps to nothing.
+        assert_eq!(
+            make_verifier("a\u{00A0}b", salt, 4096),
+            make_verifier("a b", salt, 4096)
+        );
+        assert_eq!(
+            make_verifier("\u{2168}-pw", salt, 4096),
+            make_verifier("IX-pw", salt, 4096)
+        );
+        assert_eq!(
+            make_verifier("pa\u{00AD}ss", salt, 4096),
+            make_verifier("pass", salt, 4096)
+        );
+        // Composed and decomposed forms of the same text are the same password.
+        assert_eq!(
+            make_verifier("p\u{00E4}ss", salt, 4096),
+            make_verifier("pa\u{0308}ss", salt, 4096)
+        );
+        // A password SASLprep refuses (a control character) is used as it is.
+        assert_ne!(
+            make_verifier("a\u{0007}b", salt, 4096),
+            make_verifier("ab", salt, 4096)
+        );
+        assert_eq!(prepare("a\u{0007}b"), "a\u{0007}b".as_bytes());
+        // The client side prepares the same way.
+        assert_eq!(ScramClient::new("\u{2168}").password, b"IX".to_vec());
     }
 
     proptest::proptest! {

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 pub const ALICE_PW: &str = "alice-gateway-pw";
 pub const BOB_PW: &str = "bob-gateway-pw";
+/// A non-ASCII password whose SASLprep differs from its bytes (ROMAN NUMERAL NINE, a
+/// no-break space, a decomposed umlaut).
+pub const CAROL_PW: &str = "\u{2168}-pa\u{0308}ss\u{00A0}word";
 pub const RW_PW: &str = "app-rw-upstream-pw";
 
 pub struct Harness {
@@ -116,6 +119,11 @@ impl Harness {
                     name: "bob".into(),
                     ssh_keys: vec![],
                     password_scram: Some(portcullis_protocol::scram::generate_verifier(BOB_PW)),
+                },
+                User {
+                    name: "carol".into(),
+                    ssh_keys: vec![],
+                    password_scram: Some(portcullis_protocol::scram::generate_verifier(CAROL_PW)),
                 },
             ],
             targets: vec![
