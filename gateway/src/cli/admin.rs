@@ -499,11 +499,35 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-/// Reads a password from the terminal (echoed: no terminal-control dependency here).
+/// Reads a password: from a terminal without echo, else (a pipe) one line as it comes.
 fn prompt(text: &str) -> Result<String, Failure> {
+    use std::io::IsTerminal as _;
     eprint!("{text}");
     std::io::stderr().flush()?;
+    let stdin = std::io::stdin();
+    let restore = if stdin.is_terminal() {
+        echo_off(&stdin)
+    } else {
+        None
+    };
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = restore {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved);
+        // The Enter the user typed was not echoed either.
+        eprintln!();
+    }
+    read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Turns the terminal's echo off; returns the settings to restore, or None if it cannot
+/// (then the password is read as before, echoed, rather than not at all).
+fn echo_off(stdin: &std::io::Stdin) -> Option<nix::sys::termios::Termios> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let saved = tcgetattr(stdin).ok()?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSAFLUSH, &quiet).ok()?;
+    Some(saved)
 }

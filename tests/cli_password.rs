@@ -1,0 +1,121 @@
+//! `--as USER` without `PORTCULLIS_PASSWORD`: in a real terminal (tmux) the password prompt
+//! does not echo what is typed, and the command then runs as the user; from a pipe the
+//! password is read as one line.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis_gateway::testbed::GatewayProc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+const PASSWORD: &str = "Sekrit-Typed-9137";
+
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Polls the screen (a terminal has no event to await) until `want` shows.
+    fn wait_screen(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if s.contains(want) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "never saw {want:?}:\n{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn the_password_prompt_does_not_echo_and_pipes_still_work() {
+    let verifier = portcullis_protocol::scram::generate_verifier(PASSWORD);
+    let body = format!("[[users]]\nname = \"alice\"\npassword_scram = \"{verifier}\"\n");
+    let gw = GatewayProc::start(BIN, &body).expect("gateway starts");
+    let api = format!("http://{}", gw.bound.admin);
+    let line = format!(
+        "{} -c {} --api {} --as alice grant list; echo EXIT=$?; sleep 60",
+        shell_quote(BIN),
+        shell_quote(&gw.config_path.display().to_string()),
+        api
+    );
+
+    let t = Tmux {
+        socket: gw.dir().join("tmux.sock"),
+    };
+    let ok = t
+        .cmd()
+        .args(["new-session", "-d", "-s", "t", "-x", "120", "-y", "20"])
+        .args(["env", "-u", "PORTCULLIS_PASSWORD", "-u", "PORTCULLIS_TOKEN"])
+        .args(["sh", "-c", &line])
+        .status()
+        .expect("tmux");
+    assert!(ok.success());
+    t.wait_screen("password for alice:");
+    let ok = t
+        .cmd()
+        .args(["send-keys", "-t", "t", "-l", PASSWORD])
+        .status()
+        .expect("tmux");
+    assert!(ok.success());
+    let ok = t
+        .cmd()
+        .args(["send-keys", "-t", "t", "Enter"])
+        .status()
+        .expect("tmux");
+    assert!(ok.success());
+    let screen = t.wait_screen("EXIT=");
+    assert!(
+        !screen.contains(PASSWORD),
+        "the password was echoed:\n{screen}"
+    );
+    assert!(screen.contains("EXIT=0"), "{screen}");
+
+    // From a pipe: one line, no terminal needed.
+    let mut child = gw
+        .cli()
+        .env_remove("PORTCULLIS_TOKEN")
+        .args(["--as", "alice", "grant", "list"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cli runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("cli ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
