@@ -1,5 +1,7 @@
 //! SSH figures: 512 MiB upload throughput, connection setup time and interactive round trip;
-//! direct, through OpenSSH's `ssh -J` and through Portcullis.
+//! direct, through OpenSSH's `ssh -J` and through Portcullis. Direct and `ssh -J` are measured
+//! twice: with OpenSSH's defaults (post-quantum key exchange), and pinned to the key exchange
+//! and cipher the gateway negotiates with the same client, so the comparison is like for like.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -18,10 +20,25 @@ pub enum Via {
     Gateway,
 }
 
+/// Key exchange and cipher to pin on OpenSSH-to-OpenSSH paths (`None`: OpenSSH's defaults).
+type Algs<'a> = Option<&'a (String, String)>;
+
 /// An `ssh` command to the upstream by the given path.
 pub fn ssh(env: &Env, via: Via) -> Command {
+    ssh_with(env, via, None)
+}
+
+fn pin(algs: Algs<'_>) -> String {
+    algs.map(|(kex, cipher)| format!("-o KexAlgorithms={kex} -o Ciphers={cipher} "))
+        .unwrap_or_default()
+}
+
+fn ssh_with(env: &Env, via: Via, algs: Algs<'_>) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.args(client_options());
+    if !matches!(via, Via::Gateway) {
+        cmd.args(pin(algs).split_whitespace());
+    }
     match via {
         Via::Direct => {
             cmd.arg("-i").arg(&env.sshd.client_key_path);
@@ -32,8 +49,10 @@ pub fn ssh(env: &Env, via: Via) -> Command {
             let key = env.sshd.client_key_path.display();
             let hop = format!(
                 "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-                 -o LogLevel=ERROR -i {key} -p {} -W %h:%p {}@127.0.0.1",
-                env.sshd.port, env.sshd.user
+                 -o LogLevel=ERROR {}-i {key} -p {} -W %h:%p {}@127.0.0.1",
+                pin(algs),
+                env.sshd.port,
+                env.sshd.user
             );
             cmd.arg("-o").arg(format!("ProxyCommand={hop}"));
             cmd.arg("-i").arg(&env.sshd.client_key_path);
@@ -49,10 +68,10 @@ pub fn ssh(env: &Env, via: Via) -> Command {
     cmd
 }
 
-fn upload(env: &Env, via: Via, file: &Path, mib: u64) -> anyhow::Result<f64> {
+fn upload(env: &Env, via: Via, algs: Algs<'_>, file: &Path, mib: u64) -> anyhow::Result<f64> {
     let input = std::fs::File::open(file)?;
     let start = Instant::now();
-    let out = ssh(env, via)
+    let out = ssh_with(env, via, algs)
         .arg("cat > /dev/null")
         .stdin(Stdio::from(input))
         .output()?;
@@ -65,10 +84,10 @@ fn upload(env: &Env, via: Via, file: &Path, mib: u64) -> anyhow::Result<f64> {
     Ok(mib as f64 / secs)
 }
 
-fn setup_ms(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
+fn setup_ms(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Result<f64> {
     let start = Instant::now();
     for _ in 0..n {
-        let out = ssh(env, via).arg("true").output()?;
+        let out = ssh_with(env, via, algs).arg("true").output()?;
         anyhow::ensure!(
             out.status.success(),
             "ssh true: {}",
@@ -78,8 +97,8 @@ fn setup_ms(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64() * 1000.0 / n as f64)
 }
 
-fn round_trip_us(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
-    let mut child = ssh(env, via)
+fn round_trip_us(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Result<f64> {
+    let mut child = ssh_with(env, via, algs)
         .arg("cat")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -109,53 +128,117 @@ fn round_trip_us(env: &Env, via: Via, n: usize) -> anyhow::Result<f64> {
     Ok(us)
 }
 
+/// The key exchange and cipher OpenSSH's client ends up with through the gateway, from
+/// `ssh -v`.
+fn gateway_algorithms(env: &Env) -> anyhow::Result<(String, String)> {
+    let out = ssh(env, Via::Gateway)
+        .args(["-v", "-o", "LogLevel=DEBUG1"])
+        .arg("true")
+        .output()?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let after = |key: &str| {
+        log.lines()
+            .find_map(|l| l.split_once(key).map(|(_, v)| v.split_whitespace().next()))
+            .flatten()
+            .map(str::to_string)
+    };
+    let kex = after("kex: algorithm: ");
+    let cipher = after("kex: client->server cipher: ");
+    kex.zip(cipher)
+        .ok_or_else(|| anyhow::anyhow!("no kex/cipher in ssh -v output: {log}"))
+}
+
+/// Pushes one row with direct/`ssh -J` measured both ways and Portcullis once.
+#[allow(clippy::too_many_arguments)]
+fn rows(
+    table: &mut Table,
+    figure: &str,
+    unit: &str,
+    algs: &(String, String),
+    default: (f64, f64),
+    pinned: (f64, f64),
+    ours: f64,
+    target: &str,
+    holds: impl Fn(f64, f64, f64) -> bool,
+) {
+    for ((d, j), how) in [
+        (default, "OpenSSH defaults".to_string()),
+        (
+            pinned,
+            format!("direct/-J pinned to {} + {}", algs.0, algs.1),
+        ),
+    ] {
+        table.push(Row {
+            figure: format!("{figure} ({how})"),
+            unit: unit.into(),
+            direct: Some(d),
+            peer_name: "ssh -J".into(),
+            peer: Some(j),
+            ours: Some(ours),
+            target: target.into(),
+            holds: Some(holds(d, j, ours)),
+        });
+    }
+}
+
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
+    let algs = gateway_algorithms(env)?;
+    let pinned = Some(&algs);
     let mib: u64 = if env.quick { 64 } else { 512 };
     let file = env.dir.path().join("upload.bin");
     {
         let f = std::fs::File::create(&file)?;
         f.set_len(mib * 1024 * 1024)?;
     }
-    let d = upload(env, Via::Direct, &file, mib)?;
-    let j = upload(env, Via::Jump, &file, mib)?;
-    let g = upload(env, Via::Gateway, &file, mib)?;
-    table.push(Row {
-        figure: format!("ssh upload {mib} MiB"),
-        unit: "MiB/s".into(),
-        direct: Some(d),
-        peer_name: "ssh -J".into(),
-        peer: Some(j),
-        ours: Some(g),
-        target: "≥ 1.3× ssh -J".into(),
-        holds: Some(g >= 1.3 * j),
-    });
+    let d = upload(env, Via::Direct, None, &file, mib)?;
+    let j = upload(env, Via::Jump, None, &file, mib)?;
+    let g = upload(env, Via::Gateway, None, &file, mib)?;
+    let dp = upload(env, Via::Direct, pinned, &file, mib)?;
+    let jp = upload(env, Via::Jump, pinned, &file, mib)?;
+    rows(
+        table,
+        &format!("ssh upload {mib} MiB"),
+        "MiB/s",
+        &algs,
+        (d, j),
+        (dp, jp),
+        g,
+        "≥ 1.3× ssh -J",
+        |_, j, g| g >= 1.3 * j,
+    );
     let n = if env.quick { 5 } else { 20 };
-    let d = setup_ms(env, Via::Direct, n)?;
-    let j = setup_ms(env, Via::Jump, n)?;
-    let g = setup_ms(env, Via::Gateway, n)?;
-    table.push(Row {
-        figure: "ssh connection setup (`ssh host true`)".into(),
-        unit: "ms".into(),
-        direct: Some(d),
-        peer_name: "ssh -J".into(),
-        peer: Some(j),
-        ours: Some(g),
-        target: "≤ 1.5× direct".into(),
-        holds: Some(g <= 1.5 * d),
-    });
+    let d = setup_ms(env, Via::Direct, None, n)?;
+    let j = setup_ms(env, Via::Jump, None, n)?;
+    let g = setup_ms(env, Via::Gateway, None, n)?;
+    let dp = setup_ms(env, Via::Direct, pinned, n)?;
+    let jp = setup_ms(env, Via::Jump, pinned, n)?;
+    rows(
+        table,
+        "ssh connection setup (`ssh host true`)",
+        "ms",
+        &algs,
+        (d, j),
+        (dp, jp),
+        g,
+        "≤ 1.5× direct",
+        |d, _, g| g <= 1.5 * d,
+    );
     let n = if env.quick { 200 } else { 2000 };
-    let d = round_trip_us(env, Via::Direct, n)?;
-    let j = round_trip_us(env, Via::Jump, n)?;
-    let g = round_trip_us(env, Via::Gateway, n)?;
-    table.push(Row {
-        figure: format!("interactive round trip (line echo ×{n})"),
-        unit: "µs".into(),
-        direct: Some(d),
-        peer_name: "ssh -J".into(),
-        peer: Some(j),
-        ours: Some(g),
-        target: "≤ 1.4× direct".into(),
-        holds: Some(g <= 1.4 * d),
-    });
+    let d = round_trip_us(env, Via::Direct, None, n)?;
+    let j = round_trip_us(env, Via::Jump, None, n)?;
+    let g = round_trip_us(env, Via::Gateway, None, n)?;
+    let dp = round_trip_us(env, Via::Direct, pinned, n)?;
+    let jp = round_trip_us(env, Via::Jump, pinned, n)?;
+    rows(
+        table,
+        &format!("interactive round trip (line echo ×{n})"),
+        "µs",
+        &algs,
+        (d, j),
+        (dp, jp),
+        g,
+        "≤ 1.4× direct",
+        |d, _, g| g <= 1.4 * d,
+    );
     Ok(())
 }

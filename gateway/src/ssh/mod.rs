@@ -60,6 +60,11 @@ const KEEPALIVE_MAX: usize = 4;
 /// (a few hundred of OpenSSH's 16-32 KiB ones) so the session loop never waits on it.
 const CHANNEL_BUFFER: usize = 1024;
 
+/// Read buffer under each russh connection. russh reads a packet's first block and then its
+/// rest with two exact reads straight from the socket; buffered, a keystroke's packet is one
+/// `read` instead of two or three. Bulk packets larger than this bypass the buffer.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// The russh server configuration for client connections.
 fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
     let mut methods = russh::MethodSet::empty();
@@ -111,6 +116,7 @@ pub async fn listen(
             async move {
                 let gone = CancellationToken::new();
                 let handler = server::ClientHandler::new(gw.clone(), peer, gone.clone());
+                let socket = tokio::io::BufReader::with_capacity(READ_BUFFER, socket);
                 let running = match russh::server::run_stream(config, socket, handler).await {
                     Ok(r) => r,
                     Err(e) => {

@@ -12,7 +12,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{CHANNEL_BUFFER, KEEPALIVE, KEEPALIVE_MAX, SshError};
+use super::{CHANNEL_BUFFER, KEEPALIVE, KEEPALIVE_MAX, READ_BUFFER, SshError};
 
 /// How long connecting plus logging in upstream may take before the user is told it failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -167,6 +167,7 @@ async fn connect_inner(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = socket.set_nodelay(true);
+    let socket = tokio::io::BufReader::with_capacity(READ_BUFFER, socket);
     let mut handle = match client::connect_stream(config, socket, handler).await {
         Ok(h) => h,
         Err(_) if mismatch.load(Ordering::SeqCst) => {
