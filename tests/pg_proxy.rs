@@ -85,7 +85,33 @@ async fn psql_works_with_and_without_tls() {
     assert!(ok, "{err}");
     assert!(out.trim().ends_with('3'), "{out}");
 
+    // \lo_import writes a large object through libpq's fast-path FunctionCalls, which run
+    // server functions without any SQL text: each must still be audited.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg", "prefer");
+    cmd.arg("-c")
+        .arg(format!("\\lo_import '{}'", file.display()));
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{out}{err}");
+
     let events = h.audit_events().await;
+    let calls: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query")
+        .filter(|e| {
+            e["sql"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("<fastpath function call")
+        })
+        .collect();
+    assert!(calls.len() >= 3, "open, write, close at least: {events:#?}");
+    assert!(calls.iter().all(|e| e.get("error").is_none()), "{calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["params"].as_array().is_some_and(|p| !p.is_empty())),
+        "{calls:#?}"
+    );
     let queries: Vec<&str> = events
         .iter()
         .filter(|e| e["type"] == "pg.query")

@@ -225,6 +225,20 @@ impl Tracker {
                 }
             }
             FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
+            FrontendMessage::FunctionCall { oid, args } => {
+                // Answered like a simple Query: a result or an error, then ReadyForQuery.
+                let params = args
+                    .params()
+                    .take(MAX_PARAMS)
+                    .enumerate()
+                    .map(|(i, v)| param_value(args, i, v))
+                    .collect();
+                return self.start(
+                    true,
+                    format!("<fastpath function call: oid {oid}>"),
+                    Some(params),
+                );
+            }
             _ => {}
         }
         None
@@ -236,6 +250,10 @@ impl Tracker {
         let sql = capped_text(prefix, MAX_SQL);
         match tag {
             b'Q' => return self.start(true, sql, None),
+            b'F' => {
+                let call = "<fastpath function call: arguments too large>".to_owned();
+                return self.start(true, call, Some(vec![Value::String("<too large>".into())]));
+            }
             b'E' => {
                 let portal = format!("<portal {:?}>", capped_text(prefix, 64));
                 return self.start(false, portal, Some(Vec::new()));

@@ -103,7 +103,7 @@ impl Ctx<'_> {
 }
 
 fn frontend_needs(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X')
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X' | b'F')
 }
 
 fn backend_needs(tag: u8) -> bool {
@@ -188,7 +188,7 @@ where
                 want = have;
                 break;
             }
-            if matches!(h.tag, b'Q' | b'P') && !ctx.grant_is_live().await {
+            if matches!(h.tag, b'Q' | b'P' | b'F') && !ctx.grant_is_live().await {
                 // The session's kill path takes over from here; nothing held goes upstream.
                 return std::future::pending().await;
             }

@@ -133,7 +133,14 @@ pub enum FrontendMessage<'a> {
     /// PasswordMessage, SASLInitialResponse or SASLResponse: which one depends on what the
     /// server asked for, so the body is kept raw; see [`SaslInitialResponse::decode`].
     Password(&'a [u8]),
-    /// Anything else (FunctionCall, ...), forwarded as is.
+    /// A fast-path FunctionCall (`F`, used by libpq's large-object functions): it runs a
+    /// server function directly, so the audit must see it. Its arguments are laid out as a
+    /// Bind's parameters (`portal` and `statement` empty, one result format).
+    FunctionCall {
+        oid: u32,
+        args: Bind<'a>,
+    },
+    /// Anything else, forwarded as is.
     Other {
         tag: u8,
         body: &'a [u8],
@@ -170,31 +177,14 @@ impl<'a> FrontendMessage<'a> {
             b'B' => {
                 let portal = r.cstr("portal name")?;
                 let statement = r.cstr("statement name")?;
-                let nf = r.count("format count")?;
-                let param_formats = r.bytes(nf * 2, "parameter formats")?;
-                let param_count = r.count("parameter count")?;
-                let start = r;
-                for _ in 0..param_count {
-                    let len = r.i32("parameter length")?;
-                    if len >= 0 {
-                        let n = usize::try_from(len).map_err(|_| r.malformed("length"))?;
-                        r.bytes(n, "parameter value")?;
-                    } else if len != -1 {
-                        return Err(r.malformed("negative parameter length"));
-                    }
+                FrontendMessage::Bind(params_section(&mut r, portal, statement, false)?)
+            }
+            b'F' => {
+                let oid = r.i32("function oid")?;
+                FrontendMessage::FunctionCall {
+                    oid: oid.cast_unsigned(),
+                    args: params_section(&mut r, b"", b"", true)?,
                 }
-                let used = start.remaining() - r.remaining();
-                let param_values = start.clone_prefix(used);
-                let nr = r.count("result format count")?;
-                let result_formats = r.bytes(nr * 2, "result formats")?;
-                FrontendMessage::Bind(Bind {
-                    portal,
-                    statement,
-                    param_formats,
-                    param_count,
-                    param_values,
-                    result_formats,
-                })
             }
             b'E' => FrontendMessage::Execute {
                 portal: r.cstr("portal name")?,
@@ -249,18 +239,19 @@ impl<'a> FrontendMessage<'a> {
                 let at = begin(out, b'B');
                 cstr(out, b.portal);
                 cstr(out, b.statement);
-                i16(
-                    out,
-                    i16::try_from(b.param_formats.len() / 2).unwrap_or(i16::MAX),
-                );
-                out.extend_from_slice(b.param_formats);
-                i16(out, i16::try_from(b.param_count).unwrap_or(i16::MAX));
-                out.extend_from_slice(b.param_values);
+                encode_params(out, &b);
                 i16(
                     out,
                     i16::try_from(b.result_formats.len() / 2).unwrap_or(i16::MAX),
                 );
                 out.extend_from_slice(b.result_formats);
+                finish(out, at);
+            }
+            FrontendMessage::FunctionCall { oid, args } => {
+                let at = begin(out, b'F');
+                i32(out, oid.cast_signed());
+                encode_params(out, &args);
+                out.extend_from_slice(args.result_formats);
                 finish(out, at);
             }
             FrontendMessage::Execute { portal, max_rows } => {
@@ -294,6 +285,55 @@ impl<'a> FrontendMessage<'a> {
             }
         }
     }
+}
+
+/// The parameter section shared by Bind and FunctionCall: formats, values, then result
+/// formats (a counted list for Bind, one code for FunctionCall).
+fn params_section<'a>(
+    r: &mut Reader<'a>,
+    portal: &'a [u8],
+    statement: &'a [u8],
+    single_result_format: bool,
+) -> Result<Bind<'a>, PgError> {
+    let nf = r.count("format count")?;
+    let param_formats = r.bytes(nf * 2, "parameter formats")?;
+    let param_count = r.count("parameter count")?;
+    let start = *r;
+    for _ in 0..param_count {
+        let len = r.i32("parameter length")?;
+        if len >= 0 {
+            let n = usize::try_from(len).map_err(|_| r.malformed("length"))?;
+            r.bytes(n, "parameter value")?;
+        } else if len != -1 {
+            return Err(r.malformed("negative parameter length"));
+        }
+    }
+    let used = start.remaining() - r.remaining();
+    let param_values = start.clone_prefix(used);
+    let result_formats = if single_result_format {
+        r.bytes(2, "result format")?
+    } else {
+        let nr = r.count("result format count")?;
+        r.bytes(nr * 2, "result formats")?
+    };
+    Ok(Bind {
+        portal,
+        statement,
+        param_formats,
+        param_count,
+        param_values,
+        result_formats,
+    })
+}
+
+fn encode_params(out: &mut Vec<u8>, b: &Bind<'_>) {
+    i16(
+        out,
+        i16::try_from(b.param_formats.len() / 2).unwrap_or(i16::MAX),
+    );
+    out.extend_from_slice(b.param_formats);
+    i16(out, i16::try_from(b.param_count).unwrap_or(i16::MAX));
+    out.extend_from_slice(b.param_values);
 }
 
 fn finish_empty(out: &mut Vec<u8>, tag: u8) {

@@ -125,6 +125,26 @@ fn frontend_fixtures() {
     assert_eq!((b.param_format(0), b.param_format(1)), (0, 1));
     assert_eq!(b.result_formats().collect::<Vec<_>>(), vec![1]);
 
+    // A FunctionCall as libpq's lo_write sends it: oid 955, binary args (fd 0, 3 bytes),
+    // binary result; it encodes back to the same bytes.
+    let mut body = vec![0, 0, 0x03, 0xbb, 0, 1, 0, 1, 0, 2];
+    body.extend([0, 0, 0, 4, 0, 0, 0, 0]);
+    body.extend([0, 0, 0, 3, b'a', b'b', b'c']);
+    body.extend([0, 1]);
+    let call = FrontendMessage::decode(b'F', &body).unwrap();
+    let FrontendMessage::FunctionCall { oid, args } = call else {
+        panic!("{call:?}")
+    };
+    assert_eq!(oid, 955);
+    let params: Vec<_> = args.params().collect();
+    assert_eq!(params, vec![Some(&[0, 0, 0, 0][..]), Some(&b"abc"[..])]);
+    assert_eq!(args.param_format(1), 1);
+    let mut out = Vec::new();
+    call.encode(&mut out);
+    assert_eq!(out.get(5..), Some(&body[..]));
+    // A truncated argument is malformed, not a panic.
+    assert!(FrontendMessage::decode(b'F', &body[..body.len() - 4]).is_err());
+
     let p = FrontendMessage::decode(b'P', b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
     let FrontendMessage::Parse(p) = p else {
         panic!()
