@@ -421,11 +421,14 @@ impl Inner {
         g.revoked_at = Some(now);
         g.revoked_by = Some(by.to_owned());
         g.version += 1;
-        self.store.update_grant(&g)?;
+        // Sessions close first: the store write (a SQLite commit) would otherwise sit inside
+        // every revoke's kill latency. Closing early is the safe side of a failed write, which
+        // the operator is told about (the stored grant would be live again after a restart).
         self.scheduler.disarm(id);
         if let Some(live) = self.table.remove(id, false) {
             self.kill(Kill::Grant(&live), CloseReason::GrantRevoked);
         }
+        self.store.update_grant(&g)?;
         Ok(g)
     }
 
