@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod context;
+mod cores;
 pub mod demo;
 pub mod grants;
 pub mod keys;

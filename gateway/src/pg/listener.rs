@@ -14,10 +14,10 @@ use tracing::Instrument as _;
 
 use super::auth::{send_fatal, sqlstate};
 use super::cancel::{CancelRegistry, send_cancel};
-use super::cores::Cores;
 use super::tls::{ALPN_POSTGRESQL, with_alpn};
 use super::{BoxIo, PgShared, SessionError, session};
 use crate::context::Shared;
+use crate::cores::Cores;
 
 /// Most concurrent client connections; further ones wait in the accept backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -32,7 +32,7 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         cancels: Arc::new(CancelRegistry::default()),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let cores = match Cores::start() {
+    let cores = match Cores::start("pg") {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the postgres session threads");
@@ -68,23 +68,16 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         );
         let shared = shared.clone();
         // The socket moves to the session's runtime and registers with its reactor there.
-        let tcp = match tcp.into_std() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "postgres accept failed");
-                continue;
-            }
-        };
-        cores.spawn(
+        let moved = cores.spawn_with_socket(tcp, move |tcp| {
             async move {
-                match TcpStream::from_std(tcp) {
-                    Ok(tcp) => connection(shared, tcp, peer).await,
-                    Err(e) => tracing::warn!(error = %e, "postgres accept failed"),
-                }
+                connection(shared, tcp, peer).await;
                 drop(permit);
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        });
+        if let Err(e) = moved {
+            tracing::warn!(error = %e, "postgres accept failed");
+        }
     }
     cores.close();
 }

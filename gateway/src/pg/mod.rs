@@ -5,13 +5,12 @@
 //! CONTRACT: `serve` calls `listen` with the bound listener; it runs until `gw.shutdown`.
 //!
 //! One task per client connection runs [`session::run`], on one of the per-core session
-//! runtimes (`cores.rs`); inside it, the two relay directions are futures in one `select!`
+//! runtimes (`crate::cores`); inside it, the two relay directions are futures in one `select!`
 //! together with the lease, so the grant deadline is always being watched while bytes flow.
 
 mod audit;
 mod auth;
 mod cancel;
-mod cores;
 mod listener;
 mod relay;
 mod session;

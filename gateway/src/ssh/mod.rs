@@ -95,6 +95,16 @@ pub async fn listen(
 ) {
     let config = Arc::new(server_config(host_key));
     let connections = tokio_util::task::TaskTracker::new();
+    // Each connection (its russh session, channels and upstream) runs pinned to one core's
+    // runtime, as PostgreSQL sessions do: on the shared multi-thread runtime every keystroke's
+    // wakeups bounced between the two workers (crate::cores).
+    let cores = match crate::cores::Cores::start("ssh") {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot start the ssh session threads");
+            return;
+        }
+    };
     loop {
         let (socket, peer) = tokio::select! {
             _ = gw.shutdown.cancelled() => break,
@@ -112,8 +122,10 @@ pub async fn listen(
         let gw = gw.clone();
         let config = config.clone();
         let span = info_span!("ssh_conn", client = %peer);
-        connections.spawn(
+        let tracked = connections.token();
+        let moved = cores.spawn_with_socket(socket, move |socket| {
             async move {
+                let _tracked = tracked;
                 let gone = CancellationToken::new();
                 let handler = server::ClientHandler::new(gw.clone(), peer, gone.clone());
                 let socket = tokio::io::BufReader::with_capacity(READ_BUFFER, socket);
@@ -149,9 +161,13 @@ pub async fn listen(
                 }
                 gone.cancel();
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        });
+        if let Err(e) = moved {
+            warn!(error = %e, "ssh accept failed");
+        }
     }
+    cores.close();
     connections.close();
     // Sessions write their `session.ended` on the way out; give them a moment.
     let _ = tokio::time::timeout(Duration::from_secs(3), connections.wait()).await;

@@ -1,5 +1,5 @@
-//! Where PostgreSQL sessions run: one single-threaded tokio runtime per core, each session
-//! pinned to one of them for its whole life.
+//! Where proxied sessions run: one single-threaded tokio runtime per core, each PostgreSQL
+//! session or SSH connection pinned to one of them for its whole life.
 //!
 //! Why: a session is one task that drives both relay directions, so it never needs a second
 //! thread; on the gateway's shared multi-thread runtime, though, every wakeup may notify an
@@ -24,8 +24,8 @@ pub(crate) struct Cores {
 }
 
 impl Cores {
-    /// One runtime thread per available core (at least one).
-    pub(crate) fn start() -> std::io::Result<Cores> {
+    /// One runtime thread per available core (at least one), named `<name>-core-<i>`.
+    pub(crate) fn start(name: &str) -> std::io::Result<Cores> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let tracker = TaskTracker::new();
         let mut handles = Vec::with_capacity(n);
@@ -36,7 +36,7 @@ impl Cores {
             handles.push(rt.handle().clone());
             let done = tracker.clone();
             std::thread::Builder::new()
-                .name(format!("pg-core-{i}"))
+                .name(format!("{name}-core-{i}"))
                 .spawn(move || rt.block_on(done.wait()))?;
         }
         Ok(Cores {
@@ -46,7 +46,8 @@ impl Cores {
         })
     }
 
-    /// Runs a session on the next runtime.
+    /// Runs a session on the next runtime. A socket accepted on another runtime must be
+    /// moved in as a std socket (see [`Cores::spawn_with_socket`]).
     pub(crate) fn spawn<F>(&self, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -55,6 +56,28 @@ impl Cores {
         if let Some(h) = self.handles.get(i) {
             self.tracker.spawn_on(fut, h);
         }
+    }
+
+    /// Runs `session` with `socket` on the next runtime: the socket leaves the accepting
+    /// runtime's reactor and registers with the session's. Fails (returning the error) only
+    /// when the socket cannot be detached.
+    pub(crate) fn spawn_with_socket<F, Fut>(
+        &self,
+        socket: tokio::net::TcpStream,
+        session: F,
+    ) -> std::io::Result<()>
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let std_socket = socket.into_std()?;
+        self.spawn(async move {
+            match tokio::net::TcpStream::from_std(std_socket) {
+                Ok(socket) => session(socket).await,
+                Err(e) => tracing::warn!(error = %e, "could not move an accepted socket"),
+            }
+        });
+        Ok(())
     }
 
     /// No more sessions: each runtime thread ends once its sessions have.
