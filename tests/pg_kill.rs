@@ -147,3 +147,57 @@ async fn expiry_warns_then_closes() {
             .any(|e| e["type"] == "session.ended" && e["reason"] == "grant_expired")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_mid_copy_stops_the_copy_upstream() {
+    use futures::SinkExt as _;
+
+    let h = Harness::start(Duration::from_secs(60)).await;
+    let grant = h
+        .grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (client, conn) = tokio_postgres::connect(
+        &h.conn_str("alice", ALICE_PW, "pg+rw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("create table if not exists copied (v text)")
+        .await
+        .unwrap();
+    // A COPY FROM STDIN that has started and then stalls, holding the backend mid-copy.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("copy copied from stdin")
+        .await
+        .unwrap();
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(b"one\ntwo\n"))
+        .await
+        .unwrap();
+    wait_running(&h, "copy copied from stdin").await;
+    h.gw.grants
+        .revoke(&grant, &Actor::Admin, Some("test".into()))
+        .await
+        .unwrap();
+    let err = sink.as_mut().finish().await.unwrap_err();
+    let db = err.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        db.as_deref()
+            .is_some_and(|m| m.contains("revoked") && m.contains(&grant))
+            || client.is_closed(),
+        "{err:?}"
+    );
+    h.wait_sessions_closed().await;
+    assert_eq!(
+        h.backends_of("app_rw").await,
+        0,
+        "the COPY's backend is gone"
+    );
+    assert_eq!(
+        h.pg.sql("select count(*) from copied").unwrap().trim(),
+        "0",
+        "the interrupted COPY committed nothing"
+    );
+}

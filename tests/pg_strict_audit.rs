@@ -98,7 +98,15 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
         .append(portcullis_recorder::Event::new("test.marker"))
         .await
         .unwrap();
-    std::fs::remove_dir_all(h.data_dir.join("audit")).unwrap();
+    // The writer may still be rotating a segment (the 1-byte limit rotates on every
+    // append) while the directory goes: retry until it is gone.
+    loop {
+        match std::fs::remove_dir_all(h.data_dir.join("audit")) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
+            Err(e) => panic!("removing the audit dir: {e}"),
+        }
+    }
     let err = client
         .execute("insert into strict_t values (2)", &[])
         .await

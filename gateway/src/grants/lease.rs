@@ -125,6 +125,32 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// A cheap, shareable liveness check for code running beside the session task (a relay
+    /// direction), answering without a round trip to the task that owns the lease.
+    pub fn probe(&self) -> LiveProbe {
+        LiveProbe {
+            entry: self.entry.clone(),
+            clock: self.clock,
+        }
+    }
+}
+
+/// See [`Lease::probe`]: live while the session is not killed, its grant neither revoked
+/// nor lapsed, and its deadline not reached. A few atomic loads and a clock read.
+#[derive(Debug, Clone)]
+pub struct LiveProbe {
+    entry: Arc<SessionEntry>,
+    clock: Clock,
+}
+
+impl LiveProbe {
+    pub fn is_live(&self) -> bool {
+        let g = &self.entry.grant;
+        self.entry.closed().is_none() && g.closed().is_none() && g.is_live(self.clock.now())
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.registry.remove(self.entry.seq);

@@ -32,7 +32,7 @@ use portcullis_config::Config;
 
 pub use audit::AuditSink;
 pub use engine::NewGrant;
-pub use lease::Lease;
+pub use lease::{Lease, LiveProbe};
 pub use model::{
     Actor, GrantFilter, GrantRecord, GrantStatus, RequestRecord, RequestStatus, SessionRecord,
 };

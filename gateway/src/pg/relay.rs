@@ -18,10 +18,10 @@ use portcullis_protocol::pg::{
 };
 use portcullis_recorder::{AuditLog, Event};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::audit::Tracker;
-use crate::grants::{CloseReason, Counters};
+use crate::grants::{CloseReason, Counters, LiveProbe};
 
 /// The read buffer's usual size.
 const BUF: usize = 64 * 1024;
@@ -61,8 +61,9 @@ pub(crate) enum Control {
 /// What a relay direction asks of the session task, which owns the lease.
 #[derive(Debug)]
 pub(crate) enum Ask {
-    /// Is the grant still live? Defence in depth before each new statement.
-    GrantLive(oneshot::Sender<bool>),
+    /// The relay found the grant no longer live (defence in depth before each new
+    /// statement and each forward) and stopped forwarding: close now.
+    GrantLapsed,
     /// The audit log refused a statement record in strict mode: nothing of the statement
     /// was forwarded, and the session must close with this error.
     AuditFailed(String),
@@ -75,6 +76,7 @@ pub(crate) struct Ctx<'a> {
     pub audit: &'a AuditLog,
     pub counters: &'a Counters,
     pub ask: &'a mpsc::Sender<Ask>,
+    pub live: &'a LiveProbe,
 }
 
 impl Ctx<'_> {
@@ -82,13 +84,14 @@ impl Ctx<'_> {
         self.tracker.lock().ok().map(|mut t| f(&mut t))
     }
 
-    /// Defence in depth before each new statement.
+    /// Defence in depth: is the grant still live? If not, tells the session task, which
+    /// closes the session through the kill path; the caller must forward nothing more.
     async fn grant_is_live(&self) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self.ask.send(Ask::GrantLive(tx)).await.is_err() {
-            return false;
+        if self.live.is_live() {
+            return true;
         }
-        rx.await.unwrap_or(false)
+        let _ = self.ask.send(Ask::GrantLapsed).await;
+        false
     }
 
     /// Queues completed statements' events; the log writes them in order without the relay
@@ -223,6 +226,11 @@ where
             } else {
                 streaming = total;
             }
+        }
+        // Nothing read after the grant lapsed goes upstream (COPY data included): a revoke
+        // that has returned stops the work even before the session task has acted on it.
+        if fwd > 0 && !terminated && !ctx.grant_is_live().await {
+            return std::future::pending().await;
         }
         if let Err(e) = forward(wr, &mut buf, fwd).await {
             return RelayEnd::UpstreamIo(e);

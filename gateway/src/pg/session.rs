@@ -285,11 +285,13 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     let (mut crd, mut cwr) = tokio::io::split(io);
     let (mut urd, mut uwr) = tokio::io::split(up.io);
     let counters = lease.counters.clone();
+    let live = lease.probe();
     let ctx = Ctx {
         tracker: &tracker,
         audit,
         counters: &counters,
         ask: &ask_tx,
+        live: &live,
     };
     let mut closing: Option<CloseReason> = None;
     let begin_kill = |reason: CloseReason, closing: &mut Option<CloseReason>, why: Option<&str>| {
@@ -324,10 +326,8 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             tokio::select! {
                 end = &mut relay => break end,
                 Some(ask) = ask_rx.recv() => match ask {
-                    Ask::GrantLive(reply) => {
-                        let live = lease.is_live();
-                        let _ = reply.send(live);
-                        if !live {
+                    Ask::GrantLapsed => {
+                        if !lease.is_live() {
                             let reason = if lease.expires_at() <= chrono::Utc::now() {
                                 CloseReason::GrantExpired
                             } else {
