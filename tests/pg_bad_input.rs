@@ -100,13 +100,7 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
         .await;
 
     // The healthy client, connected first and used after every bad input.
-    let (healthy, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (healthy, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     let mut round = 0i32;
     let mut check_healthy = async || {
         round += 1;

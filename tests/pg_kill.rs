@@ -72,13 +72,7 @@ async fn sessions_kill_closes_a_tokio_postgres_session() {
     let grant = h
         .grant("alice", "pg", "rw", Duration::from_secs(3600))
         .await;
-    let (client, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     let q = tokio::spawn(async move { client.simple_query("select pg_sleep(600)").await });
     wait_running(&h, "select pg_sleep(600)").await;
     let sessions = h.gw.grants.sessions(&Actor::Admin);
@@ -156,13 +150,7 @@ async fn revoke_mid_copy_stops_the_copy_upstream() {
     let grant = h
         .grant("alice", "pg", "rw", Duration::from_secs(3600))
         .await;
-    let (client, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     client
         .batch_execute("create table if not exists copied (v text)")
         .await

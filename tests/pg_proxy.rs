@@ -267,13 +267,7 @@ async fn tokio_postgres_extended_protocol_copy_and_notify() {
 async fn cancel_request_stops_a_running_query() {
     let h = Harness::start(Duration::from_secs(60)).await;
     h.grant("alice", "pg", "rw", HOUR).await;
-    let (client, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
     // Wait until the query runs upstream, then cancel it as psql's Ctrl-C does.

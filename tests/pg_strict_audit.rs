@@ -31,13 +31,7 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
         assert!(ok, "{sql}: {out}{err}");
     }
     // tokio-postgres, extended protocol with a parameter.
-    let (client, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (client, conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     let row = client
         .query_one("select x + $1::int from strict_t", &[&41i32])
         .await
@@ -86,13 +80,7 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
 
     // The log becomes unwritable under a live session: the next statement is refused and
     // never reaches the upstream.
-    let (client, conn) = tokio_postgres::connect(
-        &h.conn_str("alice", ALICE_PW, "pg+rw"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (client, conn) = h.client("alice", ALICE_PW, "pg+rw").await;
     // Everything the new session queued (auth, session.started) is written once this is.
     h.gw.audit
         .append(portcullis_recorder::Event::new("test.marker"))

@@ -204,6 +204,26 @@ impl Harness {
         cmd
     }
 
+    /// A tokio-postgres client through the gateway, its connection driven by a spawned task
+    /// (awaiting the handle tells when the connection has ended).
+    pub async fn client(
+        &self,
+        user: &str,
+        password: &str,
+        dbname: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ) {
+        let (client, conn) = tokio_postgres::connect(
+            &self.conn_str(user, password, dbname),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        (client, tokio::spawn(conn))
+    }
+
     /// A tokio-postgres connection string through the gateway.
     pub fn conn_str(&self, user: &str, password: &str, dbname: &str) -> String {
         format!(
