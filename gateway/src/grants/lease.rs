@@ -64,17 +64,7 @@ impl Lease {
 
     /// Why this lease must close, if it must: kill signal, grant lapse, or deadline passed.
     fn close_reason(&self, now: DateTime<Utc>) -> Option<CloseReason> {
-        if let Some(r) = self.closed {
-            return Some(r);
-        }
-        if let Some(r) = self.entry.closed() {
-            return Some(r);
-        }
-        let g = &self.entry.grant;
-        if let Some(r) = g.closed() {
-            return Some(r);
-        }
-        (!g.is_live(now)).then_some(CloseReason::GrantExpired)
+        self.closed.or_else(|| lapse(&self.entry, now))
     }
 
     /// Waits for the next thing the session must act on.
@@ -116,7 +106,12 @@ impl Lease {
     /// Defence in depth: is the grant still live right now? Called before each new query or
     /// channel.
     pub fn is_live(&self) -> bool {
-        self.close_reason(self.clock.now()).is_none()
+        self.lapsed().is_none()
+    }
+
+    /// Why the session must close right now, if it must (killed, revoked, expired).
+    pub fn lapsed(&self) -> Option<CloseReason> {
+        self.close_reason(self.clock.now())
     }
 
     /// [`Lease::is_live`] at a `now` the caller already read (saves a clock read).
@@ -146,9 +141,17 @@ pub struct LiveProbe {
 
 impl LiveProbe {
     pub fn is_live(&self) -> bool {
-        let g = &self.entry.grant;
-        self.entry.closed().is_none() && g.closed().is_none() && g.is_live(self.clock.now())
+        lapse(&self.entry, self.clock.now()).is_none()
     }
+}
+
+/// Why a session must close at `now`, if it must: killed, grant closed, or deadline passed.
+fn lapse(entry: &SessionEntry, now: DateTime<Utc>) -> Option<CloseReason> {
+    let g = &entry.grant;
+    entry
+        .closed()
+        .or_else(|| g.closed())
+        .or_else(|| (!g.is_live(now)).then_some(CloseReason::GrantExpired))
 }
 
 impl Drop for Lease {

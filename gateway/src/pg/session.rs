@@ -327,12 +327,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                 end = &mut relay => break end,
                 Some(ask) = ask_rx.recv() => match ask {
                     Ask::GrantLapsed => {
-                        if !lease.is_live() {
-                            let reason = if lease.expires_at() <= chrono::Utc::now() {
-                                CloseReason::GrantExpired
-                            } else {
-                                CloseReason::GrantRevoked
-                            };
+                        if let Some(reason) = lease.lapsed() {
                             begin_kill(reason, &mut closing, None);
                             grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                         }
