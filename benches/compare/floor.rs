@@ -3,7 +3,8 @@
 //!
 //! On a machine where pgbench, PostgreSQL and the hop share the same cores, any userspace
 //! hop costs CPU the server would otherwise use; this peer shows what the cheapest possible
-//! hop costs here, so the gateway's ratios can be read against it.
+//! hop costs here, so the gateway's ratios can be read against it. Used in front of
+//! PostgreSQL (pg.rs) and of sshd (ssh.rs).
 
 use std::net::SocketAddr;
 
@@ -39,5 +40,11 @@ impl Floor {
             }
         });
         Ok(Floor { port, _rt: rt })
+    }
+
+    /// CPU time and context switches of the forwarder's threads (this process's threads
+    /// named `floor`) so far.
+    pub fn usage() -> Option<crate::hop::Usage> {
+        crate::hop::of_threads(std::process::id(), |name| name == "floor")
     }
 }

@@ -7,6 +7,7 @@
 //! and wait, for profiling by hand).
 
 mod floor;
+mod hop;
 mod kill;
 mod pg;
 mod report;
@@ -46,6 +47,15 @@ fn main() -> anyhow::Result<()> {
             env.gw.pid(),
             setup::USER,
             setup::USER_PW,
+        );
+        eprintln!(
+            "ssh: sshd 127.0.0.1:{} (user {}, key {}), gateway ssh {} (login {}+web, key {})",
+            env.sshd.port,
+            env.sshd.user,
+            env.sshd.client_key_path.display(),
+            env.gw.bound.ssh,
+            setup::USER,
+            env.user_key.display(),
         );
         std::thread::sleep(std::time::Duration::from_secs(secs));
         return Ok(());

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use crate::floor::Floor;
+use crate::hop;
 use crate::report::{Row, Table};
 use crate::setup::{Env, PG_ROLE, PG_ROLE_PW, USER, USER_PW};
 
@@ -38,35 +39,6 @@ impl Run {
     }
 }
 
-/// (CPU µs, context switches) of a process so far, from /proc.
-fn usage(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at state.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    let hz = 100.0; // USER_HZ on Linux
-    let mut switches = 0.0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        for l in status.lines() {
-            if l.starts_with("voluntary_ctxt_switches")
-                || l.starts_with("nonvoluntary_ctxt_switches")
-            {
-                switches += l
-                    .split(':')
-                    .nth(1)
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .unwrap_or(0.0);
-            }
-        }
-    }
-    Some((ticks / hz * 1e6, switches))
-}
-
 fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
     let (port, user, pw, db) = match via {
         Via::Direct => (env.pg.port, PG_ROLE, PG_ROLE_PW, "bench"),
@@ -74,13 +46,13 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         Via::Gateway => (env.gw.bound.postgres.port(), USER, USER_PW, "pg-bench"),
         Via::Floor(port) => (port, PG_ROLE, PG_ROLE_PW, "bench"),
     };
-    let hop = match via {
+    let usage = || match via {
         Via::Direct => None,
-        Via::Bouncer => Some(env.bouncer_pid()),
-        Via::Gateway => Some(env.gw.pid()),
-        Via::Floor(_) => Some(std::process::id()),
+        Via::Bouncer => hop::of_process(env.bouncer_pid()),
+        Via::Gateway => hop::of_process(env.gw.pid()),
+        Via::Floor(_) => Floor::usage(),
     };
-    let before = hop.and_then(usage);
+    let before = usage();
     let out = Command::new(env.pg.bin_dir.join("pgbench"))
         .env("PGPASSWORD", pw)
         // Plain TCP on every path: the upstream and PgBouncer here have no TLS, so the
@@ -92,8 +64,7 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         .args(args)
         .arg(db)
         .output()?;
-    let after = hop.and_then(usage);
-    let delta = before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
+    let delta = before.zip(usage()).map(|(b, a)| a - b);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     anyhow::ensure!(
         out.status.success(),
@@ -130,8 +101,8 @@ fn pgbench(env: &Env, via: Via, args: &[&str]) -> anyhow::Result<Run> {
         tps: field("tps").context("tps in pgbench output")?,
         latency_ms: field("latency average").unwrap_or(0.0),
         transactions,
-        hop_cpu_us: delta.map(|d| d.0),
-        hop_switches: delta.map(|d| d.1),
+        hop_cpu_us: delta.map(|d| d.cpu_us),
+        hop_switches: delta.map(|d| d.switches),
     })
 }
 

@@ -2,6 +2,9 @@
 //! direct, through OpenSSH's `ssh -J` and through Portcullis. Direct and `ssh -J` are measured
 //! twice: with OpenSSH's defaults (post-quantum key exchange), and pinned to the key exchange
 //! and cipher the gateway negotiates with the same client, so the comparison is like for like.
+//! As the floor any hop pays on this machine, each figure is also measured (pinned) through a
+//! do-nothing TCP forwarder in front of sshd, and for the round trip the CPU time and context
+//! switches the gateway and the forwarder spend per echo.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,6 +13,8 @@ use std::time::Instant;
 
 use portcullis_gateway::testbed::client_options;
 
+use crate::floor::Floor;
+use crate::hop::{self, Usage};
 use crate::report::{Row, Table};
 use crate::setup::{Env, USER};
 
@@ -18,6 +23,8 @@ pub enum Via {
     Direct,
     Jump,
     Gateway,
+    /// Direct, through the TCP forwarder listening on this port.
+    Floor(u16),
 }
 
 /// Key exchange and cipher to pin on OpenSSH-to-OpenSSH paths (`None`: OpenSSH's defaults).
@@ -40,9 +47,13 @@ fn ssh_with(env: &Env, via: Via, algs: Algs<'_>) -> Command {
         cmd.args(pin(algs).split_whitespace());
     }
     match via {
-        Via::Direct => {
+        Via::Direct | Via::Floor(_) => {
+            let port = match via {
+                Via::Floor(port) => port,
+                _ => env.sshd.port,
+            };
             cmd.arg("-i").arg(&env.sshd.client_key_path);
-            cmd.arg("-p").arg(env.sshd.port.to_string());
+            cmd.arg("-p").arg(port.to_string());
             cmd.arg(format!("{}@127.0.0.1", env.sshd.user));
         }
         Via::Jump => {
@@ -97,7 +108,23 @@ fn setup_ms(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Result<f64
     Ok(start.elapsed().as_secs_f64() * 1000.0 / n as f64)
 }
 
-fn round_trip_us(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Result<f64> {
+/// The hop's CPU time and context switches so far (the gateway process, or the forwarder's
+/// threads), for paths that have one we can measure.
+fn hop_usage(env: &Env, via: Via) -> Option<Usage> {
+    match via {
+        Via::Gateway => hop::of_process(env.gw.pid()),
+        Via::Floor(_) => Floor::usage(),
+        Via::Direct | Via::Jump => None,
+    }
+}
+
+/// One round-trip run: µs per echo, and what the hop spent per echo.
+struct Echo {
+    us: f64,
+    hop: Option<Usage>,
+}
+
+fn round_trip(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Result<Echo> {
     let mut child = ssh_with(env, via, algs)
         .arg("cat")
         .stdin(Stdio::piped())
@@ -114,6 +141,7 @@ fn round_trip_us(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Resul
     // One warm-up exchange so the connection is fully set up before timing.
     stdin.write_all(b"warm-up\n")?;
     stdout.read_line(&mut line)?;
+    let before = hop_usage(env, via);
     let start = Instant::now();
     for _ in 0..n {
         line.clear();
@@ -123,9 +151,16 @@ fn round_trip_us(env: &Env, via: Via, algs: Algs<'_>, n: usize) -> anyhow::Resul
         anyhow::ensure!(line == "ping\n", "echo came back as {line:?}");
     }
     let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let hop = before.zip(hop_usage(env, via)).map(|(b, a)| {
+        let d = a - b;
+        Usage {
+            cpu_us: d.cpu_us / n as f64,
+            switches: d.switches / n as f64,
+        }
+    });
     drop(stdin);
     child.wait()?;
-    Ok(us)
+    Ok(Echo { us, hop })
 }
 
 /// The key exchange and cipher OpenSSH's client ends up with through the gateway, from
@@ -181,9 +216,61 @@ fn rows(
     }
 }
 
+/// The floor row of a figure: direct and the forwarder pinned like the gateway.
+fn floor_row(
+    table: &mut Table,
+    figure: &str,
+    unit: &str,
+    algs: &(String, String),
+    d: f64,
+    f: f64,
+    g: f64,
+) {
+    table.push(Row {
+        figure: format!(
+            "{figure} — floor: plain TCP forwarder (direct/forwarder pinned to {} + {})",
+            algs.0, algs.1
+        ),
+        unit: unit.into(),
+        direct: Some(d),
+        peer_name: "TCP forwarder".into(),
+        peer: Some(f),
+        ours: Some(g),
+        target: "—".into(),
+        holds: None,
+    });
+}
+
+/// What the gateway and the forwarder spend per echo.
+fn cost_rows(table: &mut Table, figure: &str, f: &Echo, g: &Echo) {
+    for (what, unit, pick) in [
+        (
+            "hop CPU per echo",
+            "µs",
+            (|u: Usage| u.cpu_us) as fn(Usage) -> f64,
+        ),
+        ("hop context switches per echo", "switches", |u: Usage| {
+            u.switches
+        }),
+    ] {
+        table.push(Row {
+            figure: format!("{figure}: {what} (TCP forwarder / Portcullis)"),
+            unit: unit.into(),
+            direct: None,
+            peer_name: "TCP forwarder".into(),
+            peer: f.hop.map(pick),
+            ours: g.hop.map(pick),
+            target: "—".into(),
+            holds: None,
+        });
+    }
+}
+
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let algs = gateway_algorithms(env)?;
     let pinned = Some(&algs);
+    let floor = Floor::start(([127, 0, 0, 1], env.sshd.port).into())?;
+    let fwd = Via::Floor(floor.port);
     let mib: u64 = if env.quick { 64 } else { 512 };
     let file = env.dir.path().join("upload.bin");
     {
@@ -195,9 +282,11 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let g = upload(env, Via::Gateway, None, &file, mib)?;
     let dp = upload(env, Via::Direct, pinned, &file, mib)?;
     let jp = upload(env, Via::Jump, pinned, &file, mib)?;
+    let f = upload(env, fwd, pinned, &file, mib)?;
+    let figure = format!("ssh upload {mib} MiB");
     rows(
         table,
-        &format!("ssh upload {mib} MiB"),
+        &figure,
         "MiB/s",
         &algs,
         (d, j),
@@ -206,15 +295,18 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         "≥ 1.3× ssh -J",
         |_, j, g| g >= 1.3 * j,
     );
+    floor_row(table, &figure, "MiB/s", &algs, dp, f, g);
     let n = if env.quick { 5 } else { 20 };
     let d = setup_ms(env, Via::Direct, None, n)?;
     let j = setup_ms(env, Via::Jump, None, n)?;
     let g = setup_ms(env, Via::Gateway, None, n)?;
     let dp = setup_ms(env, Via::Direct, pinned, n)?;
     let jp = setup_ms(env, Via::Jump, pinned, n)?;
+    let f = setup_ms(env, fwd, pinned, n)?;
+    let figure = "ssh connection setup (`ssh host true`)";
     rows(
         table,
-        "ssh connection setup (`ssh host true`)",
+        figure,
         "ms",
         &algs,
         (d, j),
@@ -223,22 +315,27 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         "≤ 1.5× direct",
         |d, _, g| g <= 1.5 * d,
     );
+    floor_row(table, figure, "ms", &algs, dp, f, g);
     let n = if env.quick { 200 } else { 2000 };
-    let d = round_trip_us(env, Via::Direct, None, n)?;
-    let j = round_trip_us(env, Via::Jump, None, n)?;
-    let g = round_trip_us(env, Via::Gateway, None, n)?;
-    let dp = round_trip_us(env, Via::Direct, pinned, n)?;
-    let jp = round_trip_us(env, Via::Jump, pinned, n)?;
+    let d = round_trip(env, Via::Direct, None, n)?.us;
+    let j = round_trip(env, Via::Jump, None, n)?.us;
+    let g = round_trip(env, Via::Gateway, None, n)?;
+    let dp = round_trip(env, Via::Direct, pinned, n)?.us;
+    let jp = round_trip(env, Via::Jump, pinned, n)?.us;
+    let f = round_trip(env, fwd, pinned, n)?;
+    let figure = format!("interactive round trip (line echo ×{n})");
     rows(
         table,
-        &format!("interactive round trip (line echo ×{n})"),
+        &figure,
         "µs",
         &algs,
         (d, j),
         (dp, jp),
-        g,
+        g.us,
         "≤ 1.4× direct",
         |d, _, g| g <= 1.4 * d,
     );
+    floor_row(table, &figure, "µs", &algs, dp, f.us, g.us);
+    cost_rows(table, &figure, &f, &g);
     Ok(())
 }
