@@ -52,19 +52,21 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-#[test]
-fn the_password_prompt_does_not_echo_and_pipes_still_work() {
+/// A gateway with user alice, and a tmux terminal running `portcullis --as alice grant list`
+/// under `sh`, followed by the shell commands `then`; returns once the prompt shows. The trap
+/// keeps `sh` alive past a Ctrl-C (its children still get SIGINT's default action), so it can
+/// report how the command ended.
+fn at_the_prompt(then: &str) -> (GatewayProc, Tmux) {
     let verifier = portcullis_protocol::scram::generate_verifier(PASSWORD);
     let body = format!("[[users]]\nname = \"alice\"\npassword_scram = \"{verifier}\"\n");
     let gw = GatewayProc::start(BIN, &body).expect("gateway starts");
     let api = format!("http://{}", gw.bound.admin);
     let line = format!(
-        "{} -c {} --api {} --as alice grant list; echo EXIT=$?; sleep 60",
+        "trap : INT; {} -c {} --api {} --as alice grant list; {then}; sleep 60",
         shell_quote(BIN),
         shell_quote(&gw.config_path.display().to_string()),
         api
     );
-
     let t = Tmux {
         socket: gw.dir().join("tmux.sock"),
     };
@@ -77,6 +79,12 @@ fn the_password_prompt_does_not_echo_and_pipes_still_work() {
         .expect("tmux");
     assert!(ok.success());
     t.wait_screen("password for alice:");
+    (gw, t)
+}
+
+#[test]
+fn the_password_prompt_does_not_echo_and_pipes_still_work() {
+    let (gw, t) = at_the_prompt("echo EXIT=$?");
     let ok = t
         .cmd()
         .args(["send-keys", "-t", "t", "-l", PASSWORD])
@@ -118,4 +126,21 @@ fn the_password_prompt_does_not_echo_and_pipes_still_work() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Ctrl-C at the prompt ends the command and gives the terminal its echo back.
+#[test]
+fn ctrl_c_at_the_prompt_restores_echo() {
+    let (_gw, t) = at_the_prompt(
+        "echo EXIT=$?; if stty -a | grep -qw -- -echo; then echo ECHO=off; else echo ECHO=on; fi",
+    );
+    let ok = t
+        .cmd()
+        .args(["send-keys", "-t", "t", "C-c"])
+        .status()
+        .expect("tmux");
+    assert!(ok.success());
+    let screen = t.wait_screen("ECHO=");
+    assert!(screen.contains("EXIT=130"), "{screen}");
+    assert!(screen.contains("ECHO=on"), "echo left off:\n{screen}");
 }

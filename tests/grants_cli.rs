@@ -266,6 +266,16 @@ fn expect_event(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, kind: &str) -
     }
 }
 
+/// Waits for a webhook event matching `want`, keeping everything received in `seen`.
+fn wait_event(rx: &mpsc::Receiver<Value>, seen: &mut Vec<Value>, want: impl Fn(&Value) -> bool) {
+    while !seen.iter().any(&want) {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no matching webhook; got {seen:?}"));
+        seen.push(v);
+    }
+}
+
 #[test]
 fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
     let (url, hooks) = webhook();
@@ -457,10 +467,31 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
         brief.trim()
     );
 
+    // Inside its warning window at the restart: warned once, before it, and not again.
+    let warned = ok(cli(
+        &gw,
+        &[
+            "grant", "add", "--user", "carol", "--target", "pg-prod", "--role", "read", "--for",
+            "50s",
+        ],
+    ));
+    let warned = warned.trim();
+    let is_warning = |v: &Value| v["type"] == "grant.expiring" && v["grant"] == warned;
+    wait_event(&hooks, &mut seen, is_warning);
+
     gw.restart().expect("gateway restarts");
     let live = json(cli(&gw, &["grant", "list", "--json"]));
-    assert_eq!(ids(&live), vec![gid.clone()]);
-    assert_eq!(live[0]["status"], "live");
+    let mut want = vec![gid.clone(), warned.to_owned()];
+    want.sort();
+    let mut got = ids(&live);
+    got.sort();
+    assert_eq!(got, want);
+    assert!(
+        live.as_array()
+            .expect("array")
+            .iter()
+            .all(|g| g["status"] == "live")
+    );
     assert_eq!(
         ids(&json(cli(&gw, &["request", "list", "--pending", "--json"]))),
         vec![tid.clone()]
@@ -469,6 +500,12 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
     assert_eq!(all.as_array().expect("array").len(), 3);
     let approved_again = json(cli_as(&gw, "bob", &["request", "approve", &tid, "--json"]));
     assert_eq!(approved_again["grant"]["role"], "write");
+    // Webhooks are delivered in order, and the restarted scheduler fired the due warning
+    // before this approval: a re-sent grant.expiring would be in `seen` by now.
+    wait_event(&hooks, &mut seen, |v| {
+        v["type"] == "request.approved" && v["request"] == tid.as_str()
+    });
+    assert_eq!(seen.iter().filter(|v| is_warning(v)).count(), 1, "{seen:?}");
 
     // Five wrong passwords from this address, then even the right one is turned away.
     for _ in 0..5 {

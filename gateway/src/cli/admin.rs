@@ -510,6 +510,9 @@ fn prompt(text: &str) -> Result<String, Failure> {
     } else {
         None
     };
+    if let Some(saved) = &restore {
+        restore_on_interrupt(saved.clone());
+    }
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(saved) = restore {
@@ -519,6 +522,35 @@ fn prompt(text: &str) -> Result<String, Failure> {
     }
     read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// From now on, Ctrl-C gives the terminal back its settings and exits 130, instead of the
+/// default death that would leave the user typing blind. The handler is registered before
+/// this returns, so no interrupt slips in between.
+fn restore_on_interrupt(saved: nix::sys::termios::Termios) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let interrupts = {
+        let _in_rt = rt.enter();
+        signal(SignalKind::interrupt())
+    };
+    let Ok(mut interrupts) = interrupts else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if rt.block_on(interrupts.recv()).is_some() {
+            let stdin = std::io::stdin();
+            let _ =
+                nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved);
+            eprintln!();
+            std::process::exit(130);
+        }
+    });
 }
 
 /// Turns the terminal's echo off; returns the settings to restore, or None if it cannot

@@ -520,8 +520,15 @@ impl Inner {
     }
 
     /// The scheduler says `id` is `warn_before` from expiry: tell the webhook.
+    /// Sent once per deadline: the store remembers it across restarts.
     pub(crate) fn on_warn(&self, id: &str) {
         if let Some(g) = self.table.get(id) {
+            match self.store.claim_warning(id, &g.expires_at()) {
+                Ok(true) => {}
+                Ok(false) => return,
+                // Better a repeated notice than none.
+                Err(e) => tracing::warn!(grant = id, error = %e, "could not record expiry warning"),
+            }
             self.emitter.notify_only(
                 &Event::new("grant.expiring")
                     .with("grant", &*g.id)

@@ -1,9 +1,10 @@
 //! The one expiry scheduler: an ordered set of (deadline, kind, grant id) and a single task
 //! woken by `Notify` when the earliest deadline may have moved.
 //!
-//! Each live grant has two entries: its warning (`warn_before` ahead) and its expiry. The
-//! task pops whatever is due, in deadline order, and hands it to the grant table; nothing
-//! else ever expires a grant, so each grant is marked expired exactly once.
+//! Each live grant has two entries: its warning (`warn_before` ahead) and its expiry; each
+//! pending request has one, when it lapses. The task pops whatever is due, in deadline order,
+//! and hands it to the grant table; nothing else ever expires a grant, so each grant is marked
+//! expired exactly once.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,11 @@ use super::engine::Inner;
 pub(crate) enum Due {
     Warn,
     Expire,
+    /// A pending request reaches its time to live (the id is the request's).
+    LapseRequest,
 }
 
-/// One due entry: what fired, for which grant.
+/// One due entry: what fired, for which grant or request.
 type Fired = (Due, Arc<str>);
 
 #[derive(Debug, Default)]
@@ -60,6 +63,13 @@ impl Scheduler {
             e.armed.insert(id.clone(), (warn_at, expires_at));
         }
         // A stored permit makes the task re-check even if it is not waiting yet.
+        self.wake.notify_one();
+    }
+
+    /// Schedules a pending request's lapse. Never disarmed: a request decided before then is
+    /// simply no longer pending when its entry fires.
+    pub(crate) fn arm_request(&self, id: Arc<str>, lapses_at: DateTime<Utc>) {
+        self.lock().set.insert((lapses_at, Due::LapseRequest, id));
         self.wake.notify_one();
     }
 
@@ -106,6 +116,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 match kind {
                     Due::Warn => inner.on_warn(&id),
                     Due::Expire => inner.on_expire(&id),
+                    Due::LapseRequest => inner.on_request_lapse(&id),
                 }
             }
             continue;

@@ -2,6 +2,7 @@
 //! of the target approves or denies, and approval creates a grant whose clock starts then.
 //! Nobody approves their own request; pending requests lapse after [`REQUEST_TTL`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,16 +33,43 @@ fn request_event(kind: &str, r: &RequestRecord) -> Event {
 }
 
 impl Inner {
-    /// Marks pending requests older than the TTL as expired.
+    /// Marks pending requests older than the TTL as expired, and schedules the others' lapse
+    /// (at start, when nothing is scheduled yet; arming again is harmless).
     pub(crate) fn sweep_requests(&self, now: DateTime<Utc>) -> Result<(), GrantsError> {
-        for mut r in self.store.list_requests(Some(RequestStatus::Pending))? {
+        for r in self.store.list_requests(Some(RequestStatus::Pending))? {
             if lapsed(&r, now) {
-                r.status = RequestStatus::Expired;
-                r.version += 1;
-                self.store.update_request(&r)?;
+                self.lapse(r)?;
+            } else {
+                self.scheduler
+                    .arm_request(Arc::from(r.id.as_str()), r.created_at + REQUEST_TTL);
             }
         }
         Ok(())
+    }
+
+    /// Marks a pending request expired and records `request.expired`, once: the versioned
+    /// update lets only one caller win.
+    fn lapse(&self, mut r: RequestRecord) -> Result<RequestRecord, GrantsError> {
+        r.status = RequestStatus::Expired;
+        r.version += 1;
+        self.store.update_request(&r)?;
+        self.emitter.emit(request_event("request.expired", &r));
+        Ok(r)
+    }
+
+    /// The scheduler says request `id` has waited its time to live.
+    pub(crate) fn on_request_lapse(&self, id: &str) {
+        let _ops = self.lock_ops();
+        let now = self.clock.now();
+        match self.store.get_request(id) {
+            Ok(Some(r)) if r.status == RequestStatus::Pending && lapsed(&r, now) => {
+                if let Err(e) = self.lapse(r) {
+                    tracing::error!(request = id, error = %e, "could not mark request expired");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(request = id, error = %e, "could not read lapsing request"),
+        }
     }
 
     pub(crate) async fn create_request(
@@ -92,6 +120,8 @@ impl Inner {
             version: 1,
         };
         self.store.insert_request(&r)?;
+        self.scheduler
+            .arm_request(Arc::from(r.id.as_str()), r.created_at + REQUEST_TTL);
         self.emitter
             .emit_wait(request_event("request.created", &r).with("reason", &r.reason))
             .await;
@@ -106,18 +136,18 @@ impl Inner {
         approving: bool,
         now: DateTime<Utc>,
     ) -> Result<RequestRecord, GrantsError> {
-        let mut r = self
+        let r = self
             .store
             .get_request(id)?
             .ok_or_else(|| GrantsError::NotFound {
                 kind: "request",
                 id: id.to_owned(),
             })?;
-        if r.status == RequestStatus::Pending && lapsed(&r, now) {
-            r.status = RequestStatus::Expired;
-            r.version += 1;
-            self.store.update_request(&r)?;
-        }
+        let r = if r.status == RequestStatus::Pending && lapsed(&r, now) {
+            self.lapse(r)?
+        } else {
+            r
+        };
         if r.status != RequestStatus::Pending {
             return Err(GrantsError::Refused(format!(
                 "request {id} is already {}",

@@ -48,6 +48,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         status: Option<RequestStatus>,
     ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Records that grant `id` was warned about its expiry at `expires_at`; false when that
+    /// warning was already recorded (say, before a restart), so it is sent once per deadline.
+    /// Not versioned: it is notification bookkeeping, not grant state.
+    fn claim_warning(&self, id: &str, expires_at: &DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the count applied.
@@ -86,6 +90,8 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL
     );
     CREATE INDEX requests_status ON requests(status, created_at);",
+    // 2: the deadline a grant's `grant.expiring` was sent for, so a restart does not resend it.
+    "ALTER TABLE grants ADD COLUMN warned_for TEXT",
 ];
 
 /// The SQLite store: one connection behind a mutex (writes are small and rare).
@@ -433,6 +439,17 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(request_from).collect()
     }
+
+    fn claim_warning(&self, id: &str, expires_at: &DateTime<Utc>) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .prepare_cached(
+                "UPDATE grants SET warned_for=?2 \
+                 WHERE id=?1 AND (warned_for IS NULL OR warned_for<>?2)",
+            )?
+            .execute(params![id, ts(expires_at)])?;
+        Ok(changed == 1)
+    }
 }
 
 #[cfg(test)]
@@ -483,6 +500,41 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.list_grants(Some(GrantStatus::Revoked)).unwrap(), vec![g]);
         assert!(s.list_grants(Some(GrantStatus::Live)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_warning_is_claimed_once_per_deadline_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grants.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let g = grant("g_1");
+        s.insert_grant(&g).unwrap();
+        assert!(s.claim_warning("g_1", &g.expires_at).unwrap());
+        assert!(!s.claim_warning("g_1", &g.expires_at).unwrap());
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(!s.claim_warning("g_1", &g.expires_at).unwrap());
+        // An extension is a new deadline, warned about again.
+        let later = g.expires_at + chrono::Duration::minutes(30);
+        assert!(s.claim_warning("g_1", &later).unwrap());
+        assert!(!s.claim_warning("g_unknown", &later).unwrap());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grants.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {}; PRAGMA user_version = 1; COMMIT;",
+            MIGRATIONS[0]
+        ))
+        .unwrap();
+        drop(conn);
+        let s = SqliteStore::open(&path).unwrap();
+        let g = grant("g_1");
+        s.insert_grant(&g).unwrap();
+        assert!(s.claim_warning("g_1", &g.expires_at).unwrap());
     }
 
     #[test]

@@ -136,8 +136,15 @@ async fn requests_need_a_reason_respect_the_ceiling_and_lapse() {
         .await
         .unwrap();
     tokio::time::sleep(REQUEST_TTL).await;
+    // It lapses on its own, recorded once, before anyone looks at it.
+    f.audit.wait_for("request.expired", 1).await;
+    assert_eq!(
+        f.audit.of_type("request.expired")[0]["request"],
+        r.id.as_str()
+    );
     let e = f.grants.approve(&r.id, &user("bob")).await.unwrap_err();
     assert!(e.to_string().contains("already expired"), "{e}");
     let all = f.grants.list_requests(false, &Actor::Admin).unwrap();
     assert_eq!(all[0].status, RequestStatus::Expired);
+    assert_eq!(f.audit.of_type("request.expired").len(), 1);
 }
