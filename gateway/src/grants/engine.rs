@@ -401,7 +401,7 @@ impl Inner {
                 "only an operator can revoke grants".into(),
             ));
         }
-        let g = self.revoke_now(id, actor.name())?;
+        let g = self.revoke_now(id, actor.name(), CloseReason::GrantRevoked)?;
         self.emitter
             .emit_wait(
                 grant_event("grant.revoked", &g)
@@ -413,7 +413,13 @@ impl Inner {
     }
 
     /// Marks a grant revoked everywhere and closes its sessions; no audit (callers emit).
-    pub(crate) fn revoke_now(&self, id: &str, by: &str) -> Result<GrantRecord, GrantsError> {
+    /// Revokes a live grant and closes its sessions with `why` (a revoke reason).
+    pub(crate) fn revoke_now(
+        &self,
+        id: &str,
+        by: &str,
+        why: CloseReason,
+    ) -> Result<GrantRecord, GrantsError> {
         let _ops = self.lock_ops();
         let now = self.clock.now();
         let mut g = self.live_record(id, now)?;
@@ -426,7 +432,7 @@ impl Inner {
         // the operator is told about (the stored grant would be live again after a restart).
         self.scheduler.disarm(id);
         if let Some(live) = self.table.remove(id, false) {
-            self.kill(Kill::Grant(&live), CloseReason::GrantRevoked);
+            self.kill(Kill::Grant(&live), why);
         }
         self.store.update_grant(&g)?;
         Ok(g)

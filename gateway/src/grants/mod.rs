@@ -46,17 +46,21 @@ pub enum CloseReason {
     UpstreamClosed,
     GrantExpired,
     GrantRevoked,
+    /// Revoked because a config reload removed its user, target or role. Recorded as
+    /// `grant_revoked` (the SPEC's reason); only the sentence the client sees differs.
+    ConfigRevoked,
     Killed,
     Error,
     Shutdown,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 8] = [
         CloseReason::ClientClosed,
         CloseReason::UpstreamClosed,
         CloseReason::GrantExpired,
         CloseReason::GrantRevoked,
+        CloseReason::ConfigRevoked,
         CloseReason::Killed,
         CloseReason::Error,
         CloseReason::Shutdown,
@@ -80,7 +84,7 @@ impl CloseReason {
             CloseReason::ClientClosed => "client_closed",
             CloseReason::UpstreamClosed => "upstream_closed",
             CloseReason::GrantExpired => "grant_expired",
-            CloseReason::GrantRevoked => "grant_revoked",
+            CloseReason::GrantRevoked | CloseReason::ConfigRevoked => "grant_revoked",
             CloseReason::Killed => "killed",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",

@@ -83,7 +83,7 @@ impl Inner {
             if still {
                 continue;
             }
-            match self.revoke_now(&live.id, "config") {
+            match self.revoke_now(&live.id, "config", CloseReason::ConfigRevoked) {
                 Ok(g) => {
                     self.emitter
                         .emit_wait(

@@ -320,8 +320,10 @@ async fn reload_removing_a_role_revokes_and_closes() {
     f.grants.reload(Arc::new(c)).await;
     assert_eq!(
         a.next_event().await,
-        LeaseEvent::Close(CloseReason::GrantRevoked)
+        LeaseEvent::Close(CloseReason::ConfigRevoked)
     );
+    // Recorded with the SPEC's reason; only the client's sentence says "config".
+    assert_eq!(CloseReason::ConfigRevoked.as_str(), "grant_revoked");
     assert_eq!(f.audit.of_type("grant.revoked")[0]["revoked_by"], "config");
 }
 

@@ -49,6 +49,9 @@ fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
         CloseReason::GrantRevoked => {
             format!("portcullis: grant {grant} on {target} was revoked; session closed")
         }
+        CloseReason::ConfigRevoked => format!(
+            "portcullis: grant {grant} on {target} was revoked: the reloaded config no longer has its user, target or role; session closed"
+        ),
         CloseReason::Killed => {
             format!("portcullis: session killed by an operator (grant {grant} on {target})")
         }

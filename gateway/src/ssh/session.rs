@@ -306,6 +306,9 @@ pub fn close_message(reason: CloseReason, grant: &str) -> String {
     let why = match reason {
         CloseReason::GrantExpired => format!("grant {grant} expired"),
         CloseReason::GrantRevoked => format!("grant {grant} was revoked"),
+        CloseReason::ConfigRevoked => format!(
+            "grant {grant} was revoked: the reloaded config no longer has its user, target or role"
+        ),
         CloseReason::Killed => "session killed by an operator".to_string(),
         CloseReason::Shutdown => "the gateway is shutting down".to_string(),
         CloseReason::UpstreamClosed => "the target closed the connection".to_string(),
