@@ -61,6 +61,77 @@ impl Event {
     }
 }
 
+/// One audit event already serialised as a JSON object: the hot paths' form (`pg.query`).
+///
+/// A typed event (a struct deriving `Serialize`, borrowing its fields) is written straight
+/// into one buffer, instead of building an [`Event`] map of owned keys and values first.
+/// The writer copies the bytes into the record verbatim and the chain hashes exactly them,
+/// so to keep the log's canonical form the type must declare its fields in sorted key order
+/// and skip absent ones, as serde_json's map would write them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonEvent(Vec<u8>);
+
+/// Why a value cannot be an audit event.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonEventError {
+    /// Serialising the value failed (a custom `Serialize` refused).
+    #[error("event does not serialise: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The value serialises to JSON that is not an object.
+    #[error("event is not a json object")]
+    NotAnObject,
+}
+
+impl JsonEvent {
+    /// Serialises `event`, which must serialise to a JSON object.
+    pub fn new(event: &impl serde::Serialize) -> Result<Self, JsonEventError> {
+        Self::with_capacity(event, 256)
+    }
+
+    /// [`JsonEvent::new`] into a buffer of `capacity` bytes to start with.
+    pub fn with_capacity(
+        event: &impl serde::Serialize,
+        capacity: usize,
+    ) -> Result<Self, JsonEventError> {
+        let mut buf = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut buf, event)?;
+        if buf.first() != Some(&b'{') {
+            return Err(JsonEventError::NotAnObject);
+        }
+        Ok(JsonEvent(buf))
+    }
+
+    /// The serialised object.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The event as a map (tests, notifications): parses the bytes back.
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_slice(&self.0).unwrap_or_default()
+    }
+}
+
+/// What [`AuditLog::append`] and [`AuditLog::submit`] take: an [`Event`] map or a
+/// pre-serialised [`JsonEvent`].
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Map(Event),
+    Json(JsonEvent),
+}
+
+impl From<Event> for Payload {
+    fn from(e: Event) -> Self {
+        Payload::Map(e)
+    }
+}
+
+impl From<JsonEvent> for Payload {
+    fn from(e: JsonEvent) -> Self {
+        Payload::Json(e)
+    }
+}
+
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -152,7 +223,8 @@ impl AuditLog {
                 .with("bytes", cut.bytes)
                 .with("reason", &cut.reason);
             let (tx, _rx) = oneshot::channel();
-            w.commit(vec![(ev, Some(tx))]).map_err(|e| fail(&e))?;
+            w.commit(vec![(ev.into(), Some(tx))])
+                .map_err(|e| fail(&e))?;
         }
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         std::thread::Builder::new()
@@ -176,14 +248,14 @@ impl AuditLog {
     /// # Cancellation safety
     /// If dropped after the event was queued, the event is still written; if dropped while
     /// waiting for queue space, it was not queued.
-    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+    pub async fn append(&self, event: impl Into<Payload>) -> Result<u64, AuditError> {
         if !self.healthy() {
             return Err(AuditError::Unavailable("audit log is not writable".into()));
         }
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Cmd::Append(event, Some(tx)))
+            .send(Cmd::Append(event.into(), Some(tx)))
             .await
             .map_err(|_| AuditError::Unavailable("audit log closed".into()))?;
         rx.await.map_err(|_| {
@@ -203,13 +275,13 @@ impl AuditLog {
     ///
     /// # Cancellation safety
     /// If dropped while waiting for queue space, the event was not queued.
-    pub async fn submit(&self, event: Event) -> Result<(), AuditError> {
+    pub async fn submit(&self, event: impl Into<Payload>) -> Result<(), AuditError> {
         if !self.healthy() {
             return Err(AuditError::Unavailable("audit log is not writable".into()));
         }
         self.inner
             .tx
-            .send(Cmd::Append(event, None))
+            .send(Cmd::Append(event.into(), None))
             .await
             .map_err(|_| AuditError::Unavailable("audit log closed".into()))
     }

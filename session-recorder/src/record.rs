@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `event` is serialised by serde_json from its map (keys sorted, the default map of
-//! serde_json). The *canonical bytes* of a record are the line without its trailing newline
+//! serde_json), or handed over already serialised by a typed event whose fields are declared
+//! in that same sorted order (`JsonEvent`), so both give the same bytes for the same event.
+//! Verification does not depend on the key order: it hashes the bytes as they are. The *canonical bytes* of a record are the line without its trailing newline
 //! and without the `,"hash":"<64 hex>"` member, and
 //! `hash = sha256(prev as 32 raw bytes ‖ canonical bytes)`. The genesis `prev` is 32 zero
 //! bytes (64 `0`s). Because the parser checks the layout byte for byte and the hash covers
@@ -86,9 +88,31 @@ pub fn encode(
     event: &serde_json::Map<String, serde_json::Value>,
     out: &mut Vec<u8>,
 ) -> Hash {
+    encode_with(seq, ts, prev, out, |out| {
+        // Writing a map of JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, event);
+    })
+}
+
+/// [`encode`] for an event already serialised as one JSON object (`{...}`, no trailing
+/// newline), written verbatim: the hash covers exactly these bytes, so the caller must hand
+/// over what serde_json would have written for the same event (see `JsonEvent`).
+pub fn encode_json(seq: u64, ts: &str, prev: &Hash, event: &[u8], out: &mut Vec<u8>) -> Hash {
+    encode_with(seq, ts, prev, out, |out| out.extend_from_slice(event))
+}
+
+fn encode_with(
+    seq: u64,
+    ts: &str,
+    prev: &Hash,
+    out: &mut Vec<u8>,
+    write_event: impl FnOnce(&mut Vec<u8>),
+) -> Hash {
+    use std::io::Write as _;
     let start = out.len();
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{seq}");
     out.extend_from_slice(b",\"ts\":\"");
     out.extend_from_slice(ts.as_bytes());
     out.extend_from_slice(b"\",\"prev\":\"");
@@ -104,8 +128,7 @@ pub fn encode(
     out.push(b'"');
     let rest_at = out.len();
     out.extend_from_slice(b",\"event\":");
-    // Writing a map of JSON values into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, event);
+    write_event(out);
     out.push(b'}');
     h.update(&out[rest_at..]);
     let hash: Hash = h.finalize().into();
@@ -322,6 +345,27 @@ mod tests {
         let rec: Record = serde_json::from_slice(&l).expect("json");
         assert_eq!(rec.hash, hex::encode(h));
         assert_eq!(rec.kind(), "pg.query");
+    }
+
+    #[test]
+    fn a_pre_serialised_event_gives_the_same_line() {
+        let ev = Event::new("pg.query")
+            .with("sql", "select 'a\"b'\n\u{1}")
+            .with("params", ["x", "é"])
+            .with("duration_us", 12);
+        let (want, want_h) = line(3, &[5u8; 32], &ev);
+        let json = serde_json::to_vec(&ev.0).expect("json");
+        let mut got = Vec::new();
+        let h = encode_json(
+            3,
+            "2026-11-29T10:00:00.123456789Z",
+            &[5u8; 32],
+            &json,
+            &mut got,
+        );
+        assert_eq!(got, want);
+        assert_eq!(h, want_h);
+        assert!(check_line(&got[..got.len() - 1]).is_ok());
     }
 
     #[test]

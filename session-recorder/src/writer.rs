@@ -22,7 +22,7 @@ use crate::recover::Resume;
 use crate::seal::Seal;
 use crate::segment::SegmentFile;
 use crate::sync::Syncer;
-use crate::{AuditError, Durability, Event};
+use crate::{AuditError, Durability, Payload};
 
 /// The most events committed in one write.
 const MAX_BATCH: usize = 4096;
@@ -38,7 +38,7 @@ pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
 pub(crate) enum Cmd {
     /// An event, with the appender waiting for its seq, or `None` for a submit that does
     /// not wait (a failure then shows as the log turning unhealthy).
-    Append(Event, Option<Reply>),
+    Append(Payload, Option<Reply>),
     Close(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -183,7 +183,7 @@ impl Writer {
     }
 
     /// Writes a batch; replies to each appender per the durability mode.
-    pub(crate) fn commit(&mut self, appends: Vec<(Event, Option<Reply>)>) -> std::io::Result<()> {
+    pub(crate) fn commit(&mut self, appends: Vec<(Payload, Option<Reply>)>) -> std::io::Result<()> {
         let mut replies: Vec<(u64, Reply)> = Vec::with_capacity(appends.len());
         let now = record::format_ts(chrono::Utc::now());
         let mut rest = appends.into_iter();
@@ -197,7 +197,13 @@ impl Writer {
                 break;
             }
             let seq = self.chain.last_seq + 1;
-            let hash = record::encode(seq, &now, &self.chain.last_hash, &event.0, &mut self.buf);
+            let prev = &self.chain.last_hash;
+            let hash = match &event {
+                Payload::Map(ev) => record::encode(seq, &now, prev, &ev.0, &mut self.buf),
+                Payload::Json(ev) => {
+                    record::encode_json(seq, &now, prev, ev.as_bytes(), &mut self.buf)
+                }
+            };
             self.chain = Chain {
                 last_seq: seq,
                 last_hash: hash,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use portcullis_recorder::{AuditLog, Durability, Event, Options, records, verify};
+use portcullis_recorder::{AuditLog, Durability, Event, JsonEvent, Options, records, verify};
 
 fn opts(d: Durability, max_bytes: u64) -> Options {
     Options {
@@ -200,4 +200,70 @@ async fn submitted_events_are_written_in_order_before_a_later_append_returns() {
         // A closed log refuses submits.
         assert!(log.submit(Event::new("late")).await.is_err());
     }
+}
+
+/// A typed event, handed over pre-serialised, lands as the same line an `Event` map with the
+/// same fields does, interleaved with map events in one chain that verifies and reads back.
+#[tokio::test]
+async fn typed_events_and_maps_share_one_chain() {
+    #[derive(serde::Serialize)]
+    struct Typed<'a> {
+        n: u64,
+        sql: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+    }
+    for d in [Durability::Batched, Durability::Strict] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (dir, key) = paths(t.path());
+        let log = AuditLog::open_with(&dir, &key, opts(d, 4096)).expect("open");
+        let sql = "select 'it''s'\n\u{1}\"é\"";
+        for i in 0..200u64 {
+            if i % 2 == 0 {
+                let ev = JsonEvent::new(&Typed {
+                    n: i,
+                    sql,
+                    kind: "pg.query",
+                })
+                .expect("object");
+                log.submit(ev).await.expect("submit");
+            } else {
+                let ev = Event::new("pg.query").with("n", i).with("sql", sql);
+                log.submit(ev).await.expect("submit");
+            }
+        }
+        log.close().await.expect("close");
+        verify(&dir, Some(log.public_key())).expect("verify");
+        let lines: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(p).expect("read");
+                text.lines().map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(lines.len(), 200);
+        for l in &lines {
+            // Same key order and escaping whichever way the event came in.
+            let event = &l[l.find(",\"event\":").expect("event") + 9..l.len() - 1];
+            let v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(event).expect("json");
+            assert_eq!(serde_json::to_string(&v).expect("json"), event, "{d:?}");
+            assert_eq!(v["sql"], sql);
+        }
+        let ns: Vec<u64> = records(&dir)
+            .expect("records")
+            .map(|r| r.expect("record"))
+            .filter_map(|r| r.event.get("n").and_then(|v| v.as_u64()))
+            .collect();
+        assert_eq!(ns, (0..200).collect::<Vec<_>>(), "{d:?}");
+    }
+}
+
+#[test]
+fn a_json_event_must_be_an_object() {
+    assert!(JsonEvent::new(&"a string").is_err());
+    assert!(JsonEvent::new(&[1, 2]).is_err());
+    assert!(JsonEvent::new(&serde_json::json!({"type": "x"})).is_ok());
 }

@@ -12,13 +12,17 @@
 //!   statement; its outcome follows as a `pg.result` (`stmt`, `duration_us`, `tag` or
 //!   `error`) when the statement completes. `stmt` numbers the statements of a session.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis_protocol::pg::{BackendMessage, Bind, FrontendMessage};
-use portcullis_recorder::Event;
+use portcullis_recorder::{Event, Payload};
 use serde_json::Value;
+
+use super::event::PgEvent;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
@@ -52,6 +56,28 @@ impl Common {
             .with("client", &self.client)
             .with("proto", "postgres")
     }
+
+    /// A `pg.query` or `pg.result` event of this session, statement fields unset.
+    fn pg_event(&self, kind: &'static str) -> PgEvent<'_> {
+        PgEvent {
+            client: &self.client,
+            copy_bytes: None,
+            duration_us: None,
+            error: None,
+            error_message: None,
+            grant: &self.grant,
+            params: None,
+            proto: "postgres",
+            role: &self.role,
+            session: &self.session,
+            sql: None,
+            stmt: None,
+            tag: None,
+            target: &self.target,
+            kind,
+            user: &self.user,
+        }
+    }
 }
 
 /// Lossy UTF-8, capped at `max` bytes on a char boundary.
@@ -62,6 +88,16 @@ pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
         s.push_str("…[truncated]");
     }
     s
+}
+
+/// [`capped_text`] shared: a statement's SQL is copied out of the frame once, then shared by
+/// its prepared statement, its portals and each execution without further copies.
+fn capped_sql(bytes: &[u8], max: usize) -> Arc<str> {
+    let cut = bytes.get(..max).unwrap_or(bytes);
+    match String::from_utf8_lossy(cut) {
+        Cow::Borrowed(s) if bytes.len() <= max => Arc::from(s),
+        _ => Arc::from(capped_text(bytes, max)),
+    }
 }
 
 fn param_value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>) -> Value {
@@ -93,8 +129,8 @@ fn param_value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>) -> Value {
 struct Query {
     /// The statement's number in the session (strict mode links `pg.result` to it).
     stmt: u64,
-    sql: String,
-    params: Option<Vec<Value>>,
+    sql: Arc<str>,
+    params: Option<Arc<[Value]>>,
     start: Instant,
     end: Option<Instant>,
     tag: Option<String>,
@@ -103,7 +139,7 @@ struct Query {
 }
 
 impl Query {
-    fn new(stmt: u64, sql: String, params: Option<Vec<Value>>) -> Self {
+    fn new(stmt: u64, sql: Arc<str>, params: Option<Arc<[Value]>>) -> Self {
         Query {
             stmt,
             sql,
@@ -116,6 +152,9 @@ impl Query {
         }
     }
 }
+
+/// A bound portal: its statement's SQL and its parameters, shared with each execution.
+type Portal = (Arc<str>, Arc<[Value]>);
 
 #[derive(Debug)]
 enum Pending {
@@ -134,8 +173,8 @@ pub(crate) struct Tracker {
     common: Common,
     /// Strict durability: statement records before forwarding, outcomes after.
     strict: bool,
-    statements: HashMap<Vec<u8>, String>,
-    portals: HashMap<Vec<u8>, (String, Vec<Value>)>,
+    statements: HashMap<Vec<u8>, Arc<str>>,
+    portals: HashMap<Vec<u8>, Portal>,
     pending: VecDeque<Pending>,
     /// Statements started so far (numbers them).
     started: u64,
@@ -158,14 +197,21 @@ impl Tracker {
 
     /// Registers a statement about to be forwarded; in strict mode, returns the `pg.query`
     /// record that must be durable before it is.
-    fn start(&mut self, simple: bool, sql: String, params: Option<Vec<Value>>) -> Option<Event> {
+    fn start(
+        &mut self,
+        simple: bool,
+        sql: Arc<str>,
+        params: Option<Arc<[Value]>>,
+    ) -> Option<Payload> {
         self.started += 1;
         let record = self.strict.then(|| {
-            self.common
-                .event("pg.query")
-                .with("stmt", self.started)
-                .with("sql", &sql)
-                .with("params", &params)
+            PgEvent {
+                stmt: Some(self.started),
+                sql: Some(&sql),
+                params: params.as_deref(),
+                ..self.common.pg_event("pg.query")
+            }
+            .payload()
         });
         let q = Query::new(self.started, sql, params);
         self.pending.push_back(if simple {
@@ -178,14 +224,14 @@ impl Tracker {
 
     /// A message the client sent. For a statement (Query, Execute) in strict mode, returns
     /// the record to append durably before forwarding it.
-    pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) -> Option<Event> {
+    pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) -> Option<Payload> {
         match msg {
             FrontendMessage::Query { sql } => {
-                return self.start(true, capped_text(sql, MAX_SQL), None);
+                return self.start(true, capped_sql(sql, MAX_SQL), None);
             }
             FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
                 self.statements
-                    .insert(p.name.to_vec(), capped_text(p.sql, MAX_SQL));
+                    .insert(p.name.to_vec(), capped_sql(p.sql, MAX_SQL));
             }
             FrontendMessage::Bind(b) => {
                 let sql = self
@@ -193,10 +239,10 @@ impl Tracker {
                     .get(b.statement)
                     .cloned()
                     .unwrap_or_else(|| {
-                        format!(
+                        Arc::from(format!(
                             "<prepared statement {:?}>",
                             String::from_utf8_lossy(b.statement)
-                        )
+                        ))
                     });
                 let params = b
                     .params()
@@ -211,8 +257,8 @@ impl Tracker {
             FrontendMessage::Execute { portal, .. } => {
                 let (sql, params) = self.portals.get(*portal).cloned().unwrap_or_else(|| {
                     (
-                        format!("<portal {:?}>", String::from_utf8_lossy(portal)),
-                        Vec::new(),
+                        Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
+                        Arc::from([]),
                     )
                 });
                 return self.start(false, sql, Some(params));
@@ -235,7 +281,7 @@ impl Tracker {
                     .collect();
                 return self.start(
                     true,
-                    format!("<fastpath function call: oid {oid}>"),
+                    Arc::from(format!("<fastpath function call: oid {oid}>")),
                     Some(params),
                 );
             }
@@ -246,22 +292,22 @@ impl Tracker {
 
     /// A message too large to buffer: tracked from its first bytes. Returns the strict
     /// record of a statement, as [`Tracker::frontend`] does.
-    pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) -> Option<Event> {
-        let sql = capped_text(prefix, MAX_SQL);
+    pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) -> Option<Payload> {
         match tag {
-            b'Q' => return self.start(true, sql, None),
+            b'Q' => return self.start(true, capped_sql(prefix, MAX_SQL), None),
             b'F' => {
-                let call = "<fastpath function call: arguments too large>".to_owned();
-                return self.start(true, call, Some(vec![Value::String("<too large>".into())]));
+                let call = Arc::from("<fastpath function call: arguments too large>");
+                let params = Arc::from([Value::String("<too large>".into())]);
+                return self.start(true, call, Some(params));
             }
             b'E' => {
                 let portal = format!("<portal {:?}>", capped_text(prefix, 64));
-                return self.start(false, portal, Some(Vec::new()));
+                return self.start(false, Arc::from(portal), Some(Arc::from([])));
             }
             b'P' => {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
-                let sql = capped_text(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
+                let sql = capped_sql(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
                 self.statements.insert(name, sql);
             }
             b'B' => {
@@ -270,8 +316,8 @@ impl Tracker {
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let stmt = parts.next().unwrap_or_default();
                 let sql = self.statements.get(stmt).cloned().unwrap_or_default();
-                self.portals
-                    .insert(portal, (sql, vec![Value::String("<too large>".into())]));
+                let params = Arc::from([Value::String("<too large>".into())]);
+                self.portals.insert(portal, (sql, params));
             }
             _ => {}
         }
@@ -286,7 +332,7 @@ impl Tracker {
     }
 
     /// A message the server sent; completed statements are pushed to `out`.
-    pub(crate) fn backend(&mut self, msg: &BackendMessage<'_>, out: &mut Vec<Event>) {
+    pub(crate) fn backend(&mut self, msg: &BackendMessage<'_>, out: &mut Vec<Payload>) {
         match msg {
             BackendMessage::CommandComplete { tag } => self.complete(Some(tag), None, out),
             BackendMessage::EmptyQueryResponse => self.complete(Some(b""), None, out),
@@ -329,7 +375,7 @@ impl Tracker {
         &mut self,
         tag: Option<&[u8]>,
         error: Option<(String, String)>,
-        out: &mut Vec<Event>,
+        out: &mut Vec<Payload>,
     ) {
         match self.pending.front_mut() {
             Some(Pending::Simple(q)) => {
@@ -356,35 +402,41 @@ impl Tracker {
         }
     }
 
-    fn emit(&mut self, q: Query, out: &mut Vec<Event>) {
+    fn emit(&mut self, q: Query, out: &mut Vec<Payload>) {
         self.queries += 1;
         let end = q.end.unwrap_or_else(Instant::now);
         let ev = if self.strict {
             // The statement itself is already in the log; this is its outcome.
-            self.common.event("pg.result").with("stmt", q.stmt)
-        } else {
-            self.common
-                .event("pg.query")
-                .with("sql", &q.sql)
-                .with("params", &q.params)
-        };
-        let mut ev = ev
-            .with(
-                "duration_us",
-                end.duration_since(q.start).as_micros() as u64,
-            )
-            .with("copy_bytes", q.copy_bytes);
-        match q.error {
-            Some((code, message)) => {
-                ev = ev.with("error", code).with("error_message", message);
+            PgEvent {
+                stmt: Some(q.stmt),
+                ..self.common.pg_event("pg.result")
             }
-            None => ev = ev.with("tag", q.tag.unwrap_or_default()),
-        }
-        out.push(ev);
+        } else {
+            PgEvent {
+                sql: Some(&q.sql),
+                params: q.params.as_deref(),
+                ..self.common.pg_event("pg.query")
+            }
+        };
+        let (error, error_message, tag) = match &q.error {
+            Some((code, message)) => (Some(code.as_str()), Some(message.as_str()), None),
+            None => (None, None, Some(q.tag.as_deref().unwrap_or_default())),
+        };
+        out.push(
+            PgEvent {
+                duration_us: Some(end.duration_since(q.start).as_micros() as u64),
+                copy_bytes: q.copy_bytes,
+                error,
+                error_message,
+                tag,
+                ..ev
+            }
+            .payload(),
+        );
     }
 
     /// Statements still running when the session ends are logged as interrupted.
-    pub(crate) fn drain(&mut self, reason: &str, out: &mut Vec<Event>) {
+    pub(crate) fn drain(&mut self, reason: &str, out: &mut Vec<Payload>) {
         while let Some(p) = self.pending.pop_front() {
             if let Pending::Simple(mut q) | Pending::Execute(mut q) = p {
                 if q.error.is_none() {
@@ -400,6 +452,14 @@ impl Tracker {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// An event as the log will hold it.
+    fn m(p: &Payload) -> serde_json::Map<String, Value> {
+        match p {
+            Payload::Json(j) => j.to_map(),
+            Payload::Map(e) => e.0.clone(),
+        }
+    }
 
     fn common() -> Common {
         Common {
@@ -456,9 +516,9 @@ mod tests {
         );
         t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0["sql"], "select $1");
-        assert_eq!(out[0].0["params"], serde_json::json!(["7"]));
-        assert_eq!(out[0].0["tag"], "SELECT 1");
+        assert_eq!(m(&out[0])["sql"], "select $1");
+        assert_eq!(m(&out[0])["params"], serde_json::json!(["7"]));
+        assert_eq!(m(&out[0])["tag"], "SELECT 1");
         let mut err = Vec::new();
         portcullis_protocol::pg::encode_error_response(
             &mut err,
@@ -470,10 +530,10 @@ mod tests {
         t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
         t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
         assert_eq!(out.len(), 3);
-        assert_eq!(out[1].0["sql"], "select 1/0");
-        assert_eq!(out[1].0["error"], "22012");
-        assert_eq!(out[2].0["sql"], "select 2");
-        assert_eq!(out[2].0["error"], "skipped");
+        assert_eq!(m(&out[1])["sql"], "select 1/0");
+        assert_eq!(m(&out[1])["error"], "22012");
+        assert_eq!(m(&out[2])["sql"], "select 2");
+        assert_eq!(m(&out[2])["error"], "skipped");
     }
 
     #[test]
@@ -499,9 +559,9 @@ mod tests {
         );
         assert!(out.is_empty());
         t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
-        assert_eq!(out[0].0["copy_bytes"], 15);
-        assert_eq!(out[0].0["tag"], "COPY 2");
-        assert_eq!(out[0].0["session"], "s_1");
+        assert_eq!(m(&out[0])["copy_bytes"], 15);
+        assert_eq!(m(&out[0])["tag"], "COPY 2");
+        assert_eq!(m(&out[0])["session"], "s_1");
     }
 
     #[test]
@@ -511,18 +571,18 @@ mod tests {
         let rec = t
             .frontend(&FrontendMessage::Query { sql: b"select 1" })
             .unwrap();
-        assert_eq!(rec.0["type"], "pg.query");
-        assert_eq!(rec.0["sql"], "select 1");
-        assert_eq!(rec.0["stmt"], 1);
-        assert!(!rec.0.contains_key("tag"));
+        assert_eq!(m(&rec)["type"], "pg.query");
+        assert_eq!(m(&rec)["sql"], "select 1");
+        assert_eq!(m(&rec)["stmt"], 1);
+        assert!(!m(&rec).contains_key("tag"));
         let rec = t
             .frontend(&FrontendMessage::Execute {
                 portal: b"",
                 max_rows: 0,
             })
             .unwrap();
-        assert_eq!(rec.0["stmt"], 2);
-        assert_eq!(rec.0["params"], serde_json::json!([]));
+        assert_eq!(m(&rec)["stmt"], 2);
+        assert_eq!(m(&rec)["params"], serde_json::json!([]));
         assert!(t.frontend(&FrontendMessage::Sync).is_none());
         t.backend(
             &BackendMessage::CommandComplete { tag: b"SELECT 1" },
@@ -530,15 +590,15 @@ mod tests {
         );
         t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0["type"], "pg.result");
-        assert_eq!(out[0].0["stmt"], 1);
-        assert_eq!(out[0].0["tag"], "SELECT 1");
-        assert!(!out[0].0.contains_key("sql"));
+        assert_eq!(m(&out[0])["type"], "pg.result");
+        assert_eq!(m(&out[0])["stmt"], 1);
+        assert_eq!(m(&out[0])["tag"], "SELECT 1");
+        assert!(!m(&out[0]).contains_key("sql"));
         t.backend(
             &BackendMessage::CommandComplete { tag: b"SELECT 2" },
             &mut out,
         );
-        assert_eq!(out[1].0["stmt"], 2);
+        assert_eq!(m(&out[1])["stmt"], 2);
         // Batched mode returns no statement record.
         let mut b = Tracker::new(common(), false);
         assert!(
@@ -564,5 +624,53 @@ mod tests {
             .map(|(i, p)| param_value(&b, i, p))
             .collect();
         assert_eq!(v, vec![Value::String("\\xdead".into()), Value::Null]);
+    }
+
+    #[test]
+    fn sql_is_kept_as_lossy_capped_text() {
+        let mut t = Tracker::new(common(), false);
+        let mut out = Vec::new();
+        let long = vec![b'x'; MAX_SQL + 10];
+        let cases: [(&[u8], String); 3] = [
+            (
+                b"select '\xff' -- \"q\" \\ \n",
+                "select '\u{fffd}' -- \"q\" \\ \n".into(),
+            ),
+            (b"select 1", "select 1".into()),
+            (&long, format!("{}\u{2026}[truncated]", "x".repeat(MAX_SQL))),
+        ];
+        for (sql, want) in cases {
+            t.frontend(&FrontendMessage::Query { sql });
+            t.backend(
+                &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+                &mut out,
+            );
+            t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+            let ev = m(out.last().unwrap());
+            assert_eq!(ev["sql"], want.as_str());
+            assert!(matches!(out.last(), Some(Payload::Json(_))));
+        }
+    }
+
+    #[test]
+    fn prepared_statement_sql_is_shared_not_copied() {
+        let mut t = Tracker::new(common(), false);
+        t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name: b"s1",
+            sql: b"select $1",
+            param_types: &[],
+        }));
+        let bind = FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: b"s1",
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        });
+        t.frontend(&bind);
+        let stmt = t.statements.get(b"s1".as_slice()).unwrap();
+        let (portal_sql, _) = t.portals.get(b"".as_slice()).unwrap();
+        assert!(Arc::ptr_eq(stmt, portal_sql));
     }
 }

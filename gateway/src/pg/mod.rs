@@ -11,6 +11,7 @@
 mod audit;
 mod auth;
 mod cancel;
+mod event;
 mod listener;
 mod relay;
 mod session;

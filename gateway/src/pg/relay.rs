@@ -16,7 +16,7 @@ use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
     BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
 };
-use portcullis_recorder::{AuditLog, Event};
+use portcullis_recorder::{AuditLog, Payload};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -96,7 +96,7 @@ impl Ctx<'_> {
 
     /// Queues completed statements' events; the log writes them in order without the relay
     /// waiting for the disk.
-    async fn emit(&self, events: &mut Vec<Event>) {
+    async fn emit(&self, events: &mut Vec<Payload>) {
         for ev in events.drain(..) {
             if let Err(e) = self.audit.submit(ev).await {
                 tracing::error!(error = %e, "audit submit failed");

@@ -485,7 +485,7 @@ async fn stop_backend(
 }
 
 /// Queues a session event; the log writes a session's events in the order queued.
-async fn submit(audit: &AuditLog, ev: Event) {
+async fn submit(audit: &AuditLog, ev: impl Into<portcullis_recorder::Payload>) {
     if let Err(e) = audit.submit(ev).await {
         tracing::error!(error = %e, "audit submit failed");
     }
