@@ -412,8 +412,8 @@ impl Inner {
         Ok(g)
     }
 
-    /// Marks a grant revoked everywhere and closes its sessions; no audit (callers emit).
-    /// Revokes a live grant and closes its sessions with `why` (a revoke reason).
+    /// Marks a grant revoked everywhere and closes its sessions with `why` (a revoke reason);
+    /// no audit (callers emit).
     pub(crate) fn revoke_now(
         &self,
         id: &str,
