@@ -44,6 +44,19 @@ pub async fn append(gw: &Shared, event: Event) -> bool {
     }
 }
 
+/// Queues `event` without waiting for it to be durable (batched durability, on the data
+/// path). Events one task queues keep their order, and the channel's closing `append`
+/// returns only once they are durable too. A log that refuses it turns unhealthy, which
+/// the next session's start sees (fail closed there).
+///
+/// # Cancellation safety
+/// If dropped while waiting for queue space, the event was not queued.
+pub async fn submit(gw: &Shared, event: Event) {
+    if let Err(e) = gw.audit.submit(event).await {
+        warn!(error = %e, "audit submit failed");
+    }
+}
+
 /// Records an authentication outcome for a connection that never became a session.
 pub async fn auth_failed(gw: &Shared, user: &str, target: &str, client: &str, reason: &str) {
     let ev = Event::new("auth.failed")

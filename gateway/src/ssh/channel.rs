@@ -1,5 +1,5 @@
-//! Relaying one channel between the user and the target, each in its own task, each
-//! direction awaiting only its own peer: a stalled channel holds up nothing but itself.
+//! Relaying one session channel between the user and the target, each in its own task,
+//! each direction awaiting only its own peer: a stalled channel holds up nothing but itself.
 //! When a direction waits, it stops reading its russh channel, and the patched russh
 //! (`vendor/russh/PORTCULLIS.md`) then stops granting that channel window, so the peer stops
 //! sending on it while the connection's other channels go on.
@@ -10,6 +10,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use portcullis_protocol::sftp::Op;
+use portcullis_recorder::Durability;
 use russh::client::Msg as UpMsg;
 use russh::server::Msg as DownMsg;
 use russh::{
@@ -41,7 +44,7 @@ struct State {
     bytes_out: u64,
 }
 
-fn refusal(reason: impl Into<String>) -> ChannelOpenFailure {
+pub(super) fn refusal(reason: impl Into<String>) -> ChannelOpenFailure {
     ChannelOpenFailure::Other {
         code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
         reason: reason.into(),
@@ -103,7 +106,7 @@ pub async fn session(
 }
 
 /// Runs both directions; when one ends the other gets a grace period.
-async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     tokio::select! {
@@ -211,16 +214,30 @@ async fn client_to_upstream(
             ChannelMsg::Data { data } => {
                 let len = data.len() as u64;
                 ctx.counters.add_in(len);
-                if let Ok(mut s) = state.lock() {
-                    s.bytes_in += len;
-                    if let Some(t) = &mut s.sftp {
-                        t.client(&data);
+                // What must be seen before the bytes go on: an sftp request (its reply must
+                // never be tapped first) and whether Enter was pressed (likewise its echo).
+                // The recording waits until the keystroke is on its way.
+                let pty = match state.lock() {
+                    Ok(mut s) => {
+                        s.bytes_in += len;
+                        if let Some(t) = &mut s.sftp {
+                            t.client(&data);
+                        }
+                        s.pty.as_mut().map(|p| p.typed(&data)).is_some()
                     }
-                    if let Some(p) = &mut s.pty {
-                        p.input(&data);
+                    Err(_) => false,
+                };
+                if pty {
+                    let sent = up.data_bytes(data.clone()).await.is_ok();
+                    if let Ok(mut s) = state.lock()
+                        && let Some(p) = &mut s.pty
+                    {
+                        p.record_input(&data);
                     }
+                    sent
+                } else {
+                    up.data_bytes(data).await.is_ok()
                 }
-                up.data_bytes(data).await.is_ok()
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 ctx.counters.add_in(data.len() as u64);
@@ -390,58 +407,9 @@ async fn upstream_to_client(
 ) {
     while let Some(msg) = rx.wait().await {
         let ok = match msg {
-            ChannelMsg::Data { data } => {
-                let len = data.len() as u64;
-                ctx.counters.add_out(len);
-                let (command, ops) = match state.lock() {
-                    Ok(mut s) => {
-                        s.bytes_out += len;
-                        let command = s.pty.as_mut().and_then(|p| p.output(&data));
-                        let ops = s.sftp.as_mut().map(|t| t.server(&data)).unwrap_or_default();
-                        (command, ops)
-                    }
-                    Err(_) => (None, Vec::new()),
-                };
-                if let Some(command) = command {
-                    let ev = ctx
-                        .ident
-                        .event("ssh.command")
-                        .with("command", command)
-                        .with("derived", true)
-                        .with("channel", id.to_string());
-                    audit::append(&ctx.gw, ev).await;
-                }
-                for op in ops {
-                    let ev = ctx
-                        .ident
-                        .event("ssh.sftp")
-                        .with("op", op.op)
-                        .with("path", op.path)
-                        .with("to", op.to)
-                        .with("pflags", op.pflags)
-                        .with("bytes_read", op.bytes_read)
-                        .with("bytes_written", op.bytes_written)
-                        .with(
-                            "bytes",
-                            op.bytes_read.zip(op.bytes_written).map(|(r, w)| r + w),
-                        )
-                        .with("error", op.error)
-                        .with("channel", id.to_string());
-                    audit::append(&ctx.gw, ev).await;
-                }
-                down.data_bytes(data).await.is_ok()
-            }
+            ChannelMsg::Data { data } => output(ctx, id, &down, state, data, None).await,
             ChannelMsg::ExtendedData { data, ext } => {
-                let len = data.len() as u64;
-                ctx.counters.add_out(len);
-                if let Ok(mut s) = state.lock() {
-                    s.bytes_out += len;
-                    // A terminal shows stderr too; the recording should as well.
-                    if let Some(p) = &mut s.pty {
-                        let _ = p.output(&data);
-                    }
-                }
-                down.extended_data_bytes(ext, data).await.is_ok()
+                output(ctx, id, &down, state, data, Some(ext)).await
             }
             ChannelMsg::Eof => down.eof().await.is_ok(),
             ChannelMsg::ExitStatus { exit_status } => {
@@ -491,101 +459,103 @@ async fn upstream_to_client(
     let _ = down.close().await;
 }
 
-/// A `direct-tcpip` channel (`ssh -L`), when the role allows port forwarding.
-#[allow(clippy::too_many_arguments)]
-pub async fn forward(
-    ctx: Arc<SessionCtx>,
-    chan: Channel<DownMsg>,
-    reply: russh::server::ChannelOpenHandle,
-    host: String,
-    port: u32,
-    origin: String,
-    origin_port: u32,
-) {
-    if !ctx.is_live().await {
-        reply.reject(refusal("the grant is no longer live")).await;
-        return;
-    }
-    let ev = ctx
-        .ident
-        .event("ssh.forward")
-        .with("host", &host)
-        .with("port", port)
-        .with("originator", format!("{origin}:{origin_port}"));
-    if !audit::append(&ctx.gw, ev).await {
-        reply.reject(refusal("the audit log is unavailable")).await;
-        return;
-    }
-    let up = match ctx.upstream().await {
-        Ok(up) => up,
-        Err(message) => {
-            reply.reject(refusal(message)).await;
-            return;
+/// Upstream data (or stderr, `ext`) for the user, through the channel's taps.
+///
+/// With batched durability the bytes go out first and the taps (terminal screen and
+/// recording, sftp replies) and the events they derive follow, queued without waiting for
+/// the disk: none of it is on the echo's path. Strict durability ("fsync before
+/// forwarding") keeps the derived events durable before the bytes that completed them go on.
+async fn output(
+    ctx: &SessionCtx,
+    id: ChannelId,
+    down: &ChannelWriteHalf<DownMsg>,
+    state: &Mutex<State>,
+    data: Bytes,
+    ext: Option<u32>,
+) -> bool {
+    let len = data.len() as u64;
+    ctx.counters.add_out(len);
+    let tapped = match state.lock() {
+        Ok(mut s) => {
+            s.bytes_out += len;
+            s.pty.is_some() || (ext.is_none() && s.sftp.is_some())
+        }
+        Err(_) => false,
+    };
+    let send = |data: Bytes| async move {
+        match ext {
+            None => down.data_bytes(data).await.is_ok(),
+            Some(ext) => down.extended_data_bytes(ext, data).await.is_ok(),
         }
     };
-    let up_chan = match up
-        .channel_open_direct_tcpip(host.clone(), port, origin, origin_port)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            reply
-                .reject(refusal(format!(
-                    "{}: cannot connect to {host}:{port}: {e}",
-                    ctx.ident.target
-                )))
-                .await;
-            return;
-        }
-    };
-    reply.accept().await;
-    let id = chan.id();
-    ctx.register(
-        id,
-        Registered {
-            interactive: false,
-            session: false,
-            upstream: None,
-        },
-    );
-    pipe_plain(chan, up_chan, Some(&ctx)).await;
-    ctx.unregister(id);
+    if !tapped {
+        return send(data).await;
+    }
+    if ctx.gw.audit.durability() == Durability::Strict {
+        let facts = tap_output(state, &data, ext.is_some());
+        record(ctx, id, facts, true).await;
+        send(data).await
+    } else {
+        let sent = send(data.clone()).await;
+        let facts = tap_output(state, &data, ext.is_some());
+        record(ctx, id, facts, false).await;
+        sent
+    }
 }
 
-/// Relays raw data both ways between a user channel and a target channel (forwards, agent).
-pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<&SessionCtx>) {
-    let (d_rx, d_tx) = down.split();
-    let (u_rx, u_tx) = up.split();
-    let count_in = |n: usize| {
-        if let Some(c) = ctx {
-            c.counters.add_in(n as u64);
-        }
+/// What one chunk of upstream output completed: a typed command line, sftp operations.
+type Facts = (Option<String>, Vec<Op>);
+
+fn tap_output(state: &Mutex<State>, data: &[u8], stderr: bool) -> Facts {
+    let Ok(mut s) = state.lock() else {
+        return (None, Vec::new());
     };
-    let count_out = |n: usize| {
-        if let Some(c) = ctx {
-            c.counters.add_out(n as u64);
-        }
+    // A terminal shows stderr too, so the screen and the recording take it; commands are
+    // read off stdout's echo only.
+    let command = s
+        .pty
+        .as_mut()
+        .and_then(|p| p.output(data))
+        .filter(|_| !stderr);
+    let ops = match &mut s.sftp {
+        Some(t) if !stderr => t.server(data),
+        _ => Vec::new(),
     };
-    both_halves(pump(d_rx, u_tx, count_in), pump(u_rx, d_tx, count_out)).await;
+    (command, ops)
 }
 
-async fn pump<S>(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<S>, count: impl Fn(usize))
-where
-    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
-{
-    while let Some(msg) = rx.wait().await {
-        let ok = match msg {
-            ChannelMsg::Data { data } => {
-                count(data.len());
-                tx.data_bytes(data).await.is_ok()
-            }
-            ChannelMsg::Eof => tx.eof().await.is_ok(),
-            ChannelMsg::Close => break,
-            _ => true,
-        };
-        if !ok {
-            break;
+/// Audits what [`tap_output`] derived: appended (durable) when `strict`, else queued.
+async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: bool) {
+    let events = command
+        .map(|command| {
+            ctx.ident
+                .event("ssh.command")
+                .with("command", command)
+                .with("derived", true)
+                .with("channel", id.to_string())
+        })
+        .into_iter()
+        .chain(ops.into_iter().map(|op| {
+            ctx.ident
+                .event("ssh.sftp")
+                .with("op", op.op)
+                .with("path", op.path)
+                .with("to", op.to)
+                .with("pflags", op.pflags)
+                .with("bytes_read", op.bytes_read)
+                .with("bytes_written", op.bytes_written)
+                .with(
+                    "bytes",
+                    op.bytes_read.zip(op.bytes_written).map(|(r, w)| r + w),
+                )
+                .with("error", op.error)
+                .with("channel", id.to_string())
+        }));
+    for ev in events {
+        if strict {
+            audit::append(&ctx.gw, ev).await;
+        } else {
+            audit::submit(&ctx.gw, ev).await;
         }
     }
-    let _ = tx.close().await;
 }

@@ -3,14 +3,16 @@
 //!
 //! Layout: [`server`] is the russh server handler (auth, channel opens, request policy),
 //! [`session`] owns one authorized connection (its lease, the kill path, `session.ended`),
-//! [`upstream`] is the russh client to the target, [`channel`] relays one channel in its own
-//! tasks, [`tap`] derives audit facts (terminal commands, recordings, SFTP ops) from the
-//! bytes, [`audit`] builds the events.
+//! [`upstream`] is the russh client to the target, [`channel`] relays one session channel
+//! in its own task, [`forward`] relays plain channels (port forwards, agent), [`tap`]
+//! derives audit facts (terminal commands, recordings, SFTP ops) from the bytes, [`audit`]
+//! builds the events.
 //!
 //! CONTRACT: `serve` calls `listen` with the bound listener; it runs until `gw.shutdown`.
 
 mod audit;
 mod channel;
+mod forward;
 mod policy;
 mod recording;
 mod server;

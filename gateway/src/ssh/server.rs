@@ -17,6 +17,7 @@ use tracing::{debug, info};
 use super::SshError;
 use super::audit;
 use super::channel;
+use super::forward;
 use super::session::{self, Authorized, SessionCtx};
 use crate::context::Shared;
 use crate::grants::{Proto, SessionInfo};
@@ -300,7 +301,7 @@ impl russh::server::Handler for ClientHandler {
             return Ok(());
         }
         let ctx2 = ctx.clone();
-        ctx.tasks.spawn(channel::forward(
+        ctx.tasks.spawn(forward::forward(
             ctx2,
             channel,
             reply,

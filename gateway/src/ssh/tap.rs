@@ -74,13 +74,17 @@ impl PtyTap {
         command
     }
 
-    /// Bytes the user typed.
-    pub fn input(&mut self, bytes: &[u8]) {
-        if let Some(r) = &mut self.rec {
-            r.input(bytes);
-        }
+    /// Notes whether the user pressed Enter in `bytes`, without recording them.
+    pub fn typed(&mut self, bytes: &[u8]) {
         if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
             self.enter_pending = true;
+        }
+    }
+
+    /// Records bytes the user typed (after they were forwarded: off the keystroke's path).
+    pub fn record_input(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.rec {
+            r.input(bytes);
         }
     }
 
@@ -200,9 +204,9 @@ mod tests {
     fn typed_line_after_prompt_is_the_command() {
         let mut t = tap();
         assert_eq!(t.output(b"alice@web-1:~$ "), None);
-        t.input(b"l");
+        t.typed(b"l");
         assert_eq!(t.output(b"l"), None);
-        t.input(b"s -la\r");
+        t.typed(b"s -la\r");
         // The echo and the newline arrive after Enter, in one chunk with the output.
         assert_eq!(
             t.output(b"s -la\r\ntotal 0\r\nalice@web-1:~$ "),
@@ -216,7 +220,7 @@ mod tests {
         let mut t = tap();
         t.output(b"$ ");
         let long = "echo ".to_string() + &"x".repeat(60);
-        t.input(format!("{long}\r").as_bytes());
+        t.typed(format!("{long}\r").as_bytes());
         t.output(long.as_bytes());
         assert_eq!(t.output(b"\r\n"), Some(long));
     }
@@ -225,10 +229,10 @@ mod tests {
     fn empty_line_and_alternate_screen_yield_nothing() {
         let mut t = tap();
         t.output(b"# ");
-        t.input(b"\r");
+        t.typed(b"\r");
         assert_eq!(t.output(b"\r\n# "), None);
         t.output(b"\x1b[?1049h:wq");
-        t.input(b"\r");
+        t.typed(b"\r");
         assert_eq!(t.output(b"\r\n"), None);
     }
 

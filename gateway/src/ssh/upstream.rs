@@ -71,7 +71,7 @@ impl client::Handler for UpstreamHandler {
             match client.channel_open_agent().await {
                 Ok(to_user) => {
                     reply.accept().await;
-                    super::channel::pipe_plain(to_user, channel, None).await;
+                    super::forward::pipe_plain(to_user, channel, None).await;
                 }
                 Err(e) => {
                     debug!(error = %e, "user's agent channel refused");
