@@ -179,20 +179,25 @@ impl Inner {
         role: Option<&str>,
         info: SessionInfo,
     ) -> Result<Lease, Denied> {
-        let policy = self.policy();
-        if !policy.targets.contains(target) {
-            return Err(Denied::UnknownTarget {
-                target: target.to_owned(),
-            });
-        }
-        let now = self.clock.now();
+        // Under the read lock only for the check: no reference count to bump and drop.
+        let warn_before = {
+            let policy = self.policy.read().unwrap_or_else(|p| p.into_inner());
+            if !policy.targets.contains(target) {
+                return Err(Denied::UnknownTarget {
+                    target: target.to_owned(),
+                });
+            }
+            policy.config.policy.warn_before
+        };
+        let now = self.clock.now_nanos();
         // The hot path: one pass over the user's grants, no allocation. Of several grants
         // for the same role, the one that lasts longest wins; with no role named, grants for
         // two different roles make the choice ambiguous (the refusal below lists them).
         let chosen = self.table.with_user(user, |gs| {
             let mut best: Option<&Arc<LiveGrant>> = None;
             for g in gs {
-                if &*g.target != target || role.is_some_and(|r| &*g.role != r) || !g.is_live(now) {
+                if &*g.target != target || role.is_some_and(|r| &*g.role != r) || !g.is_live_at(now)
+                {
                     continue;
                 }
                 match best {
@@ -216,12 +221,7 @@ impl Inner {
         self.sessions.insert(entry.clone());
         // The grant may have lapsed while we registered; the kill path has then already
         // passed over us, so refuse here (dropping the lease deregisters it).
-        let lease = Lease::new(
-            entry,
-            self.sessions.clone(),
-            self.clock,
-            policy.config.policy.warn_before,
-        );
+        let lease = Lease::new(entry, self.sessions.clone(), self.clock, warn_before);
         if !lease.is_live_at(now) {
             return Err(Denied::Expired {
                 user: user.to_owned(),
@@ -232,10 +232,9 @@ impl Inner {
     }
 
     /// Why `authorize` found no grant to use (the cold path; it may allocate).
-    fn refusal(&self, user: &str, target: &str, role: Option<&str>, now: DateTime<Utc>) -> Denied {
+    fn refusal(&self, user: &str, target: &str, role: Option<&str>, now: i64) -> Denied {
         let mut held: Vec<String> = self.table.with_user(user, |gs| {
-            gs.iter()
-                .filter(|g| &*g.target == target && g.is_live(now))
+            gs.filter(|g| &*g.target == target && g.is_live_at(now))
                 .map(|g| g.role.to_string())
                 .collect()
         });
@@ -538,7 +537,7 @@ impl Inner {
             self.emitter.notify_only(
                 &Event::new("grant.expiring")
                     .with("grant", &*g.id)
-                    .with("user", &*g.user)
+                    .with("user", g.user())
                     .with("target", &*g.target)
                     .with("role", &*g.role)
                     .with("expires_at", g.expires_at()),

@@ -12,18 +12,16 @@ use chrono::{DateTime, Utc};
 use tokio::time::sleep_until;
 
 use super::clock::Clock;
-use super::sessions::{Registry, SessionEntry, session_id};
-use super::{CloseReason, Counters, LeaseEvent};
+use super::sessions::{Registry, SessionCounters, SessionEntry, session_id};
+use super::table::nanos;
+use super::{CloseReason, LeaseEvent};
 
 /// A permit to run one session under one grant. Dropping it deregisters the session.
+///
+/// Its names are read from the grant it shares rather than copied at connect, and its
+/// session id is formatted only when asked for.
 #[derive(Debug)]
 pub struct Lease {
-    pub session_id: String,
-    pub grant_id: String,
-    pub user: String,
-    pub target: String,
-    pub role: String,
-    pub counters: Arc<Counters>,
     entry: Arc<SessionEntry>,
     registry: Arc<Registry>,
     clock: Clock,
@@ -40,14 +38,7 @@ impl Lease {
         clock: Clock,
         warn_before: Duration,
     ) -> Lease {
-        let g = &entry.grant;
         Lease {
-            session_id: session_id(entry.seq),
-            grant_id: g.id.to_string(),
-            user: g.user.to_string(),
-            target: g.target.to_string(),
-            role: g.role.to_string(),
-            counters: entry.counters.clone(),
             entry,
             registry,
             clock,
@@ -57,13 +48,41 @@ impl Lease {
         }
     }
 
+    /// The session's id, `s_` and 16 hex digits (SPEC §3), as `sessions list` shows it.
+    pub fn session_id(&self) -> String {
+        session_id(self.entry.seq)
+    }
+
+    /// The id of the grant the session runs under.
+    pub fn grant_id(&self) -> &str {
+        &self.entry.grant.id
+    }
+
+    pub fn user(&self) -> &str {
+        self.entry.grant.user()
+    }
+
+    pub fn target(&self) -> &str {
+        &self.entry.grant.target
+    }
+
+    pub fn role(&self) -> &str {
+        &self.entry.grant.role
+    }
+
+    /// The session's byte counters, for the tasks relaying its bytes.
+    pub fn counters(&self) -> SessionCounters {
+        SessionCounters(self.entry.clone())
+    }
+
     /// The grant's current deadline (moves when the grant is extended).
     pub fn expires_at(&self) -> DateTime<Utc> {
         self.entry.grant.expires_at()
     }
 
     /// Why this lease must close, if it must: kill signal, grant lapse, or deadline passed.
-    fn close_reason(&self, now: DateTime<Utc>) -> Option<CloseReason> {
+    /// `now` in nanoseconds since the epoch.
+    fn close_reason(&self, now: i64) -> Option<CloseReason> {
         self.closed.or_else(|| lapse(&self.entry, now))
     }
 
@@ -83,7 +102,7 @@ impl Lease {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let now = self.clock.now();
-            if let Some(r) = self.close_reason(now) {
+            if let Some(r) = self.close_reason(nanos(now)) {
                 self.closed = Some(r);
                 return LeaseEvent::Close(r);
             }
@@ -111,11 +130,12 @@ impl Lease {
 
     /// Why the session must close right now, if it must (killed, revoked, expired).
     pub fn lapsed(&self) -> Option<CloseReason> {
-        self.close_reason(self.clock.now())
+        self.close_reason(self.clock.now_nanos())
     }
 
-    /// [`Lease::is_live`] at a `now` the caller already read (saves a clock read).
-    pub(crate) fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+    /// [`Lease::is_live`] at a `now` the caller already read (saves a clock read), in
+    /// nanoseconds since the epoch.
+    pub(crate) fn is_live_at(&self, now: i64) -> bool {
         self.close_reason(now).is_none()
     }
 }
@@ -141,17 +161,18 @@ pub struct LiveProbe {
 
 impl LiveProbe {
     pub fn is_live(&self) -> bool {
-        lapse(&self.entry, self.clock.now()).is_none()
+        lapse(&self.entry, self.clock.now_nanos()).is_none()
     }
 }
 
-/// Why a session must close at `now`, if it must: killed, grant closed, or deadline passed.
-fn lapse(entry: &SessionEntry, now: DateTime<Utc>) -> Option<CloseReason> {
+/// Why a session must close at `now` (nanoseconds since the epoch), if it must: killed,
+/// grant closed, or deadline passed.
+fn lapse(entry: &SessionEntry, now: i64) -> Option<CloseReason> {
     let g = &entry.grant;
     entry
         .closed()
         .or_else(|| g.closed())
-        .or_else(|| (!g.is_live(now)).then_some(CloseReason::GrantExpired))
+        .or_else(|| (!g.is_live_at(now)).then_some(CloseReason::GrantExpired))
 }
 
 impl Drop for Lease {

@@ -37,6 +37,7 @@ pub use model::{
     Actor, GrantFilter, GrantRecord, GrantStatus, RequestRecord, RequestStatus, SessionRecord,
 };
 pub use requests::NewRequest;
+pub use sessions::SessionCounters;
 pub use store::{SqliteStore, Store, StoreError};
 
 /// Why a session was (or must be) closed; the strings are SPEC §7's `session.ended` reasons.

@@ -52,7 +52,7 @@ impl Inner {
         };
         let entry = self.sessions.get(id).ok_or_else(not_found)?;
         if let Actor::User(u) = actor
-            && **u != *entry.grant.user
+            && **u != *entry.grant.user()
         {
             return Err(GrantsError::Refused(format!(
                 "{u} may not kill another user's session"
@@ -76,7 +76,7 @@ impl Inner {
         self.set_config(config.clone());
         let mut revoked = Vec::new();
         for live in self.table.all() {
-            let still = config.user(&live.user).is_some()
+            let still = config.user(live.user()).is_some()
                 && config
                     .target(&live.target)
                     .is_some_and(|t| t.roles.contains_key(&*live.role));

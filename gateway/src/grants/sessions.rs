@@ -5,14 +5,15 @@
 //!
 //! Registering must be cheap (it is on every connect): a session is keyed by a number from
 //! a counter (its `s_<hex>` id is formatted only when shown), the registry is sharded so
-//! concurrent connects rarely meet on a lock, and the entry shares its grant's names rather
-//! than copying them. A kill sets the session's flag and wakes its grant's `Notify`, which the
+//! concurrent connects rarely meet on a lock, and the entry (one allocation, byte counters
+//! included) shares its grant's names rather than copying them. A kill sets the session's flag and wakes its grant's `Notify`, which the
 //! lease already listens to, so a session needs no channel of its own.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 
 use super::model::SessionRecord;
 use super::table::LiveGrant;
@@ -39,8 +40,9 @@ pub(crate) struct SessionEntry {
     pub grant: Arc<LiveGrant>,
     pub proto: Proto,
     pub client: String,
-    pub started_at: DateTime<Utc>,
-    pub counters: Arc<Counters>,
+    /// Nanoseconds since the epoch (a `DateTime` only when listed).
+    pub started_at: i64,
+    pub counters: Counters,
     /// Set once by the kill path (a `CloseReason` code; 0 while open).
     close: AtomicU8,
 }
@@ -51,7 +53,7 @@ impl SessionEntry {
         grant: Arc<LiveGrant>,
         proto: Proto,
         client: String,
-        started_at: DateTime<Utc>,
+        started_at: i64,
     ) -> SessionEntry {
         SessionEntry {
             seq,
@@ -59,7 +61,7 @@ impl SessionEntry {
             proto,
             client,
             started_at,
-            counters: Arc::default(),
+            counters: Counters::default(),
             close: AtomicU8::new(0),
         }
     }
@@ -97,15 +99,28 @@ impl SessionEntry {
                 Proto::Postgres => "postgres",
             }
             .into(),
-            user: self.grant.user.to_string(),
+            user: self.grant.user().to_owned(),
             target: self.grant.target.to_string(),
             role: self.grant.role.to_string(),
             grant_id: self.grant.id.to_string(),
             client: self.client.clone(),
-            started_at: self.started_at,
+            started_at: DateTime::from_timestamp_nanos(self.started_at),
             bytes_in: self.counters.bytes_in.load(Relaxed),
             bytes_out: self.counters.bytes_out.load(Relaxed),
         }
+    }
+}
+
+/// A session's byte counters, shared with the tasks relaying its bytes and with the
+/// registry (for `sessions list`). A handle on the session's entry: no allocation of its own.
+#[derive(Debug, Clone)]
+pub struct SessionCounters(pub(crate) Arc<SessionEntry>);
+
+impl Deref for SessionCounters {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        &self.0.counters
     }
 }
 

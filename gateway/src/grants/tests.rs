@@ -173,7 +173,7 @@ async fn a_lease_under_a_2s_grant_warns_then_closes_at_2s() {
     let g = add(&f.grants, "alice", "pg", "read", S(2)).await;
     let t0 = Instant::now();
     let mut lease = f.grants.authorize("alice", "pg", None, info()).unwrap();
-    assert_eq!(lease.grant_id, g.id);
+    assert_eq!(lease.grant_id(), g.id);
     assert!(lease.is_live());
     assert_eq!(
         lease.next_event().await,
@@ -265,15 +265,15 @@ async fn kill_closes_one_session_and_not_its_neighbour() {
     add(&f.grants, "alice", "pg", "read", S(10)).await;
     let mut a = f.grants.authorize("alice", "pg", None, info()).unwrap();
     let mut b = f.grants.authorize("alice", "pg", None, info()).unwrap();
-    assert_ne!(a.session_id, b.session_id);
+    assert_ne!(a.session_id(), b.session_id());
     assert_eq!(f.grants.sessions(&Actor::Admin).len(), 2);
-    b.counters.add_in(7);
+    b.counters().add_in(7);
     let t0 = Instant::now();
     let killed = f
         .grants
-        .kill_session(&a.session_id, &Actor::Admin, Some("bye"))
+        .kill_session(&a.session_id(), &Actor::Admin, Some("bye"))
         .unwrap();
-    assert_eq!(killed.id, a.session_id);
+    assert_eq!(killed.id, a.session_id());
     assert_eq!(a.next_event().await, LeaseEvent::Close(CloseReason::Killed));
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert!(b.is_live());
@@ -356,7 +356,7 @@ async fn authorize_explains_every_refusal() {
         .grants
         .authorize("alice", "pg", Some("write"), info())
         .unwrap();
-    assert_eq!(l.role, "write");
+    assert_eq!(l.role(), "write");
     // Grants are per user.
     assert!(matches!(
         err(f.grants.authorize("bob", "pg", None, info())),

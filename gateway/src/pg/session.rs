@@ -190,13 +190,13 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             return;
         }
     };
-    span.record("session", lease.session_id.as_str());
+    span.record("session", lease.session_id().as_str());
     let common = Common {
-        session: lease.session_id.clone(),
+        session: lease.session_id(),
         user: user.clone(),
         target: target.name.clone(),
-        role: lease.role.clone(),
-        grant: lease.grant_id.clone(),
+        role: lease.role().to_owned(),
+        grant: lease.grant_id().to_owned(),
         client: client.clone(),
     };
     let audit = &gw.audit;
@@ -211,13 +211,14 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     )
     .await;
 
-    let Some(role) = target.roles.get(&lease.role).cloned() else {
+    let Some(role) = target.roles.get(lease.role()).cloned() else {
         send_fatal(
             &mut io,
             sqlstate::INVALID_AUTHORIZATION,
             &format!(
                 "role {} is not configured on target {}",
-                lease.role, target.name
+                lease.role(),
+                target.name
             ),
         )
         .await;
@@ -247,7 +248,8 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             };
             let msg = format!(
                 "portcullis: cannot open a session on {} as role {}: upstream {e}",
-                target.name, lease.role
+                target.name,
+                lease.role()
             );
             send_fatal(&mut io, code, &msg).await;
             end_session(audit, &common, "error", &lease, started_at, 0, Some(&msg)).await;
@@ -287,7 +289,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     let (ask_tx, mut ask_rx) = mpsc::channel(1);
     let (mut crd, mut cwr) = tokio::io::split(io);
     let (mut urd, mut uwr) = tokio::io::split(up.io);
-    let counters = lease.counters.clone();
+    let counters = lease.counters();
     let live = lease.probe();
     let ctx = Ctx {
         tracker: &tracker,
@@ -502,7 +504,7 @@ async fn end_session(
     queries: u64,
     error: Option<&str>,
 ) {
-    let c = &lease.counters;
+    let c = lease.counters();
     let ev = common
         .event("session.ended")
         .with("reason", reason)

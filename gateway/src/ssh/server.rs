@@ -114,10 +114,11 @@ impl ClientHandler {
                 Ok(lease) => lease,
                 Err(denied) => return State::Refused(format!("portcullis: {denied}")),
             };
-        let Some(role) = target.roles.get(&lease.role).cloned() else {
+        let Some(role) = target.roles.get(lease.role()).cloned() else {
             return State::Refused(format!(
                 "portcullis: role {} is not configured on {}",
-                lease.role, target.name
+                lease.role(),
+                target.name
             ));
         };
         State::Authorized(Box::new(Authorized {

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use super::audit::{self, Ident};
 use super::upstream::{self, Upstream};
 use crate::context::Shared;
-use crate::grants::{CloseReason, Counters, Lease, LeaseEvent};
+use crate::grants::{CloseReason, Lease, LeaseEvent, SessionCounters};
 
 /// Exit status reported to a channel the gateway closes (like `ssh`'s own 255 on errors).
 pub const KILLED_EXIT_STATUS: u32 = 255;
@@ -52,7 +52,7 @@ pub struct SessionCtx {
     pub ident: Ident,
     pub target: Target,
     pub role: Role,
-    pub counters: Arc<Counters>,
+    pub counters: SessionCounters,
     pub client: russh::server::Handle,
     pub upstream: watch::Receiver<UpState>,
     pub channels: Mutex<HashMap<ChannelId, Registered>>,
@@ -150,11 +150,11 @@ pub fn start(
         client_addr,
     } = auth;
     let ident = Ident {
-        session: lease.session_id.clone(),
-        user: lease.user.clone(),
-        target: lease.target.clone(),
-        role: lease.role.clone(),
-        grant: lease.grant_id.clone(),
+        session: lease.session_id(),
+        user: lease.user().to_owned(),
+        target: lease.target().to_owned(),
+        role: lease.role().to_owned(),
+        grant: lease.grant_id().to_owned(),
         client: client_addr,
     };
     let (up_tx, up_rx) = watch::channel(UpState::Connecting);
@@ -164,7 +164,7 @@ pub fn start(
         ident,
         target,
         role,
-        counters: lease.counters.clone(),
+        counters: lease.counters(),
         client,
         upstream: up_rx,
         channels: Mutex::new(HashMap::new()),
@@ -270,14 +270,14 @@ async fn supervise(
         .with(
             "bytes_in",
             lease
-                .counters
+                .counters()
                 .bytes_in
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
         .with(
             "bytes_out",
             lease
-                .counters
+                .counters()
                 .bytes_out
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
@@ -322,7 +322,7 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
     let secs = remaining.as_secs();
     let line = format!(
         "\r\nportcullis: grant {} expires in {}m{:02}s; request more time with: portcullis grant extend or a new request\r\n",
-        lease.grant_id,
+        lease.grant_id(),
         secs / 60,
         secs % 60
     );
@@ -348,7 +348,7 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
 /// client at once (it must not wait on the target), then hang up the target's processes and
 /// cut the upstream connection behind it.
 async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&Upstream>) {
-    let message = close_message(reason, &lease.grant_id);
+    let message = close_message(reason, lease.grant_id());
     type Up = Arc<russh::ChannelWriteHalf<UpMsg>>;
     let (ids, upstreams): (Vec<(ChannelId, bool)>, Vec<Up>) = ctx
         .channels
