@@ -22,6 +22,7 @@ mod table;
 mod tests;
 #[cfg(test)]
 mod tests_requests;
+mod user_index;
 
 use std::path::Path;
 use std::sync::Arc;

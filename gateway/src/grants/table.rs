@@ -3,11 +3,9 @@
 //! Only live grants are here; the store keeps the rest. `authorize` takes one read lock on
 //! the user index and allocates nothing on the lookup path, which is laid out to touch as
 //! few cache lines as a 1,000,000-grant table allows (on a connect they are cold): the user
-//! index is keyed by the user name's 64-bit hash (foldhash, seeded per process), so a slot
-//! is 32 bytes and holds the user's one grant inline, and the name itself, kept inline in
-//! the grant next to its deadline and lapse, is compared there: one probe of the index and
-//! one grant, no separate key allocation to chase. Two names with the same hash simply
-//! share a slot; every grant found is checked against the name. Target and role names are
+//! index ([`UserIndex`]) keeps each grant beside its user name's seeded 64-bit hash, and the
+//! name itself, kept inline in the grant next to its deadline and lapse, is compared there:
+//! one slot and one grant, no separate key allocation to chase. Target and role names are
 //! shared `Arc<str>`s interned once for all their grants, a grant id once for the table, the
 //! scheduler and every session under it. Each live grant holds its deadline and, once
 //! lapsed, why, in atomics, and one `Notify` shared by all its leases: an extension re-arms
@@ -16,7 +14,7 @@
 //! (the session's own flag says which one must go).
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -24,6 +22,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::CloseReason;
+use super::user_index::{UserGrants, UserIndex};
 
 /// The longest user name kept inline in its grant; longer ones live on the heap.
 const INLINE: usize = 30;
@@ -84,12 +83,30 @@ pub(crate) fn nanos(t: DateTime<Utc>) -> i64 {
 }
 
 impl LiveGrant {
+    pub(crate) fn new(
+        id: &str,
+        user: &str,
+        target: Arc<str>,
+        role: Arc<str>,
+        expires_at: DateTime<Utc>,
+    ) -> LiveGrant {
+        LiveGrant {
+            user: Name::new(user),
+            target,
+            role,
+            expires_at: AtomicI64::new(nanos(expires_at)),
+            closed: AtomicU8::new(0),
+            id: Arc::from(id),
+            changed: Notify::new(),
+        }
+    }
+
     pub(crate) fn user(&self) -> &str {
         self.user.as_str()
     }
 
     /// Is this `user`'s grant? (Bytes, not `str`: no UTF-8 check on the hot path.)
-    fn is_for(&self, user: &str) -> bool {
+    pub(crate) fn is_for(&self, user: &str) -> bool {
         self.user.as_bytes() == user.as_bytes()
     }
 
@@ -122,47 +139,11 @@ impl LiveGrant {
     }
 }
 
-/// The live grants of the users whose names hash to one slot (a handful at most, almost
-/// always of one user; scanned, not indexed). Most slots hold one grant, kept inline: one
-/// memory access fewer on every connect and no separate allocation.
-#[derive(Debug)]
-enum PerUser {
-    One(Arc<LiveGrant>),
-    Many(Vec<Arc<LiveGrant>>),
-}
-
-impl PerUser {
-    fn as_slice(&self) -> &[Arc<LiveGrant>] {
-        match self {
-            PerUser::One(g) => std::slice::from_ref(g),
-            PerUser::Many(v) => v,
-        }
-    }
-
-    fn push(&mut self, g: Arc<LiveGrant>) {
-        match self {
-            PerUser::One(first) => *self = PerUser::Many(vec![first.clone(), g]),
-            PerUser::Many(v) => v.push(g),
-        }
-    }
-
-    /// Drops grant `id`; true when none is left.
-    fn remove(&mut self, id: &str) -> bool {
-        match self {
-            PerUser::One(g) => &*g.id == id,
-            PerUser::Many(v) => {
-                v.retain(|x| &*x.id != id);
-                v.is_empty()
-            }
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct LiveTable {
     by_id: RwLock<foldhash::HashMap<Arc<str>, Arc<LiveGrant>>>,
     /// Keyed by [`LiveTable::user_hash`]; the slot's grants say whose they are.
-    by_user: RwLock<std::collections::HashMap<u64, PerUser, BuildHasherDefault<Prehashed>>>,
+    by_user: RwLock<UserIndex>,
     /// The seeded hasher behind `by_user`'s keys.
     hasher: foldhash::fast::RandomState,
     /// Target and role names, shared by every grant that names them.
@@ -211,21 +192,8 @@ impl LiveTable {
         let (target, role) = (self.intern(target), self.intern(role));
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
-        let g = Arc::new(LiveGrant {
-            user: Name::new(user),
-            target,
-            role,
-            expires_at: AtomicI64::new(nanos(expires_at)),
-            closed: AtomicU8::new(0),
-            id: Arc::from(id),
-            changed: Notify::new(),
-        });
-        match by_user.entry(self.user_hash(user)) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().push(g.clone()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(PerUser::One(g.clone()));
-            }
-        }
+        let g = Arc::new(LiveGrant::new(id, user, target, role, expires_at));
+        by_user.insert(self.user_hash(user), g.clone());
         by_id.insert(g.id.clone(), g.clone());
         g
     }
@@ -235,12 +203,7 @@ impl LiveTable {
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
         let g = by_id.remove(id)?;
-        let key = self.user_hash(g.user());
-        if let Some(list) = by_user.get_mut(&key)
-            && list.remove(&g.id)
-        {
-            by_user.remove(&key);
-        }
+        by_user.remove(self.user_hash(g.user()), &g.id);
         drop(by_user);
         drop(by_id);
         if lapsed {
@@ -268,53 +231,11 @@ impl LiveTable {
     /// Runs `f` over every grant `user` holds (on any target), under the read lock.
     pub(crate) fn with_user<R>(&self, user: &str, f: impl FnOnce(UserGrants<'_>) -> R) -> R {
         let key = self.user_hash(user);
-        let by_user = read(&self.by_user);
-        let slot = by_user.get(&key).map(PerUser::as_slice).unwrap_or(&[]);
-        f(UserGrants {
-            user,
-            slot: slot.iter(),
-        })
+        f(read(&self.by_user).get(key, user))
     }
 
     pub(crate) fn has_lapsed(&self, user: &str, target: &str) -> bool {
         // Cold path (refusals only), so the key allocation here does not matter.
         read(&self.lapsed).contains(&(user.to_owned(), target.to_owned()))
-    }
-}
-
-/// The grants of one user, out of the slot their name hashes to.
-pub(crate) struct UserGrants<'a> {
-    user: &'a str,
-    slot: std::slice::Iter<'a, Arc<LiveGrant>>,
-}
-
-impl<'a> Iterator for UserGrants<'a> {
-    type Item = &'a Arc<LiveGrant>;
-
-    fn next(&mut self) -> Option<&'a Arc<LiveGrant>> {
-        let user = self.user;
-        self.slot.by_ref().find(|g| g.is_for(user))
-    }
-}
-
-/// The hasher of `by_user`, whose keys are already hashes (`LiveTable::user_hash`): it
-/// passes a `u64` through rather than hashing it again.
-#[derive(Debug, Default)]
-pub(crate) struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; this keeps any other use correct, if slow.
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
