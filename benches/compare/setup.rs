@@ -83,7 +83,8 @@ host_key = "{host_key}"
             ssh_user = sshd.user,
             ssh_key = sshd.client_key_path.display(),
         );
-        let gw = GatewayProc::start(BIN, &body)?;
+        // Production's log level: the tests' debug logging is not part of what we measure.
+        let gw = GatewayProc::start_logging(BIN, &body, "info")?;
         let env = Env {
             quick,
             pg,

@@ -17,6 +17,8 @@ pub struct GatewayProc {
     pub data_dir: PathBuf,
     pub bound: Bound,
     pub admin_token: String,
+    /// `RUST_LOG` of the gateway process.
+    log_filter: String,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -25,6 +27,12 @@ impl GatewayProc {
     /// Writes a config — `[gateway] data_dir` and `[listen]` on port 0 in a temp dir, then
     /// `body` (users, targets, policy, ...) — and starts `bin serve` with it.
     pub fn start(bin: impl AsRef<Path>, body: &str) -> Result<GatewayProc> {
+        GatewayProc::start_logging(bin, body, "info,portcullis=debug")
+    }
+
+    /// Like `start`, with `RUST_LOG` set to `filter`: benchmarks pass production's `info`, so
+    /// the debug logging tests want costs the measured gateway nothing.
+    pub fn start_logging(bin: impl AsRef<Path>, body: &str, filter: &str) -> Result<GatewayProc> {
         let dir = tempfile::Builder::new()
             .prefix("portcullis-gw-")
             .tempdir()?;
@@ -41,6 +49,7 @@ impl GatewayProc {
                 admin: ([127, 0, 0, 1], 0).into(),
             },
             admin_token: String::new(),
+            log_filter: filter.to_owned(),
             child: None,
             dir,
         };
@@ -55,7 +64,7 @@ impl GatewayProc {
         cmd.arg("serve")
             .arg("-c")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info,portcullis=debug");
+            .env("RUST_LOG", &self.log_filter);
         let log = self.dir.path().join("gateway.log");
         let mut child = Child::spawn(&mut cmd, &log, Signal::SIGTERM)?;
         wait_until("portcullis serve", &mut child, || listen.is_file())?;

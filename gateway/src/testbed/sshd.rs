@@ -118,12 +118,12 @@ impl Sshd {
         })
     }
 
-    /// The temp dir holding keys, config and log.
     /// The listening sshd's process id (its connections are its descendants).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The temp dir holding keys, config and log.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
