@@ -6,8 +6,9 @@
 //! Registering must be cheap (it is on every connect): a session is keyed by a number from
 //! a counter (its `s_<hex>` id is formatted only when shown), the registry is sharded so
 //! concurrent connects rarely meet on a lock, and the entry (one allocation, byte counters
-//! included) shares its grant's names rather than copying them. A kill sets the session's flag and wakes its grant's `Notify`, which the
-//! lease already listens to, so a session needs no channel of its own.
+//! included) shares its grant's names rather than copying them. A kill sets the session's
+//! flag and wakes its grant's `Notify`, which the lease already listens to, so a session
+//! needs no channel of its own.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
