@@ -28,6 +28,17 @@ impl Tmux {
             .unwrap_or_default()
     }
 
+    /// Types `keys` (tmux key names, or literal text after `-l`) into the terminal.
+    fn send(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .expect("tmux");
+        assert!(ok.success());
+    }
+
     /// Polls the screen (a terminal has no event to await) until `want` shows.
     fn wait_screen(&self, want: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -85,18 +96,8 @@ fn at_the_prompt(then: &str) -> (GatewayProc, Tmux) {
 #[test]
 fn the_password_prompt_does_not_echo_and_pipes_still_work() {
     let (gw, t) = at_the_prompt("echo EXIT=$?");
-    let ok = t
-        .cmd()
-        .args(["send-keys", "-t", "t", "-l", PASSWORD])
-        .status()
-        .expect("tmux");
-    assert!(ok.success());
-    let ok = t
-        .cmd()
-        .args(["send-keys", "-t", "t", "Enter"])
-        .status()
-        .expect("tmux");
-    assert!(ok.success());
+    t.send(&["-l", PASSWORD]);
+    t.send(&["Enter"]);
     let screen = t.wait_screen("EXIT=");
     assert!(
         !screen.contains(PASSWORD),
@@ -134,12 +135,7 @@ fn ctrl_c_at_the_prompt_restores_echo() {
     let (_gw, t) = at_the_prompt(
         "echo EXIT=$?; if stty -a | grep -qw -- -echo; then echo ECHO=off; else echo ECHO=on; fi",
     );
-    let ok = t
-        .cmd()
-        .args(["send-keys", "-t", "t", "C-c"])
-        .status()
-        .expect("tmux");
-    assert!(ok.success());
+    t.send(&["C-c"]);
     let screen = t.wait_screen("ECHO=");
     assert!(screen.contains("EXIT=130"), "{screen}");
     assert!(screen.contains("ECHO=on"), "echo left off:\n{screen}");

@@ -59,12 +59,17 @@ fn ssh_sleep_command() -> String {
     format!("sleep 600.{}", std::process::id())
 }
 
-fn ssh_sleep_direct(env: &Env) -> anyhow::Result<Child> {
-    Ok(ssh(env, Via::Direct)
+/// An `ssh` running the sleep, by the given path.
+fn ssh_sleep_via(env: &Env, via: Via) -> anyhow::Result<Child> {
+    Ok(ssh(env, via)
         .arg(ssh_sleep_command())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
+}
+
+fn ssh_sleep_direct(env: &Env) -> anyhow::Result<Child> {
+    ssh_sleep_via(env, Via::Direct)
 }
 
 /// Every process below `root` (sshd's per-connection processes and their children).
@@ -128,11 +133,7 @@ fn ssh_started(n: usize) -> bool {
 }
 
 fn ssh_sleep(env: &Env) -> anyhow::Result<Child> {
-    Ok(ssh(env, Via::Gateway)
-        .arg(ssh_sleep_command())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+    ssh_sleep_via(env, Via::Gateway)
 }
 
 /// One POST to the gateway's admin API with the admin token; the JSON it answers.
