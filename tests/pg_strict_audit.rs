@@ -1,7 +1,8 @@
 //! Strict audit durability through the PostgreSQL proxy (SPEC §4, `durability = "strict"`):
 //! every statement's record is fsynced before the statement reaches the upstream, its
 //! outcome follows as `pg.result`; and when the log cannot take a statement's record, the
-//! statement is not run upstream and the client gets an error.
+//! statement is not run upstream and the client gets an error. In batched mode a log that
+//! fails is seen after the fact; from then on no statement runs and the session ends.
 #![allow(clippy::unwrap_used)]
 
 mod pg_support;
@@ -117,5 +118,51 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
     assert_eq!(
         h.pg.sql("select count(*) from strict_t").unwrap().trim(),
         "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_mode_ends_the_session_once_the_log_has_failed() {
+    let h = Harness::start_with(Duration::from_secs(60), Durability::Batched, Some(1)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (client, conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    client
+        .batch_execute("create table batched_t (x int); insert into batched_t values (1)")
+        .await
+        .unwrap();
+    h.gw.audit
+        .append(portcullis_recorder::Event::new("test.marker"))
+        .await
+        .unwrap();
+    loop {
+        match std::fs::remove_dir_all(h.data_dir.join("audit")) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
+            Err(e) => panic!("removing the audit dir: {e}"),
+        }
+    }
+    // Batched: this statement runs before its record is written, and that write fails.
+    client
+        .execute("insert into batched_t values (2)", &[])
+        .await
+        .unwrap();
+    // The failure is the writer's, on its own thread; a poll bounded by a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while h.gw.audit.healthy() {
+        assert!(std::time::Instant::now() < deadline, "the log never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // From now on nothing runs unaudited: the statement is refused and the session ends.
+    let err = client
+        .execute("insert into batched_t values (3)", &[])
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("audit log is unavailable"), "{text}");
+    let _ = conn.await;
+    assert_eq!(
+        h.pg.sql("select count(*) from batched_t").unwrap().trim(),
+        "2"
     );
 }

@@ -216,6 +216,13 @@ where
                     let _ = ctx.ask.send(Ask::AuditFailed(e.to_string())).await;
                     return std::future::pending().await;
                 }
+            } else if whole && matches!(h.tag, b'Q' | b'E' | b'F') && !ctx.audit.healthy() {
+                // Batched durability: records follow their statements, so a failed write is
+                // seen afterwards, as an unhealthy log. From then on no statement runs
+                // unaudited: the session ends instead.
+                let e = "audit log is not writable".to_owned();
+                let _ = ctx.ask.send(Ask::AuditFailed(e)).await;
+                return std::future::pending().await;
             }
             if whole {
                 fwd += total;
