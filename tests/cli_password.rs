@@ -2,62 +2,16 @@
 //! does not echo what is typed, and the command then runs as the user; from a pipe the
 //! password is read as one line.
 
+mod tmux;
+
 use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use portcullis_gateway::testbed::GatewayProc;
+use tmux::Tmux;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const PASSWORD: &str = "Sekrit-Typed-9137";
-
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.arg("-S").arg(&self.socket);
-        c
-    }
-
-    fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Types `keys` (tmux key names, or literal text after `-l`) into the terminal.
-    fn send(&self, keys: &[&str]) {
-        let ok = self
-            .cmd()
-            .args(["send-keys", "-t", "t"])
-            .args(keys)
-            .status()
-            .expect("tmux");
-        assert!(ok.success());
-    }
-
-    /// Polls the screen (a terminal has no event to await) until `want` shows.
-    fn wait_screen(&self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.screen();
-            if s.contains(want) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "never saw {want:?}:\n{s}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -81,14 +35,20 @@ fn at_the_prompt(then: &str) -> (GatewayProc, Tmux) {
     let t = Tmux {
         socket: gw.dir().join("tmux.sock"),
     };
-    let ok = t
-        .cmd()
-        .args(["new-session", "-d", "-s", "t", "-x", "120", "-y", "20"])
-        .args(["env", "-u", "PORTCULLIS_PASSWORD", "-u", "PORTCULLIS_TOKEN"])
-        .args(["sh", "-c", &line])
-        .status()
-        .expect("tmux");
-    assert!(ok.success());
+    t.start(
+        120,
+        20,
+        &[
+            "env",
+            "-u",
+            "PORTCULLIS_PASSWORD",
+            "-u",
+            "PORTCULLIS_TOKEN",
+            "sh",
+            "-c",
+            &line,
+        ],
+    );
     t.wait_screen("password for alice:");
     (gw, t)
 }
@@ -96,8 +56,8 @@ fn at_the_prompt(then: &str) -> (GatewayProc, Tmux) {
 #[test]
 fn the_password_prompt_does_not_echo_and_pipes_still_work() {
     let (gw, t) = at_the_prompt("echo EXIT=$?");
-    t.send(&["-l", PASSWORD]);
-    t.send(&["Enter"]);
+    t.keys(&["-l", PASSWORD]);
+    t.keys(&["Enter"]);
     let screen = t.wait_screen("EXIT=");
     assert!(
         !screen.contains(PASSWORD),
@@ -135,7 +95,7 @@ fn ctrl_c_at_the_prompt_restores_echo() {
     let (_gw, t) = at_the_prompt(
         "echo EXIT=$?; if stty -a | grep -qw -- -echo; then echo ECHO=off; else echo ECHO=on; fi",
     );
-    t.send(&["C-c"]);
+    t.keys(&["C-c"]);
     let screen = t.wait_screen("ECHO=");
     assert!(screen.contains("EXIT=130"), "{screen}");
     assert!(screen.contains("ECHO=on"), "echo left off:\n{screen}");

@@ -82,31 +82,9 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
     // The log becomes unwritable under a live session: the next statement is refused and
     // never reaches the upstream.
     let (client, conn) = h.client("alice", ALICE_PW, "pg+rw").await;
-    // Everything the new session queued (auth, session.started) is written once this is.
-    h.gw.audit
-        .append(portcullis_recorder::Event::new("test.marker"))
-        .await
-        .unwrap();
-    // The writer may still be rotating a segment (the 1-byte limit rotates on every
-    // append) while the directory goes: retry until it is gone.
-    loop {
-        match std::fs::remove_dir_all(h.data_dir.join("audit")) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
-            Err(e) => panic!("removing the audit dir: {e}"),
-        }
-    }
-    let err = client
-        .execute("insert into strict_t values (2)", &[])
-        .await
-        .unwrap_err();
-    let text = format!("{err:?}");
-    assert!(text.contains("audit log is unavailable"), "{text}");
-    let _ = conn.await;
-    assert_eq!(
-        h.pg.sql("select count(*) from strict_t").unwrap().trim(),
-        "1"
-    );
+    break_audit_log(&h).await;
+    refused(client, conn, "insert into strict_t values (2)").await;
+    assert_eq!(rows(&h, "strict_t"), "1");
     assert!(!h.gw.audit.healthy());
 
     // psql gets a clear refusal too, and nothing runs.
@@ -115,10 +93,7 @@ async fn strict_mode_logs_before_forwarding_and_refuses_when_the_log_fails() {
     let (ok, _, err) = output(cmd).await;
     assert!(!ok);
     assert!(err.contains("audit log is unavailable"), "{err}");
-    assert_eq!(
-        h.pg.sql("select count(*) from strict_t").unwrap().trim(),
-        "1"
-    );
+    assert_eq!(rows(&h, "strict_t"), "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,17 +106,7 @@ async fn batched_mode_ends_the_session_once_the_log_has_failed() {
         .batch_execute("create table batched_t (x int); insert into batched_t values (1)")
         .await
         .unwrap();
-    h.gw.audit
-        .append(portcullis_recorder::Event::new("test.marker"))
-        .await
-        .unwrap();
-    loop {
-        match std::fs::remove_dir_all(h.data_dir.join("audit")) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
-            Err(e) => panic!("removing the audit dir: {e}"),
-        }
-    }
+    break_audit_log(&h).await;
     // Batched: this statement runs before its record is written, and that write fails.
     client
         .execute("insert into batched_t values (2)", &[])
@@ -154,15 +119,45 @@ async fn batched_mode_ends_the_session_once_the_log_has_failed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // From now on nothing runs unaudited: the statement is refused and the session ends.
-    let err = client
-        .execute("insert into batched_t values (3)", &[])
+    refused(client, conn, "insert into batched_t values (3)").await;
+    assert_eq!(rows(&h, "batched_t"), "2");
+}
+
+/// Makes the gateway's audit log unwritable under its live sessions: once what they queued
+/// is written, the directory goes, so the next append fails (the 1-byte segment limit
+/// makes every append create a new segment).
+async fn break_audit_log(h: &Harness) {
+    h.gw.audit
+        .append(portcullis_recorder::Event::new("test.marker"))
         .await
-        .unwrap_err();
+        .unwrap();
+    // The writer may still be rotating a segment while the directory goes: retry until it
+    // is gone.
+    loop {
+        match std::fs::remove_dir_all(h.data_dir.join("audit")) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
+            Err(e) => panic!("removing the audit dir: {e}"),
+        }
+    }
+}
+
+/// `sql` is refused with the audit-log error, and the session ends.
+async fn refused(
+    client: tokio_postgres::Client,
+    conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    sql: &str,
+) {
+    let err = client.execute(sql, &[]).await.unwrap_err();
     let text = format!("{err:?}");
     assert!(text.contains("audit log is unavailable"), "{text}");
     let _ = conn.await;
-    assert_eq!(
-        h.pg.sql("select count(*) from batched_t").unwrap().trim(),
-        "2"
-    );
+}
+
+/// The row count of `table`, read directly from PostgreSQL.
+fn rows(h: &Harness, table: &str) -> String {
+    h.pg.sql(&format!("select count(*) from {table}"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }

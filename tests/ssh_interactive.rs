@@ -3,51 +3,12 @@
 //! recording land in the audit log.
 
 mod ssh_env;
+mod tmux;
 
-use std::process::Command;
 use std::time::Duration;
 
-use ssh_env::{Env, event_str, text, wait_for};
-
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.arg("-S").arg(&self.socket);
-        c
-    }
-    fn keys(&self, keys: &[&str]) {
-        let ok = self
-            .cmd()
-            .args(["send-keys", "-t", "t"])
-            .args(keys)
-            .status();
-        assert!(ok.map(|s| s.success()).unwrap_or(false), "tmux send-keys");
-    }
-    fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p", "-t", "t"]).output();
-        out.map(|o| text(&o.stdout)).unwrap_or_default()
-    }
-    fn wait_screen(&self, want: &str) {
-        let seen = wait_for(Duration::from_secs(20), || {
-            self.screen().contains(want).then_some(())
-        });
-        assert!(
-            seen.is_some(),
-            "never saw {want:?} on screen:\n{}",
-            self.screen()
-        );
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
+use ssh_env::{Env, event_str, wait_for};
+use tmux::Tmux;
 
 #[test]
 fn shell_in_a_real_terminal() {
@@ -64,13 +25,7 @@ fn shell_in_a_real_terminal() {
         format!("exec {} -tt alice+web-1@127.0.0.1\n", env.ssh_line()),
     )
     .expect("script");
-    let ok = t
-        .cmd()
-        .args(["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "sh"])
-        .arg(&script)
-        .status()
-        .expect("tmux");
-    assert!(ok.success());
+    t.start(80, 24, &["sh", &script.display().to_string()]);
     t.keys(&["echo ready-$((0+1))", "Enter"]);
     t.wait_screen("ready-1");
     t.keys(&["echo marker-$((40+2))", "Enter"]);
