@@ -54,10 +54,14 @@ pub enum CloseReason {
     Killed,
     Error,
     Shutdown,
+    /// The audit log failed under the session (batched durability sees a failed write after
+    /// the fact, as an unhealthy log): nothing more of the client's may reach the target
+    /// unaudited, so the session ends. Recorded as `audit_failed`.
+    AuditFailed,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 9] = [
         CloseReason::ClientClosed,
         CloseReason::UpstreamClosed,
         CloseReason::GrantExpired,
@@ -66,6 +70,7 @@ impl CloseReason {
         CloseReason::Killed,
         CloseReason::Error,
         CloseReason::Shutdown,
+        CloseReason::AuditFailed,
     ];
 
     /// A one-byte code for atomics: the reason's index + 1, so 0 can mean "open".
@@ -90,6 +95,7 @@ impl CloseReason {
             CloseReason::Killed => "killed",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::AuditFailed => "audit_failed",
         }
     }
 }
@@ -336,6 +342,16 @@ impl Grants {
         reason: Option<&str>,
     ) -> Result<SessionRecord, GrantsError> {
         self.inner.kill_session(id, actor, reason)
+    }
+
+    /// Closes one session through the kill path because the audit log can no longer record
+    /// it (reason `audit_failed`). False if it is already closing (or gone). Called by the
+    /// session's own relay tasks when they find the log unhealthy.
+    pub fn close_audit_failed(&self, id: &str) -> bool {
+        !self
+            .inner
+            .kill(engine::Kill::Session(id), CloseReason::AuditFailed)
+            .is_empty()
     }
 
     /// Takes a reloaded config: new connections are judged against it from now on, and

@@ -293,6 +293,23 @@ async fn kill_closes_one_session_and_not_its_neighbour() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_audit_log_closes_its_session_only() {
+    let f = start(S(1));
+    add(&f.grants, "alice", "pg", "read", S(10)).await;
+    let mut a = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let b = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    assert!(f.grants.close_audit_failed(&a.session_id()));
+    // Once: a session already closing is not closed again.
+    assert!(!f.grants.close_audit_failed(&a.session_id()));
+    assert_eq!(
+        a.next_event().await,
+        LeaseEvent::Close(CloseReason::AuditFailed)
+    );
+    assert_eq!(CloseReason::AuditFailed.as_str(), "audit_failed");
+    assert!(b.is_live());
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_every_session() {
     let f = start(S(1));
     add(&f.grants, "alice", "pg", "read", S(10)).await;

@@ -342,7 +342,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         let why = format!(
                             "portcullis: the audit log is unavailable ({e}), so the statement was not run; session closed"
                         );
-                        begin_kill(CloseReason::Error, &mut closing, Some(&why));
+                        begin_kill(CloseReason::AuditFailed, &mut closing, Some(&why));
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },

@@ -46,14 +46,19 @@ pub async fn append(gw: &Shared, event: Event) -> bool {
 
 /// Queues `event` without waiting for it to be durable (batched durability, on the data
 /// path). Events one task queues keep their order, and the channel's closing `append`
-/// returns only once they are durable too. A log that refuses it turns unhealthy, which
-/// the next session's start sees (fail closed there).
+/// returns only once they are durable too. False when the log refused it (it has already
+/// failed); a write that fails after queuing turns the log unhealthy, which the relay
+/// checks before forwarding the client's next message (fail closed there).
 ///
 /// # Cancellation safety
 /// If dropped while waiting for queue space, the event was not queued.
-pub async fn submit(gw: &Shared, event: Event) {
-    if let Err(e) = gw.audit.submit(event).await {
-        warn!(error = %e, "audit submit failed");
+pub async fn submit(gw: &Shared, event: Event) -> bool {
+    match gw.audit.submit(event).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "audit submit failed");
+            false
+        }
     }
 }
 

@@ -62,6 +62,11 @@ pub async fn session(
         reply.reject(refusal("the grant is no longer live")).await;
         return;
     }
+    if !ctx.gw.audit.healthy() {
+        reply.reject(refusal("the audit log is unavailable")).await;
+        ctx.audit_failed().await;
+        return;
+    }
     let up = match ctx.upstream().await {
         Ok(up) => up,
         Err(message) => {
@@ -210,6 +215,15 @@ async fn client_to_upstream(
     state: &Mutex<State>,
 ) {
     while let Some(msg) = rx.wait().await {
+        // Nothing of the client's goes on once the log has failed. With batched durability
+        // an event is written after the bytes that caused it went on (a typed command, an
+        // sftp request: already relayed when their write fails), so a failed write is seen
+        // here, afterwards, as an unhealthy log; from then on the session ends instead of
+        // relaying unaudited. One atomic load per message, no allocation.
+        if !ctx.gw.audit.healthy() {
+            ctx.audit_failed().await;
+            return;
+        }
         let ok = match msg {
             ChannelMsg::Data { data } => {
                 let len = data.len() as u64;
@@ -380,7 +394,7 @@ async fn start(
             .with("term", term)
             .with("channel", id.to_string());
         if !audit::append(&ctx.gw, ev).await {
-            refuse_started(ctx, id, "portcullis: the audit log is unavailable").await;
+            ctx.audit_failed().await;
             return false;
         }
     }
@@ -493,12 +507,20 @@ async fn output(
     }
     if ctx.gw.audit.durability() == Durability::Strict {
         let facts = tap_output(state, &data, ext.is_some());
-        record(ctx, id, facts, true).await;
+        if !record(ctx, id, facts, true).await {
+            // The bytes that completed an event the log refused do not go on; the kill path
+            // ends the channel.
+            ctx.audit_failed().await;
+            return true;
+        }
         send(data).await
     } else {
         let sent = send(data.clone()).await;
         let facts = tap_output(state, &data, ext.is_some());
-        record(ctx, id, facts, false).await;
+        if !record(ctx, id, facts, false).await {
+            // Only signalled: this direction does not wait on its own session's kill path.
+            ctx.gw.grants.close_audit_failed(&ctx.ident.session);
+        }
         sent
     }
 }
@@ -524,8 +546,9 @@ fn tap_output(state: &Mutex<State>, data: &[u8], stderr: bool) -> Facts {
     (command, ops)
 }
 
-/// Audits what [`tap_output`] derived: appended (durable) when `strict`, else queued.
-async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: bool) {
+/// Audits what [`tap_output`] derived: appended (durable) when `strict`, else queued. False
+/// when the log refused an event (the caller closes the session).
+async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: bool) -> bool {
     let events = command
         .map(|command| {
             ctx.ident
@@ -552,10 +575,14 @@ async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: 
                 .with("channel", id.to_string())
         }));
     for ev in events {
-        if strict {
-            audit::append(&ctx.gw, ev).await;
+        let taken = if strict {
+            audit::append(&ctx.gw, ev).await
         } else {
-            audit::submit(&ctx.gw, ev).await;
+            audit::submit(&ctx.gw, ev).await
+        };
+        if !taken {
+            return false;
         }
     }
+    true
 }

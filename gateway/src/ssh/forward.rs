@@ -33,6 +33,7 @@ pub async fn forward(
         .with("originator", format!("{origin}:{origin_port}"));
     if !audit::append(&ctx.gw, ev).await {
         reply.reject(refusal("the audit log is unavailable")).await;
+        ctx.audit_failed().await;
         return;
     }
     let up = match ctx.upstream().await {
@@ -72,6 +73,10 @@ pub async fn forward(
 }
 
 /// Relays raw data both ways between a user channel and a target channel (forwards, agent).
+/// With `ctx` (a forward the user opened), the user's side stops and the session closes
+/// once the audit log has failed, as on session channels. Agent channels (no `ctx`) carry
+/// only the user's agent's answers to requests the target makes; the session's kill path
+/// ends them with the connection.
 pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<&SessionCtx>) {
     let (d_rx, d_tx) = down.split();
     let (u_rx, u_tx) = up.split();
@@ -85,14 +90,31 @@ pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<
             c.counters.add_out(n as u64);
         }
     };
-    both_halves(pump(d_rx, u_tx, count_in), pump(u_rx, d_tx, count_out)).await;
+    both_halves(
+        pump(d_rx, u_tx, count_in, ctx),
+        pump(u_rx, d_tx, count_out, None),
+    )
+    .await;
 }
 
-async fn pump<S>(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<S>, count: impl Fn(usize))
-where
+/// Relays one direction; `gate` is the session whose audit log must be healthy before each
+/// message goes on (the user's direction only).
+async fn pump<S>(
+    mut rx: ChannelReadHalf,
+    tx: ChannelWriteHalf<S>,
+    count: impl Fn(usize),
+    gate: Option<&SessionCtx>,
+) where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
 {
     while let Some(msg) = rx.wait().await {
+        // One atomic load per message (see `channel::client_to_upstream`).
+        if let Some(ctx) = gate
+            && !ctx.gw.audit.healthy()
+        {
+            ctx.audit_failed().await;
+            return;
+        }
         let ok = match msg {
             ChannelMsg::Data { data } => {
                 count(data.len());

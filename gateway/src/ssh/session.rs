@@ -87,6 +87,19 @@ impl SessionCtx {
         rx.await.unwrap_or(false)
     }
 
+    /// Fail closed on a failed audit log: closes the whole session through the kill path
+    /// (reason `audit_failed`; every channel's stderr says why) and waits until it is
+    /// closing. The caller forwards nothing more.
+    ///
+    /// # Cancellation safety
+    /// Cancellation safe: the close is signalled before the first await.
+    pub async fn audit_failed(&self) {
+        if self.gw.grants.close_audit_failed(&self.ident.session) {
+            tracing::error!("the audit log failed under the session; closing it");
+        }
+        self.closing.cancelled().await;
+    }
+
     /// Waits until the upstream is ready or failed.
     ///
     /// # Cancellation safety
@@ -199,8 +212,12 @@ async fn supervise(
 ) {
     let started = Instant::now();
     let gw = ctx.gw.clone();
-    audit::append(&gw, ctx.ident.event("auth.succeeded").with("proto", "ssh")).await;
-    audit::append(&gw, ctx.ident.event("session.started").with("proto", "ssh")).await;
+    let logged = audit::append(&gw, ctx.ident.event("auth.succeeded").with("proto", "ssh")).await
+        && audit::append(&gw, ctx.ident.event("session.started").with("proto", "ssh")).await;
+    if !logged {
+        // A session the log cannot record does not run: the lease's first event closes it.
+        gw.grants.close_audit_failed(&ctx.ident.session);
+    }
     info!("ssh session started");
 
     let connect = upstream::connect(&ctx.target, &ctx.role, ctx.agent.clone());
@@ -314,6 +331,7 @@ pub fn close_message(reason: CloseReason, grant: &str) -> String {
         CloseReason::UpstreamClosed => "the target closed the connection".to_string(),
         CloseReason::Error => "session error".to_string(),
         CloseReason::ClientClosed => "client closed".to_string(),
+        CloseReason::AuditFailed => "the audit log is unavailable".to_string(),
     };
     format!("portcullis: {why}; session closed")
 }

@@ -1,0 +1,269 @@
+//! A failed audit log under running SSH sessions, batched durability (the default): records
+//! follow the bytes that caused them, so the typed command whose record could not be
+//! written has run; from then on nothing more a client sends reaches the target. Each
+//! session (a terminal shell, an exec reading stdin, an sftp session) closes through the
+//! kill path on its next input, and the client reads why on stderr.
+//!
+//! The gateway runs in-process (its real SSH listener, grants and audit log, in front of a
+//! real sshd, driven by the real `ssh` and `sftp`), so the log can be opened with a 1-byte
+//! segment limit: every append then creates a segment, and removing the audit directory
+//! makes the next append fail for real.
+#![allow(clippy::unwrap_used)]
+
+mod ssh_env;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_gateway::context::{Gateway, Shared};
+use portcullis_gateway::grants::{Actor, Grants, NewGrant};
+use portcullis_gateway::keys;
+use portcullis_gateway::testbed::{self, Sshd, client_options};
+use portcullis_recorder::{AuditLog, Durability, Event, Options};
+use ssh_env::wait_for;
+use tokio_util::sync::CancellationToken;
+
+/// The in-process gateway: its runtime, shared state and SSH port.
+struct Gw {
+    rt: tokio::runtime::Runtime,
+    gw: Shared,
+    port: u16,
+    data_dir: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gw {
+    /// alice with a key, target `web-1` (the sshd) with role `deploy` (shell, exec, sftp),
+    /// batched durability, every append in a segment of its own.
+    fn start(sshd: &Sshd) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let (key, alice_pub) = testbed::ssh_keygen(dir.path(), "alice").unwrap();
+        let text = format!(
+            "[gateway]\ndata_dir = \"{data}\"\n\n\
+             [listen]\nssh = \"127.0.0.1:0\"\npostgres = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+             [policy]\nmax_grant = \"8h\"\n\n\
+             [[users]]\nname = \"alice\"\nssh_keys = [\"{alice_pub}\"]\n\n\
+             [[targets]]\nname = \"web-1\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
+             host_key = \"{host}\"\n\
+             [targets.roles.deploy]\nuser = \"{user}\"\nprivate_key_file = \"{upkey}\"\n\
+             allow = [\"shell\", \"exec\", \"sftp\"]\n",
+            data = data_dir.display(),
+            port = sshd.port,
+            host = sshd.host_key_line,
+            user = sshd.user,
+            upkey = sshd.client_key_path.display(),
+        );
+        let config = Arc::new(portcullis_config::load_str(&text, dir.path()).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (gw, port) = rt.block_on(async {
+            keys::ensure_data_dir(&data_dir).unwrap();
+            let host_key = keys::host_key(&data_dir).unwrap();
+            let mut opts = Options::new(Durability::Batched);
+            opts.segment_max_bytes = 1;
+            let audit = AuditLog::open_with(
+                &data_dir.join("audit"),
+                &data_dir.join(keys::AUDIT_KEY_FILE),
+                opts,
+            )
+            .unwrap();
+            let grants =
+                Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone()).unwrap();
+            let gw = Arc::new(Gateway {
+                data_dir: data_dir.clone(),
+                grants,
+                audit,
+                admin_token: "test".into(),
+                shutdown: CancellationToken::new(),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(portcullis_gateway::ssh::listen(
+                listener,
+                gw.clone(),
+                host_key,
+            ));
+            gw.grants
+                .add_grant(
+                    NewGrant {
+                        user: "alice".into(),
+                        target: "web-1".into(),
+                        role: Some("deploy".into()),
+                        duration: Duration::from_secs(3600),
+                        reason: Some("test".into()),
+                    },
+                    &Actor::Admin,
+                )
+                .await
+                .unwrap();
+            (gw, port)
+        });
+        Gw {
+            rt,
+            gw,
+            port,
+            data_dir,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// `program` (ssh or sftp) with alice's key, reaching the gateway; stdio piped.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(client_options())
+            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&self.key)
+            .args([
+                if program == "ssh" { "-p" } else { "-P" },
+                &self.port.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Makes the log unwritable under the live sessions: once what they queued is written,
+    /// the directory goes, so the next append fails (see the module doc).
+    fn break_audit_log(&self) {
+        self.rt
+            .block_on(self.gw.audit.append(Event::new("test.marker")))
+            .unwrap();
+        // The writer may still be rotating a segment while the directory goes: retry until
+        // it is gone.
+        loop {
+            match std::fs::remove_dir_all(self.data_dir.join("audit")) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
+                Err(e) => panic!("removing the audit dir: {e}"),
+            }
+        }
+    }
+}
+
+/// A running client and its stdin.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    what: &'static str,
+}
+
+impl Client {
+    fn spawn(mut cmd: Command, what: &'static str) -> Client {
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        Client { child, stdin, what }
+    }
+
+    /// Sends one line to the remote side. A write to a client that is already gone is not
+    /// an error here: what matters is what happened upstream.
+    fn line(&mut self, line: &str) {
+        let _ = self
+            .stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| self.stdin.flush());
+    }
+
+    /// Waits (bounded) for the client to exit; returns its exit code and what it said.
+    fn closed(mut self) -> (Option<i32>, String) {
+        let status = wait_for(Duration::from_secs(20), || self.child.try_wait().unwrap());
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            panic!("{}: the client is still running", self.what);
+        };
+        let mut said = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        (status.code(), said)
+    }
+}
+
+/// Waits (bounded) for `path` to appear, the side effect of a command run upstream.
+fn appears(path: &Path, what: &str) {
+    assert!(
+        wait_for(Duration::from_secs(20), || path.exists().then_some(())).is_some(),
+        "{what}: {} never appeared",
+        path.display()
+    );
+}
+
+#[test]
+fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
+    let sshd = Sshd::start().unwrap();
+    let gw = Gw::start(&sshd);
+    // Where the commands leave their marks; the upstream login runs on this machine.
+    let side = tempfile::tempdir().unwrap();
+    let mark = |name: &str| side.path().join(name);
+    let touch = |name: &str| format!("touch {}", mark(name).display());
+
+    // A shell in a terminal, an exec reading commands on stdin, an sftp session.
+    let mut shell = gw.client("ssh");
+    shell.args(["-tt", "alice+web-1@127.0.0.1"]);
+    let mut shell = Client::spawn(shell, "shell");
+    let mut exec = gw.client("ssh");
+    exec.args(["alice+web-1@127.0.0.1", "sh"]);
+    let mut exec = Client::spawn(exec, "exec");
+    let mut sftp = gw.client("sftp");
+    sftp.args(["-b", "-", "alice+web-1@127.0.0.1"]);
+    let mut sftp = Client::spawn(sftp, "sftp");
+    shell.line(&touch("shell-1"));
+    exec.line(&touch("exec-1"));
+    sftp.line(&format!("mkdir {}", mark("sftp-1").display()));
+    appears(&mark("shell-1"), "shell");
+    appears(&mark("exec-1"), "exec");
+    appears(&mark("sftp-1"), "sftp");
+    assert!(gw.gw.audit.healthy());
+
+    gw.break_audit_log();
+    // Batched: the typed command goes upstream first, and its record (an ssh.command
+    // derived from the echo) is written after it, which fails.
+    shell.line(&touch("shell-2"));
+    appears(&mark("shell-2"), "shell, relayed before its record failed");
+    // The failure is the writer's, on its own thread: a poll bounded by a deadline.
+    let failed = wait_for(Duration::from_secs(20), || {
+        (!gw.gw.audit.healthy()).then_some(())
+    });
+    assert!(failed.is_some(), "the log never failed");
+
+    // From now on nothing a client sends runs: each session closes on its next input.
+    shell.line(&touch("shell-3"));
+    exec.line(&touch("exec-2"));
+    sftp.line(&format!("mkdir {}", mark("sftp-2").display()));
+    for client in [shell, exec, sftp] {
+        let what = client.what;
+        let (code, said) = client.closed();
+        assert!(
+            said.contains("portcullis: the audit log is unavailable; session closed"),
+            "{what}: {said}"
+        );
+        assert_ne!(code, Some(0), "{what}: {said}");
+    }
+    for name in ["shell-3", "exec-2", "sftp-2"] {
+        assert!(
+            !mark(name).exists(),
+            "{name} ran upstream after the log failed"
+        );
+    }
+    // The gateway has no session left.
+    let left = wait_for(Duration::from_secs(20), || {
+        gw.gw
+            .grants
+            .sessions(&Actor::Admin)
+            .is_empty()
+            .then_some(())
+    });
+    assert!(left.is_some(), "sessions left open");
+}
