@@ -1,8 +1,8 @@
 //! A failed audit log under running SSH sessions, batched durability (the default): records
 //! follow the bytes that caused them, so the typed command whose record could not be
 //! written has run; from then on nothing more a client sends reaches the target. Each
-//! session (a terminal shell, an exec reading stdin, an sftp session) closes through the
-//! kill path on its next input, and the client reads why on stderr.
+//! session (a terminal shell, an exec reading stdin, an sftp session, a port forward)
+//! closes through the kill path on its next input, and the client reads why on stderr.
 //!
 //! The gateway runs in-process (its real SSH listener, grants and audit log, in front of a
 //! real sshd, driven by the real `ssh` and `sftp`), so the log can be opened with a 1-byte
@@ -13,9 +13,10 @@
 mod ssh_env;
 
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_gateway::context::{Gateway, Shared};
@@ -37,7 +38,8 @@ struct Gw {
 }
 
 impl Gw {
-    /// alice with a key, target `web-1` (the sshd) with role `deploy` (shell, exec, sftp),
+    /// alice with a key, target `web-1` (the sshd) with role `deploy` (shell, exec, sftp,
+    /// port-forward),
     /// batched durability, every append in a segment of its own.
     fn start(sshd: &Sshd) -> Gw {
         let dir = tempfile::tempdir().unwrap();
@@ -51,7 +53,7 @@ impl Gw {
              [[targets]]\nname = \"web-1\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
              host_key = \"{host}\"\n\
              [targets.roles.deploy]\nuser = \"{user}\"\nprivate_key_file = \"{upkey}\"\n\
-             allow = [\"shell\", \"exec\", \"sftp\"]\n",
+             allow = [\"shell\", \"exec\", \"sftp\", \"port-forward\"]\n",
             data = data_dir.display(),
             port = sshd.port,
             host = sshd.host_key_line,
@@ -191,6 +193,30 @@ impl Client {
     }
 }
 
+/// A TCP server keeping every byte it receives, on any connection: a port forward's far end.
+fn sink() -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let all = got.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let all = all.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    all.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+fn received(got: &Mutex<Vec<u8>>, what: &str) -> bool {
+    String::from_utf8_lossy(&got.lock().unwrap()).contains(what)
+}
+
 /// Waits (bounded) for `path` to appear, the side effect of a command run upstream.
 fn appears(path: &Path, what: &str) {
     assert!(
@@ -219,12 +245,28 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
     let mut sftp = gw.client("sftp");
     sftp.args(["-b", "-", "alice+web-1@127.0.0.1"]);
     let mut sftp = Client::spawn(sftp, "sftp");
+    let (far, got) = sink();
+    let local = testbed::free_port().unwrap();
+    let mut fwd = gw.client("ssh");
+    fwd.args(["-N", "-L"])
+        .arg(format!("127.0.0.1:{local}:127.0.0.1:{far}"))
+        .arg("alice+web-1@127.0.0.1");
+    let fwd = Client::spawn(fwd, "forward");
+    let mut tunnel = wait_for(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", local)).ok()
+    })
+    .expect("the forward listens");
     shell.line(&touch("shell-1"));
     exec.line(&touch("exec-1"));
     sftp.line(&format!("mkdir {}", mark("sftp-1").display()));
     appears(&mark("shell-1"), "shell");
     appears(&mark("exec-1"), "exec");
     appears(&mark("sftp-1"), "sftp");
+    tunnel.write_all(b"fwd-1\n").unwrap();
+    let through = wait_for(Duration::from_secs(20), || {
+        received(&got, "fwd-1").then_some(())
+    });
+    assert!(through.is_some(), "nothing came through the forward");
     assert!(gw.gw.audit.healthy());
 
     gw.break_audit_log();
@@ -242,7 +284,8 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
     shell.line(&touch("shell-3"));
     exec.line(&touch("exec-2"));
     sftp.line(&format!("mkdir {}", mark("sftp-2").display()));
-    for client in [shell, exec, sftp] {
+    let _ = tunnel.write_all(b"fwd-2\n");
+    for client in [shell, exec, sftp, fwd] {
         let what = client.what;
         let (code, said) = client.closed();
         assert!(
@@ -257,6 +300,10 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
             "{name} ran upstream after the log failed"
         );
     }
+    assert!(
+        !received(&got, "fwd-2"),
+        "the forward relayed after the log failed"
+    );
     // The gateway has no session left.
     let left = wait_for(Duration::from_secs(20), || {
         gw.gw
