@@ -39,9 +39,8 @@ struct Gw {
 
 impl Gw {
     /// alice with a key, target `web-1` (the sshd) with role `deploy` (shell, exec, sftp,
-    /// port-forward),
-    /// batched durability, every append in a segment of its own.
-    fn start(sshd: &Sshd) -> Gw {
+    /// port-forward), the given durability, every append in a segment of its own.
+    fn start(sshd: &Sshd, durability: Durability) -> Gw {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let (key, alice_pub) = testbed::ssh_keygen(dir.path(), "alice").unwrap();
@@ -69,7 +68,7 @@ impl Gw {
         let (gw, port) = rt.block_on(async {
             keys::ensure_data_dir(&data_dir).unwrap();
             let host_key = keys::host_key(&data_dir).unwrap();
-            let mut opts = Options::new(Durability::Batched);
+            let mut opts = Options::new(durability);
             opts.segment_max_bytes = 1;
             let audit = AuditLog::open_with(
                 &data_dir.join("audit"),
@@ -229,7 +228,7 @@ fn appears(path: &Path, what: &str) {
 #[test]
 fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
     let sshd = Sshd::start().unwrap();
-    let gw = Gw::start(&sshd);
+    let gw = Gw::start(&sshd, Durability::Batched);
     // Where the commands leave their marks; the upstream login runs on this machine.
     let side = tempfile::tempdir().unwrap();
     let mark = |name: &str| side.path().join(name);
@@ -313,4 +312,31 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
             .then_some(())
     });
     assert!(left.is_some(), "sessions left open");
+}
+
+/// Strict durability: a command derived from a terminal's echo is durable before the echo
+/// goes on; when the log refuses it, the session closes instead.
+#[test]
+fn strict_mode_closes_the_session_when_a_derived_event_is_refused() {
+    let sshd = Sshd::start().unwrap();
+    let gw = Gw::start(&sshd, Durability::Strict);
+    let side = tempfile::tempdir().unwrap();
+    let mark = |name: &str| side.path().join(name);
+    let mut shell = gw.client("ssh");
+    shell.args(["-tt", "alice+web-1@127.0.0.1"]);
+    let mut shell = Client::spawn(shell, "shell");
+    shell.line(&format!("touch {}", mark("strict-1").display()));
+    appears(&mark("strict-1"), "shell");
+
+    gw.break_audit_log();
+    // The keystrokes go on (nothing is recorded for them before the echo), the command's
+    // record is refused when its echo comes back, and the session ends there.
+    shell.line(&format!("touch {}", mark("strict-2").display()));
+    let (code, said) = shell.closed();
+    assert!(
+        said.contains("portcullis: the audit log is unavailable; session closed"),
+        "{said}"
+    );
+    assert_ne!(code, Some(0), "{said}");
+    assert!(!gw.gw.audit.healthy());
 }
