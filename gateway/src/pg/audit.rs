@@ -22,7 +22,7 @@ use portcullis_protocol::pg::{BackendMessage, Bind, FrontendMessage};
 use portcullis_recorder::{Event, Payload};
 use serde_json::Value;
 
-use super::event::PgEvent;
+use super::event::{PgEvent, SessionFields};
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
@@ -57,26 +57,16 @@ impl Common {
             .with("proto", "postgres")
     }
 
-    /// A `pg.query` or `pg.result` event of this session, statement fields unset.
-    fn pg_event(&self, kind: &'static str) -> PgEvent<'_> {
-        PgEvent {
-            client: &self.client,
-            copy_bytes: None,
-            duration_us: None,
-            error: None,
-            error_message: None,
-            grant: &self.grant,
-            params: None,
-            proto: "postgres",
-            role: &self.role,
-            session: &self.session,
-            sql: None,
-            stmt: None,
-            tag: None,
-            target: &self.target,
-            kind,
-            user: &self.user,
-        }
+    /// The fields escaped once, for the session's statement events.
+    pub(crate) fn escaped(&self) -> SessionFields {
+        SessionFields::new(
+            &self.session,
+            &self.user,
+            &self.target,
+            &self.role,
+            &self.grant,
+            &self.client,
+        )
     }
 }
 
@@ -170,7 +160,7 @@ enum Pending {
 /// Per-session query tracking between the two relay directions.
 #[derive(Debug)]
 pub(crate) struct Tracker {
-    common: Common,
+    fields: SessionFields,
     /// Strict durability: statement records before forwarding, outcomes after.
     strict: bool,
     statements: HashMap<Vec<u8>, Arc<str>>,
@@ -183,9 +173,9 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn new(common: Common, strict: bool) -> Self {
+    pub(crate) fn new(common: &Common, strict: bool) -> Self {
         Tracker {
-            common,
+            fields: common.escaped(),
             strict,
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -209,7 +199,7 @@ impl Tracker {
                 stmt: Some(self.started),
                 sql: Some(&sql),
                 params: params.as_deref(),
-                ..self.common.pg_event("pg.query")
+                ..self.fields.pg_event("pg.query")
             }
             .payload()
         });
@@ -409,13 +399,13 @@ impl Tracker {
             // The statement itself is already in the log; this is its outcome.
             PgEvent {
                 stmt: Some(q.stmt),
-                ..self.common.pg_event("pg.result")
+                ..self.fields.pg_event("pg.result")
             }
         } else {
             PgEvent {
                 sql: Some(&q.sql),
                 params: q.params.as_deref(),
-                ..self.common.pg_event("pg.query")
+                ..self.fields.pg_event("pg.query")
             }
         };
         let (error, error_message, tag) = match &q.error {
@@ -474,7 +464,7 @@ mod tests {
 
     #[test]
     fn pipelined_extended_batches_and_skips() {
-        let mut t = Tracker::new(common(), false);
+        let mut t = Tracker::new(&common(), false);
         let mut out = Vec::new();
         let parse = |sql: &'static [u8]| {
             FrontendMessage::Parse(portcullis_protocol::pg::Parse {
@@ -538,7 +528,7 @@ mod tests {
 
     #[test]
     fn simple_query_with_copy() {
-        let mut t = Tracker::new(common(), false);
+        let mut t = Tracker::new(&common(), false);
         let mut out = Vec::new();
         t.frontend(&FrontendMessage::Query {
             sql: b"copy t from stdin",
@@ -566,7 +556,7 @@ mod tests {
 
     #[test]
     fn strict_records_the_statement_first_and_its_outcome_after() {
-        let mut t = Tracker::new(common(), true);
+        let mut t = Tracker::new(&common(), true);
         let mut out = Vec::new();
         let rec = t
             .frontend(&FrontendMessage::Query { sql: b"select 1" })
@@ -600,7 +590,7 @@ mod tests {
         );
         assert_eq!(m(&out[1])["stmt"], 2);
         // Batched mode returns no statement record.
-        let mut b = Tracker::new(common(), false);
+        let mut b = Tracker::new(&common(), false);
         assert!(
             b.frontend(&FrontendMessage::Query { sql: b"select 1" })
                 .is_none()
@@ -628,7 +618,7 @@ mod tests {
 
     #[test]
     fn sql_is_kept_as_lossy_capped_text() {
-        let mut t = Tracker::new(common(), false);
+        let mut t = Tracker::new(&common(), false);
         let mut out = Vec::new();
         let long = vec![b'x'; MAX_SQL + 10];
         let cases: [(&[u8], String); 3] = [
@@ -654,7 +644,7 @@ mod tests {
 
     #[test]
     fn prepared_statement_sql_is_shared_not_copied() {
-        let mut t = Tracker::new(common(), false);
+        let mut t = Tracker::new(&common(), false);
         t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
             name: b"s1",
             sql: b"select $1",

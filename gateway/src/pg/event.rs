@@ -11,15 +11,86 @@
 //! therefore declares its fields in sorted key order and skips every `None`; the tests
 //! check the bytes against the map built the old way ([`PgEvent::to_event`]) for a table of
 //! statements, odd SQL included. A field added here must be added in sorted order.
+//!
+//! # Fixed fields escaped once
+//!
+//! The session's own fields (client, grant, proto, role, session, target, user) are the same
+//! in every event of the session, so [`SessionFields`] escapes each of them into a JSON
+//! string once, when the session starts, and every event splices those bytes in verbatim
+//! (serde_json's `RawValue`) instead of escaping them again per statement.
 
 use portcullis_recorder::{Event, JsonEvent, Payload};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-/// One `pg.query` or `pg.result` event. Field order is the key order (see the module doc).
+/// A session's fixed event fields, each held as its JSON string (quoted and escaped).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionFields {
+    client: Box<RawValue>,
+    grant: Box<RawValue>,
+    proto: Box<RawValue>,
+    role: Box<RawValue>,
+    session: Box<RawValue>,
+    target: Box<RawValue>,
+    user: Box<RawValue>,
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes every other string of the event.
+fn json_string(s: &str) -> Box<RawValue> {
+    // Serialising a string cannot fail, so the fallback (JSON null) is never taken.
+    serde_json::value::to_raw_value(s).unwrap_or_default()
+}
+
+impl SessionFields {
+    /// Escapes the session's fields once.
+    pub(crate) fn new(
+        session: &str,
+        user: &str,
+        target: &str,
+        role: &str,
+        grant: &str,
+        client: &str,
+    ) -> Self {
+        SessionFields {
+            client: json_string(client),
+            grant: json_string(grant),
+            proto: json_string("postgres"),
+            role: json_string(role),
+            session: json_string(session),
+            target: json_string(target),
+            user: json_string(user),
+        }
+    }
+
+    /// A `pg.query` or `pg.result` event of this session, statement fields unset.
+    pub(crate) fn pg_event(&self, kind: &'static str) -> PgEvent<'_> {
+        PgEvent {
+            client: &self.client,
+            copy_bytes: None,
+            duration_us: None,
+            error: None,
+            error_message: None,
+            grant: &self.grant,
+            params: None,
+            proto: &self.proto,
+            role: &self.role,
+            session: &self.session,
+            sql: None,
+            stmt: None,
+            tag: None,
+            target: &self.target,
+            kind,
+            user: &self.user,
+        }
+    }
+}
+
+/// One `pg.query` or `pg.result` event. Field order is the key order (see the module doc);
+/// the session's fields are pre-escaped JSON strings ([`SessionFields`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct PgEvent<'a> {
-    pub client: &'a str,
+    pub client: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,22 +99,22 @@ pub(crate) struct PgEvent<'a> {
     pub error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<&'a str>,
-    pub grant: &'a str,
+    pub grant: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<&'a [Value]>,
-    pub proto: &'static str,
-    pub role: &'a str,
-    pub session: &'a str,
+    pub proto: &'a RawValue,
+    pub role: &'a RawValue,
+    pub session: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stmt: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<&'a str>,
-    pub target: &'a str,
+    pub target: &'a RawValue,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub user: &'a str,
+    pub user: &'a RawValue,
 }
 
 impl PgEvent<'_> {
@@ -89,25 +160,12 @@ impl PgEvent<'_> {
 mod tests {
     use super::*;
 
-    fn base(kind: &'static str) -> PgEvent<'static> {
-        PgEvent {
-            client: "127.0.0.1:5555",
-            copy_bytes: None,
-            duration_us: None,
-            error: None,
-            error_message: None,
-            grant: "g_01",
-            params: None,
-            proto: "postgres",
-            role: "read",
-            session: "s_01",
-            sql: None,
-            stmt: None,
-            tag: None,
-            target: "pg-prod",
-            kind,
-            user: "alice",
-        }
+    fn fields() -> SessionFields {
+        SessionFields::new("s_01", "alice", "pg-prod", "read", "g_01", "127.0.0.1:5555")
+    }
+
+    fn base<'a>(f: &'a SessionFields, kind: &'static str) -> PgEvent<'a> {
+        f.pg_event(kind)
     }
 
     fn bytes(p: Payload) -> Vec<u8> {
@@ -138,6 +196,7 @@ mod tests {
             lossy.as_str(),
             "select 1…[truncated]",
         ];
+        let f = fields();
         let mut cases: Vec<PgEvent<'_>> = Vec::new();
         for sql in odd_sql {
             // batched: pg.query at completion, with a tag or an error.
@@ -145,7 +204,7 @@ mod tests {
                 sql: Some(sql),
                 duration_us: Some(123),
                 tag: Some("SELECT 1"),
-                ..base("pg.query")
+                ..base(&f, "pg.query")
             });
             cases.push(PgEvent {
                 sql: Some(sql),
@@ -154,21 +213,21 @@ mod tests {
                 copy_bytes: Some(u64::MAX),
                 error: Some("22012"),
                 error_message: Some(sql),
-                ..base("pg.query")
+                ..base(&f, "pg.query")
             });
             // strict: the statement first, then its outcome.
             cases.push(PgEvent {
                 stmt: Some(42),
                 sql: Some(sql),
                 params: Some(&[]),
-                ..base("pg.query")
+                ..base(&f, "pg.query")
             });
         }
         cases.push(PgEvent {
             stmt: Some(1),
             duration_us: Some(9),
             tag: Some(""),
-            ..base("pg.result")
+            ..base(&f, "pg.result")
         });
         cases.push(PgEvent {
             stmt: Some(2),
@@ -176,14 +235,35 @@ mod tests {
             copy_bytes: Some(0),
             error: Some("interrupted"),
             error_message: Some("session closed: killed"),
-            ..base("pg.result")
+            ..base(&f, "pg.result")
         });
+        // Session fields that need escaping.
+        let odd = SessionFields::new(
+            "",
+            "ü\u{0}",
+            "pg \u{2028}\u{7f}",
+            "r\"\\",
+            "g\n\t",
+            "\"odd\"\\client",
+        );
         cases.push(PgEvent {
-            client: "\"odd\"\\client",
-            user: "ü\u{0}",
-            session: "",
-            ..base("pg.query")
+            sql: Some("select 1"),
+            tag: Some("SELECT 1"),
+            ..base(&odd, "pg.query")
         });
+        // Each field lands under its own key, unescaped back to what the session holds.
+        let m = base(&odd, "pg.query").to_event().0;
+        for (key, want) in [
+            ("session", ""),
+            ("user", "ü\u{0}"),
+            ("target", "pg \u{2028}\u{7f}"),
+            ("role", "r\"\\"),
+            ("grant", "g\n\t"),
+            ("client", "\"odd\"\\client"),
+            ("proto", "postgres"),
+        ] {
+            assert_eq!(m[key], want, "{key}");
+        }
         for ev in cases {
             let typed = bytes(ev.payload());
             let map = serde_json::to_vec(&ev.to_event().0).unwrap();
@@ -198,7 +278,8 @@ mod tests {
     /// Absent fields are left out, not written as null.
     #[test]
     fn absent_fields_are_left_out() {
-        let b = bytes(base("pg.query").payload());
+        let f = fields();
+        let b = bytes(base(&f, "pg.query").payload());
         assert_eq!(
             std::str::from_utf8(&b).unwrap(),
             "{\"client\":\"127.0.0.1:5555\",\"grant\":\"g_01\",\"proto\":\"postgres\",\

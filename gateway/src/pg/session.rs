@@ -284,7 +284,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     tracing::info!(upstream_pid = up.pid, "postgres session started");
 
     // The relay, select!-ed against the lease: the deadline is watched while bytes flow.
-    let tracker = Mutex::new(Tracker::new(common.clone(), strict));
+    let tracker = Mutex::new(Tracker::new(&common, strict));
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
     let (ask_tx, mut ask_rx) = mpsc::channel(1);
     let (mut crd, mut cwr) = tokio::io::split(io);
