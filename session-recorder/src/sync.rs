@@ -24,6 +24,9 @@ struct State {
     waiters: VecDeque<(u64, Reply)>,
     failed: Option<String>,
     stop: bool,
+    /// The fsync thread is waiting for work; when it is not, it looks at `written` again
+    /// after its current sync, so a writer need not wake it (a futex syscall per batch).
+    idle: bool,
 }
 
 /// Shared between the writer and the fsync thread.
@@ -63,6 +66,7 @@ impl Syncer {
                 waiters: VecDeque::new(),
                 failed: None,
                 stop: false,
+                idle: false,
             }),
             cv: Condvar::new(),
             healthy,
@@ -87,11 +91,18 @@ impl Syncer {
 
     /// Records up to `seq` are written; strict `waiters` are acknowledged once synced.
     pub(crate) fn written(&self, seq: u64, waiters: Vec<(u64, Reply)>) {
-        let mut st = self.lock();
-        st.written = st.written.max(seq);
-        st.waiters.extend(waiters);
-        st.ack_synced();
-        self.cv.notify_one();
+        let idle = {
+            let mut st = self.lock();
+            st.written = st.written.max(seq);
+            st.waiters.extend(waiters);
+            st.ack_synced();
+            st.idle
+        };
+        // Notified after the lock is released, so the woken thread does not block on it
+        // straight away (and this one need not wake it a second time to hand it over).
+        if idle {
+            self.cv.notify_one();
+        }
     }
 
     /// Everything up to `seq` was synced by the writer itself (rotation, close); new records
@@ -122,7 +133,9 @@ impl Syncer {
         let mut st = self.lock();
         loop {
             while !st.stop && st.written <= st.synced {
+                st.idle = true;
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.idle = false;
             }
             if st.stop {
                 return;
