@@ -133,6 +133,31 @@ impl Gw {
         cmd
     }
 
+    /// Waits (bounded) until the log holds an event of `kind` whose `field` contains `part`.
+    fn logged(&self, kind: &str, field: &str, part: &str) {
+        let found = wait_for(Duration::from_secs(20), || {
+            portcullis_recorder::records(&self.data_dir.join("audit"))
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|r| {
+                    r.event.get("type").and_then(|v| v.as_str()) == Some(kind)
+                        && r.event
+                            .get(field)
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|v| v.contains(part))
+                })
+                .then_some(())
+        });
+        if found.is_none() {
+            let all: Vec<_> = portcullis_recorder::records(&self.data_dir.join("audit"))
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|r| r.event)
+                .collect();
+            panic!("no {kind} with {field} ~ {part} in the log: {all:#?}");
+        }
+    }
+
     /// Makes the log unwritable under the live sessions: once what they queued is written,
     /// the directory goes, so the next append fails (see the module doc).
     fn break_audit_log(&self) {
@@ -155,6 +180,8 @@ impl Gw {
 struct Client {
     child: Child,
     stdin: ChildStdin,
+    /// Everything the client printed on stdout so far.
+    out: Arc<Mutex<Vec<u8>>>,
     what: &'static str,
 }
 
@@ -162,7 +189,43 @@ impl Client {
     fn spawn(mut cmd: Command, what: &'static str) -> Client {
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
-        Client { child, stdin, what }
+        let mut stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let all = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                all.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Client {
+            child,
+            stdin,
+            out,
+            what,
+        }
+    }
+
+    /// How much the client has printed so far.
+    fn printed(&self) -> usize {
+        self.out.lock().unwrap().len()
+    }
+
+    /// Waits (bounded) until a shell prompt (`# ` or `$ `) ends what was printed after
+    /// `from`: the shell waits for a line and everything before it has gone through the
+    /// gateway, so the next Enter is the only one the terminal tap has to read.
+    fn prompt(&self, from: usize) {
+        let at_prompt = wait_for(Duration::from_secs(20), || {
+            let out = self.out.lock().unwrap();
+            let new = out.get(from..).unwrap_or_default();
+            (new.ends_with(b"# ") || new.ends_with(b"$ ")).then_some(())
+        });
+        assert!(
+            at_prompt.is_some(),
+            "{}: no prompt: {}",
+            self.what,
+            String::from_utf8_lossy(&self.out.lock().unwrap())
+        );
     }
 
     /// Sends one line to the remote side. A write to a client that is already gone is not
@@ -255,10 +318,13 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
         TcpStream::connect(("127.0.0.1", local)).ok()
     })
     .expect("the forward listens");
+    shell.prompt(0);
+    let printed = shell.printed();
     shell.line(&touch("shell-1"));
     exec.line(&touch("exec-1"));
     sftp.line(&format!("mkdir {}", mark("sftp-1").display()));
     appears(&mark("shell-1"), "shell");
+    shell.prompt(printed);
     appears(&mark("exec-1"), "exec");
     appears(&mark("sftp-1"), "sftp");
     tunnel.write_all(b"fwd-1\n").unwrap();
@@ -266,13 +332,18 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
         received(&got, "fwd-1").then_some(())
     });
     assert!(through.is_some(), "nothing came through the forward");
+    // What the sessions derived so far is written: the next record to fail is the one below.
+    gw.logged("ssh.command", "command", "shell-1");
+    gw.logged("ssh.sftp", "path", "sftp-1");
     assert!(gw.gw.audit.healthy());
 
     gw.break_audit_log();
+    let printed = shell.printed();
     // Batched: the typed command goes upstream first, and its record (an ssh.command
     // derived from the echo) is written after it, which fails.
     shell.line(&touch("shell-2"));
     appears(&mark("shell-2"), "shell, relayed before its record failed");
+    shell.prompt(printed);
     // The failure is the writer's, on its own thread: a poll bounded by a deadline.
     let failed = wait_for(Duration::from_secs(20), || {
         (!gw.gw.audit.healthy()).then_some(())
@@ -325,8 +396,12 @@ fn strict_mode_closes_the_session_when_a_derived_event_is_refused() {
     let mut shell = gw.client("ssh");
     shell.args(["-tt", "alice+web-1@127.0.0.1"]);
     let mut shell = Client::spawn(shell, "shell");
+    shell.prompt(0);
+    let printed = shell.printed();
     shell.line(&format!("touch {}", mark("strict-1").display()));
     appears(&mark("strict-1"), "shell");
+    shell.prompt(printed);
+    gw.logged("ssh.command", "command", "strict-1");
 
     gw.break_audit_log();
     // The keystrokes go on (nothing is recorded for them before the echo), the command's
