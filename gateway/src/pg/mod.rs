@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod cancel;
 mod event;
+mod gate;
 mod listener;
 mod relay;
 mod session;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::audit::{Common, Tracker};
 use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
 use super::cancel::{CancelTarget, send_cancel};
+use super::gate::Gated;
 use super::listener::{STARTUP_TIMEOUT, Started};
 use super::relay::{Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
 use super::upstream::{self, UpstreamError};
@@ -318,19 +319,23 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         let _ = control_tx.try_send(Control::Kill(fatal, reason));
     };
     let end = {
-        let relay = async {
-            tokio::select! {
-                e = client_to_upstream(&mut crd, &mut uwr, &ctx) => e,
-                e = upstream_to_client(&mut urd, &mut cwr, &mut control_rx, &ctx) => e,
-            }
-        };
-        tokio::pin!(relay);
+        // Each branch is gated (see `gate.rs`): a wakeup polls only the branch it was for,
+        // not both directions, the ask channel and the lease's signal and timers every time.
+        let c2u = client_to_upstream(&mut crd, &mut uwr, &ctx);
+        let u2c = upstream_to_client(&mut urd, &mut cwr, &mut control_rx, &ctx);
+        tokio::pin!(c2u, u2c);
+        let mut c2u = Gated::new(c2u);
+        let mut u2c = Gated::new(u2c);
         let grace = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(grace);
         loop {
+            // Biased: no random start per poll; a branch that is not woken costs nothing,
+            // so the relay going first delays no other branch.
             tokio::select! {
-                end = &mut relay => break end,
-                Some(ask) = ask_rx.recv() => match ask {
+                biased;
+                end = &mut c2u => break end,
+                end = &mut u2c => break end,
+                Some(ask) = Gated::new(Box::pin(ask_rx.recv())) => match ask {
                     Ask::GrantLapsed => {
                         if let Some(reason) = lease.lapsed() {
                             begin_kill(reason, &mut closing, None);
@@ -346,7 +351,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },
-                ev = lease.next_event(), if closing.is_none() => match ev {
+                ev = Gated::new(Box::pin(lease.next_event())), if closing.is_none() => match ev {
                     LeaseEvent::Warn { remaining } => {
                         let mut notice = Vec::new();
                         let secs = Duration::from_secs(remaining.as_secs());
