@@ -16,23 +16,9 @@ use super::lease::Lease;
 use super::model::{Actor, GrantRecord, GrantStatus, SessionRecord, new_id};
 use super::sessions::{Registry, SessionEntry, Victims};
 use super::store::Store;
-use super::table::{LiveGrant, LiveTable};
+use super::table::{Choice, LiveGrant, LiveTable};
 use super::{CloseReason, Denied, GrantsError, SessionInfo};
 use crate::notify::Notifier;
-
-/// The config as `authorize` needs it, swapped whole on reload.
-#[derive(Debug)]
-pub(crate) struct Policy {
-    pub config: Arc<Config>,
-    targets: foldhash::HashSet<String>,
-}
-
-impl Policy {
-    fn new(config: Arc<Config>) -> Policy {
-        let targets = config.targets.iter().map(|t| t.name.clone()).collect();
-        Policy { config, targets }
-    }
-}
 
 /// Which sessions the kill path closes: a grant's (whose watch is closed too), one, or all.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +40,8 @@ pub struct NewGrant {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    policy: RwLock<Arc<Policy>>,
+    /// The current config; the live table keeps what `authorize` needs of it.
+    config: RwLock<Arc<Config>>,
     pub store: Box<dyn Store>,
     pub table: LiveTable,
     pub sessions: Arc<Registry>,
@@ -114,10 +101,12 @@ impl Inner {
         sink: Arc<dyn AuditSink>,
     ) -> Result<Arc<Inner>, GrantsError> {
         let notifier = Notifier::start(config.notify.webhook_url.clone());
+        let table = LiveTable::default();
+        table.set_policy(&config);
         let inner = Arc::new(Inner {
-            policy: RwLock::new(Arc::new(Policy::new(config))),
+            config: RwLock::new(config),
             store,
-            table: LiveTable::default(),
+            table,
             sessions: Arc::default(),
             scheduler: Scheduler::default(),
             // Unit tests run on paused time, where the wall clock must not leak in.
@@ -157,19 +146,16 @@ impl Inner {
     }
 
     pub(crate) fn config(&self) -> Arc<Config> {
-        self.policy().config.clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Swaps in a reloaded config; `authorize` sees it from its next call.
     pub(crate) fn set_config(&self, config: Arc<Config>) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Policy::new(config));
-    }
-
-    fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.table.set_policy(&config);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     pub(crate) fn authorize(
@@ -179,37 +165,15 @@ impl Inner {
         role: Option<&str>,
         info: SessionInfo,
     ) -> Result<Lease, Denied> {
-        // Under the read lock only for the check: no reference count to bump and drop.
-        let warn_before = {
-            let policy = self.policy.read().unwrap_or_else(|p| p.into_inner());
-            if !policy.targets.contains(target) {
+        let now = self.clock.now_nanos();
+        let (grant, warn_before) = match self.table.choose(user, target, role, now) {
+            Choice::Grant(g, warn_before) => (g, warn_before),
+            Choice::NoGrant => return Err(self.refusal(user, target, role, now)),
+            Choice::UnknownTarget => {
                 return Err(Denied::UnknownTarget {
                     target: target.to_owned(),
                 });
             }
-            policy.config.policy.warn_before
-        };
-        let now = self.clock.now_nanos();
-        // The hot path: one pass over the user's grants, no allocation. Of several grants
-        // for the same role, the one that lasts longest wins; with no role named, grants for
-        // two different roles make the choice ambiguous (the refusal below lists them).
-        let chosen = self.table.with_user(user, |gs| {
-            let mut best: Option<&Arc<LiveGrant>> = None;
-            for g in gs {
-                if &*g.target != target || role.is_some_and(|r| &*g.role != r) || !g.is_live_at(now)
-                {
-                    continue;
-                }
-                match best {
-                    Some(b) if b.role != g.role => return None,
-                    Some(b) if b.expires_at() >= g.expires_at() => {}
-                    _ => best = Some(g),
-                }
-            }
-            best.cloned()
-        });
-        let Some(grant) = chosen else {
-            return Err(self.refusal(user, target, role, now));
         };
         let entry = Arc::new(SessionEntry::new(
             self.sessions.next_seq(),
@@ -218,10 +182,10 @@ impl Inner {
             info.client,
             now,
         ));
-        self.sessions.insert(entry.clone());
+        let slot = self.sessions.insert(entry.clone());
         // The grant may have lapsed while we registered; the kill path has then already
         // passed over us, so refuse here (dropping the lease deregisters it).
-        let lease = Lease::new(entry, self.sessions.clone(), self.clock, warn_before);
+        let lease = Lease::new(entry, self.sessions.clone(), slot, self.clock, warn_before);
         if !lease.is_live_at(now) {
             return Err(Denied::Expired {
                 user: user.to_owned(),

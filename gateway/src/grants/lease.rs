@@ -24,6 +24,8 @@ use super::{CloseReason, LeaseEvent};
 pub struct Lease {
     entry: Arc<SessionEntry>,
     registry: Arc<Registry>,
+    /// The entry's slot in its registry shard.
+    slot: usize,
     clock: Clock,
     warn_before: Duration,
     /// The deadline we already warned about; an extension past the warning window re-arms.
@@ -35,12 +37,14 @@ impl Lease {
     pub(crate) fn new(
         entry: Arc<SessionEntry>,
         registry: Arc<Registry>,
+        slot: usize,
         clock: Clock,
         warn_before: Duration,
     ) -> Lease {
         Lease {
             entry,
             registry,
+            slot,
             clock,
             warn_before,
             warned_for: None,
@@ -177,6 +181,6 @@ fn lapse(entry: &SessionEntry, now: i64) -> Option<CloseReason> {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.remove(self.entry.seq);
+        self.registry.remove(self.entry.seq, self.slot);
     }
 }

@@ -144,8 +144,8 @@ pub enum Denied {
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub proto: Proto,
-    /// The client's address, as `ip:port`.
-    pub client: String,
+    /// The client's address (shown as `ip:port`; formatted only when listed).
+    pub client: std::net::SocketAddr,
 }
 
 /// Something the session must act on.

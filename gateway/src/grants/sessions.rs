@@ -3,13 +3,16 @@
 //! A session exists here from `authorize` until its [`Lease`](super::Lease) is dropped.
 //! Closing is only ever done by [`Registry::close`], called from the one kill path.
 //!
-//! Registering must be cheap (it is on every connect): a session is keyed by a number from
-//! a counter (its `s_<hex>` id is formatted only when shown), the registry is sharded so
-//! concurrent connects rarely meet on a lock, and the entry (one allocation, byte counters
-//! included) shares its grant's names rather than copying them. A kill sets the session's
+//! Registering must be cheap (it is on every connect): a session is numbered from a counter
+//! (its `s_<hex>` id is formatted only when shown), the registry is sharded by that number so
+//! concurrent connects rarely meet on a lock, each shard is a slab whose slot the lease keeps
+//! (so deregistering hashes nothing), and the entry (one allocation, byte counters included)
+//! shares its grant's names rather than copying them. Finding a session by id scans its
+//! shard: that is an operator's `sessions kill`, not a connect. A kill sets the session's
 //! flag and wakes its grant's `Notify`, which the lease already listens to, so a session
 //! needs no channel of its own.
 
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +43,7 @@ pub(crate) struct SessionEntry {
     pub seq: u64,
     pub grant: Arc<LiveGrant>,
     pub proto: Proto,
-    pub client: String,
+    pub client: SocketAddr,
     /// Nanoseconds since the epoch (a `DateTime` only when listed).
     pub started_at: i64,
     pub counters: Counters,
@@ -53,7 +56,7 @@ impl SessionEntry {
         seq: u64,
         grant: Arc<LiveGrant>,
         proto: Proto,
-        client: String,
+        client: SocketAddr,
         started_at: i64,
     ) -> SessionEntry {
         SessionEntry {
@@ -104,7 +107,7 @@ impl SessionEntry {
             target: self.grant.target.to_string(),
             role: self.grant.role.to_string(),
             grant_id: self.grant.id.to_string(),
-            client: self.client.clone(),
+            client: self.client.to_string(),
             started_at: DateTime::from_timestamp_nanos(self.started_at),
             bytes_in: self.counters.bytes_in.load(Relaxed),
             bytes_out: self.counters.bytes_out.load(Relaxed),
@@ -138,7 +141,7 @@ pub(crate) enum Victims<'a> {
 
 const SHARDS: usize = 16;
 
-type Shard = Mutex<foldhash::HashMap<u64, Arc<SessionEntry>>>;
+type Shard = Mutex<slab::Slab<Arc<SessionEntry>>>;
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -157,7 +160,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, seq: u64) -> MutexGuard<'_, foldhash::HashMap<u64, Arc<SessionEntry>>> {
+    fn shard(&self, seq: u64) -> MutexGuard<'_, slab::Slab<Arc<SessionEntry>>> {
         // Every mutation is a single insert or remove, so a poisoned shard is consistent.
         self.shards[(seq % SHARDS as u64) as usize]
             .lock()
@@ -169,17 +172,27 @@ impl Registry {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn insert(&self, e: Arc<SessionEntry>) {
-        self.shard(e.seq).insert(e.seq, e);
+    /// Registers a session; returns its slot in its shard, for [`Registry::remove`].
+    pub(crate) fn insert(&self, e: Arc<SessionEntry>) -> usize {
+        self.shard(e.seq).insert(e)
     }
 
-    pub(crate) fn remove(&self, seq: u64) {
-        self.shard(seq).remove(&seq);
+    /// Deregisters session `seq`, registered at `slot`.
+    pub(crate) fn remove(&self, seq: u64, slot: usize) {
+        let mut shard = self.shard(seq);
+        if shard.get(slot).is_some_and(|e| e.seq == seq) {
+            shard.remove(slot);
+        }
     }
 
     fn all(&self) -> Vec<Arc<SessionEntry>> {
         (0..SHARDS as u64)
-            .flat_map(|i| self.shard(i).values().cloned().collect::<Vec<_>>())
+            .flat_map(|i| {
+                self.shard(i)
+                    .iter()
+                    .map(|(_, e)| e.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -191,7 +204,10 @@ impl Registry {
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<SessionEntry>> {
         let seq = parse_id(id)?;
-        self.shard(seq).get(&seq).cloned()
+        self.shard(seq)
+            .iter()
+            .find(|(_, e)| e.seq == seq)
+            .map(|(_, e)| e.clone())
     }
 
     /// Signals `reason` to the matching sessions that are not already closing; returns them.

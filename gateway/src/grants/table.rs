@@ -17,8 +17,10 @@ use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use portcullis_config::Config;
 use tokio::sync::Notify;
 
 use super::CloseReason;
@@ -28,15 +30,17 @@ use super::user_index::{UserGrants, UserIndex};
 const INLINE: usize = 30;
 
 /// A user name stored inline when short (almost always), so comparing it costs no extra
-/// memory access beyond the grant itself.
-#[derive(Debug)]
-enum Name {
+/// memory access beyond the grant itself. `new` is canonical (inline exactly when it fits),
+/// so two names are equal exactly when their strings are, and comparing two inline names is
+/// a fixed-size compare the compiler inlines rather than a call to `memcmp`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Name {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),
 }
 
 impl Name {
-    fn new(s: &str) -> Name {
+    pub(crate) fn new(s: &str) -> Name {
         match u8::try_from(s.len()) {
             Ok(len) if s.len() <= INLINE => {
                 let mut bytes = [0; INLINE];
@@ -105,9 +109,9 @@ impl LiveGrant {
         self.user.as_str()
     }
 
-    /// Is this `user`'s grant? (Bytes, not `str`: no UTF-8 check on the hot path.)
-    pub(crate) fn is_for(&self, user: &str) -> bool {
-        self.user.as_bytes() == user.as_bytes()
+    /// Is this `user`'s grant?
+    pub(crate) fn is_for(&self, user: &Name) -> bool {
+        self.user == *user
     }
 
     pub(crate) fn expires_at(&self) -> DateTime<Utc> {
@@ -139,11 +143,33 @@ impl LiveGrant {
     }
 }
 
+/// Everything `authorize` reads, under one lock: the grants by user, and the configured
+/// targets (set from the config at start and on each reload).
+#[derive(Debug, Default)]
+struct ByUser {
+    /// Keyed by [`LiveTable::user_hash`]; the slot's grants say whose they are.
+    index: UserIndex,
+    /// Each configured target's name, and that name interned: a grant is on the target
+    /// exactly when its interned name is this one (a pointer compare, not a string compare).
+    targets: foldhash::HashMap<String, Arc<str>>,
+    warn_before: Duration,
+}
+
+/// What [`LiveTable::choose`] found for a connect.
+#[derive(Debug)]
+pub(crate) enum Choice {
+    /// The grant to run the session under, and the policy's `warn_before`.
+    Grant(Arc<LiveGrant>, Duration),
+    /// No live grant fits (or, with no role named, grants for several roles do).
+    NoGrant,
+    /// The target is not in the config.
+    UnknownTarget,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct LiveTable {
     by_id: RwLock<foldhash::HashMap<Arc<str>, Arc<LiveGrant>>>,
-    /// Keyed by [`LiveTable::user_hash`]; the slot's grants say whose they are.
-    by_user: RwLock<UserIndex>,
+    by_user: RwLock<ByUser>,
     /// The seeded hasher behind `by_user`'s keys.
     hasher: foldhash::fast::RandomState,
     /// Target and role names, shared by every grant that names them.
@@ -164,7 +190,9 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl LiveTable {
-    fn intern(&self, name: &str) -> Arc<str> {
+    /// The one shared copy of a target or role name. Names are never dropped from here, so
+    /// two interned names are the same string exactly when they are the same pointer.
+    pub(crate) fn intern(&self, name: &str) -> Arc<str> {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = names.get(name) {
             return n.clone();
@@ -193,7 +221,7 @@ impl LiveTable {
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
         let g = Arc::new(LiveGrant::new(id, user, target, role, expires_at));
-        by_user.insert(self.user_hash(user), g.clone());
+        by_user.index.insert(self.user_hash(user), g.clone());
         by_id.insert(g.id.clone(), g.clone());
         g
     }
@@ -203,7 +231,7 @@ impl LiveTable {
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
         let g = by_id.remove(id)?;
-        by_user.remove(self.user_hash(g.user()), &g.id);
+        by_user.index.remove(self.user_hash(g.user()), &g.id);
         drop(by_user);
         drop(by_id);
         if lapsed {
@@ -230,8 +258,56 @@ impl LiveTable {
 
     /// Runs `f` over every grant `user` holds (on any target), under the read lock.
     pub(crate) fn with_user<R>(&self, user: &str, f: impl FnOnce(UserGrants<'_>) -> R) -> R {
-        let key = self.user_hash(user);
-        f(read(&self.by_user).get(key, user))
+        let hash = self.user_hash(user);
+        let name = Name::new(user);
+        f(read(&self.by_user).index.get(hash, &name))
+    }
+
+    /// Takes the configured targets and `warn_before` from a (re)loaded config.
+    pub(crate) fn set_policy(&self, config: &Config) {
+        let targets = config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), self.intern(&t.name)))
+            .collect();
+        let mut by_user = write(&self.by_user);
+        by_user.targets = targets;
+        by_user.warn_before = config.policy.warn_before;
+    }
+
+    /// The grant a connect of `user` to `target` (as `role`, if named) runs under at `now`
+    /// (nanoseconds since the epoch). The hot path of every connect: one read lock, one
+    /// pass over the user's grants, no allocation. Of several grants for the same role, the
+    /// one that lasts longest wins; with no role named, grants for two different roles make
+    /// the choice ambiguous (the caller's refusal lists them).
+    pub(crate) fn choose(&self, user: &str, target: &str, role: Option<&str>, now: i64) -> Choice {
+        let hash = self.user_hash(user);
+        let name = Name::new(user);
+        let by_user = read(&self.by_user);
+        let Some(target) = by_user.targets.get(target) else {
+            return Choice::UnknownTarget;
+        };
+        let target = target.as_ptr();
+        let mut best: Option<&Arc<LiveGrant>> = None;
+        for g in by_user.index.get(hash, &name) {
+            if g.target.as_ptr() != target
+                || role.is_some_and(|r| &*g.role != r)
+                || !g.is_live_at(now)
+            {
+                continue;
+            }
+            match best {
+                Some(b) if b.role != g.role => return Choice::NoGrant,
+                Some(b)
+                    if b.expires_at.load(Ordering::Acquire)
+                        >= g.expires_at.load(Ordering::Acquire) => {}
+                _ => best = Some(g),
+            }
+        }
+        match best {
+            Some(g) => Choice::Grant(g.clone(), by_user.warn_before),
+            None => Choice::NoGrant,
+        }
     }
 
     pub(crate) fn has_lapsed(&self, user: &str, target: &str) -> bool {

@@ -140,7 +140,7 @@ pub(crate) fn start(warn_before: Duration) -> Fixture {
 pub(crate) fn info() -> SessionInfo {
     SessionInfo {
         proto: Proto::Postgres,
-        client: "127.0.0.1:5555".into(),
+        client: ([127, 0, 0, 1], 5555).into(),
     }
 }
 
@@ -342,6 +342,12 @@ async fn reload_removing_a_role_revokes_and_closes() {
     // Recorded with the SPEC's reason; only the client's sentence says "config".
     assert_eq!(CloseReason::ConfigRevoked.as_str(), "grant_revoked");
     assert_eq!(f.audit.of_type("grant.revoked")[0]["revoked_by"], "config");
+    // A reload that drops the target: connects learn it at once.
+    let mut c = (*config(S(1))).clone();
+    c.targets.retain(|t| t.name != "pg");
+    f.grants.reload(Arc::new(c)).await;
+    let e = f.grants.authorize("alice", "pg", None, info()).unwrap_err();
+    assert!(matches!(e, Denied::UnknownTarget { .. }), "{e}");
 }
 
 #[tokio::test(start_paused = true)]

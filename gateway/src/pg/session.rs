@@ -174,7 +174,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     }
     let info = SessionInfo {
         proto: Proto::Postgres,
-        client: client.clone(),
+        client: peer,
     };
     let mut lease = match gw
         .grants

@@ -84,7 +84,7 @@ impl ClientHandler {
     fn decide(&mut self, login: SshLogin) -> State {
         let info = SessionInfo {
             proto: Proto::Ssh,
-            client: self.peer.to_string(),
+            client: self.peer,
         };
         let config = self.gw.config();
         let target = match config.target(&login.target) {
