@@ -23,6 +23,7 @@ mod tests;
 #[cfg(test)]
 mod tests_requests;
 mod user_index;
+mod user_name;
 
 use std::path::Path;
 use std::sync::Arc;

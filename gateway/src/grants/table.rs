@@ -25,62 +25,30 @@ use tokio::sync::Notify;
 
 use super::CloseReason;
 use super::user_index::{UserGrants, UserIndex};
-
-/// The longest user name kept inline in its grant; longer ones live on the heap.
-const INLINE: usize = 30;
-
-/// A user name stored inline when short (almost always), so comparing it costs no extra
-/// memory access beyond the grant itself. `new` is canonical (inline exactly when it fits),
-/// so two names are equal exactly when their strings are, and comparing two inline names is
-/// a fixed-size compare the compiler inlines rather than a call to `memcmp`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Name {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<str>),
-}
-
-impl Name {
-    pub(crate) fn new(s: &str) -> Name {
-        match u8::try_from(s.len()) {
-            Ok(len) if s.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..s.len()].copy_from_slice(s.as_bytes());
-                Name::Inline { len, bytes }
-            }
-            _ => Name::Heap(s.into()),
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Name::Heap(s) => s.as_bytes(),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Built from a `&str` and cut at its own length, so this never fails.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
+use super::user_name;
 
 /// One live grant. Its deadline and lapse are atomics read on every connect without a
 /// lock; `changed` wakes its leases when either moves, or when one of its sessions is killed.
-/// `repr(C)` keeps what `authorize` reads (name, target, role, deadline, lapse) together at
-/// the front, next to the reference counts it bumps.
+/// `repr(C)` keeps what a connect reads (deadline, target, lapse, the name's head) in the
+/// 48 bytes after the reference counts it bumps: one cache line with them when the
+/// allocation starts a line, two otherwise.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct LiveGrant {
-    user: Name,
-    pub target: Arc<str>,
-    pub role: Arc<str>,
     /// Nanoseconds since the epoch (good until 2262).
     expires_at: AtomicI64,
+    pub target: Arc<str>,
     /// A `CloseReason` code once the grant expired or was revoked; 0 while live.
     closed: AtomicU8,
+    user_head: user_name::Head,
+    pub role: Arc<str>,
+    user_tail: user_name::Tail,
     pub id: Arc<str>,
     pub changed: Notify,
 }
+
+// What a connect reads ends within 48 bytes of the grant (64 with the reference counts).
+const _: () = assert!(std::mem::offset_of!(LiveGrant, role) <= 48);
 
 pub(crate) fn nanos(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -94,24 +62,26 @@ impl LiveGrant {
         role: Arc<str>,
         expires_at: DateTime<Utc>,
     ) -> LiveGrant {
+        let (user_head, user_tail) = user_name::split(user);
         LiveGrant {
-            user: Name::new(user),
-            target,
-            role,
             expires_at: AtomicI64::new(nanos(expires_at)),
+            target,
             closed: AtomicU8::new(0),
+            user_head,
+            role,
+            user_tail,
             id: Arc::from(id),
             changed: Notify::new(),
         }
     }
 
     pub(crate) fn user(&self) -> &str {
-        self.user.as_str()
+        user_name::text(&self.user_head, &self.user_tail)
     }
 
-    /// Is this `user`'s grant?
-    pub(crate) fn is_for(&self, user: &Name) -> bool {
-        self.user == *user
+    /// Is this the grant of the user `key` names?
+    pub(crate) fn is_for(&self, key: &user_name::Key<'_>) -> bool {
+        user_name::matches(&self.user_head, &self.user_tail, key)
     }
 
     pub(crate) fn expires_at(&self) -> DateTime<Utc> {
@@ -259,7 +229,7 @@ impl LiveTable {
     /// Runs `f` over every grant `user` holds (on any target), under the read lock.
     pub(crate) fn with_user<R>(&self, user: &str, f: impl FnOnce(UserGrants<'_>) -> R) -> R {
         let hash = self.user_hash(user);
-        let name = Name::new(user);
+        let name = user_name::Key::new(user);
         f(read(&self.by_user).index.get(hash, &name))
     }
 
@@ -282,7 +252,7 @@ impl LiveTable {
     /// the choice ambiguous (the caller's refusal lists them).
     pub(crate) fn choose(&self, user: &str, target: &str, role: Option<&str>, now: i64) -> Choice {
         let hash = self.user_hash(user);
-        let name = Name::new(user);
+        let name = user_name::Key::new(user);
         let by_user = read(&self.by_user);
         let Some(target) = by_user.targets.get(target) else {
             return Choice::UnknownTarget;

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use super::table::{LiveGrant, Name};
+use super::table::LiveGrant;
+use super::user_name::Key;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -97,7 +98,7 @@ impl UserIndex {
     }
 
     /// The grants of `user`, whose name hashes to `hash`.
-    pub(crate) fn get<'a>(&'a self, hash: u64, user: &'a Name) -> UserGrants<'a> {
+    pub(crate) fn get<'a>(&'a self, hash: u64, user: &'a Key<'a>) -> UserGrants<'a> {
         UserGrants {
             user,
             hash,
@@ -115,7 +116,7 @@ impl UserIndex {
 
 /// The grants of one user: the probe run from their hash's home slot, filtered by name.
 pub(crate) struct UserGrants<'a> {
-    user: &'a Name,
+    user: &'a Key<'a>,
     hash: u64,
     slots: &'a [Slot],
     at: usize,
@@ -184,7 +185,7 @@ mod tests {
                 for u in 0..8 {
                     let name = format!("u{u}");
                     let got: BTreeSet<String> =
-                        index.get(HASHES[u % 4], &Name::new(&name)).map(|g| g.id.to_string()).collect();
+                        index.get(HASHES[u % 4], &Key::new(&name)).map(|g| g.id.to_string()).collect();
                     let want: BTreeSet<String> =
                         model.iter().filter(|(m, _)| *m == u).map(|(_, id)| id.clone()).collect();
                     prop_assert_eq!(got, want);
@@ -198,7 +199,7 @@ mod tests {
         let mut index = UserIndex::default();
         let get = |index: &UserIndex, user: &str| -> Vec<String> {
             index
-                .get(7, &Name::new(user))
+                .get(7, &Key::new(user))
                 .map(|g| g.id.to_string())
                 .collect()
         };
