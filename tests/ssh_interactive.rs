@@ -1,6 +1,6 @@
 //! An interactive shell through the gateway, driven in a real terminal (tmux): commands run,
-//! the window size follows a resize, Ctrl-C interrupts, and the typed commands and the
-//! recording land in the audit log.
+//! the window size follows a resize, Ctrl-C interrupts, and the typed commands (typed-ahead
+//! ones included) and the recording land in the audit log.
 
 mod ssh_env;
 mod tmux;
@@ -52,6 +52,16 @@ fn shell_in_a_real_terminal() {
         (!ssh_env::running(&sleep)).then_some(())
     });
     assert!(gone.is_some(), "Ctrl-C did not interrupt sleep");
+    // Typed ahead while a command still runs: each line is its own ssh.command.
+    t.keys(&[
+        "sleep 0.3; echo slow-done",
+        "Enter",
+        "echo ahead-$((2+1))",
+        "Enter",
+        "echo ahead-$((3+1))",
+        "Enter",
+    ]);
+    t.wait_screen("ahead-4");
     t.keys(&["exit", "Enter"]);
 
     let cmd = env.wait_event("ssh.command", |e| {
@@ -59,6 +69,9 @@ fn shell_in_a_real_terminal() {
     });
     assert_eq!(cmd["derived"], true);
     env.wait_event("ssh.command", |e| event_str(e, "command") == "stty size");
+    for ahead in ["echo ahead-$((2+1))", "echo ahead-$((3+1))"] {
+        env.wait_event("ssh.command", |e| event_str(e, "command") == ahead);
+    }
     env.wait_event("ssh.shell", |e| event_str(e, "phase") == "started");
     let ended = env.wait_event("session.ended", |e| !event_str(e, "recording").is_empty());
     let file = event_str(&ended, "recording");

@@ -525,20 +525,23 @@ async fn output(
     }
 }
 
-/// What one chunk of upstream output completed: a typed command line, sftp operations.
-type Facts = (Option<String>, Vec<Op>);
+/// What one chunk of upstream output completed: typed command lines, sftp operations.
+type Facts = (Vec<String>, Vec<Op>);
 
 fn tap_output(state: &Mutex<State>, data: &[u8], stderr: bool) -> Facts {
     let Ok(mut s) = state.lock() else {
-        return (None, Vec::new());
+        return (Vec::new(), Vec::new());
     };
     // A terminal shows stderr too, so the screen and the recording take it; commands are
     // read off stdout's echo only.
-    let command = s
-        .pty
-        .as_mut()
-        .and_then(|p| p.output(data))
-        .filter(|_| !stderr);
+    let command = match &mut s.pty {
+        Some(p) if stderr => {
+            p.output_stderr(data);
+            Vec::new()
+        }
+        Some(p) => p.output(data),
+        None => Vec::new(),
+    };
     let ops = match &mut s.sftp {
         Some(t) if !stderr => t.server(data),
         _ => Vec::new(),
@@ -550,6 +553,7 @@ fn tap_output(state: &Mutex<State>, data: &[u8], stderr: bool) -> Facts {
 /// when the log refused an event (the caller closes the session).
 async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: bool) -> bool {
     let events = command
+        .into_iter()
         .map(|command| {
             ctx.ident
                 .event("ssh.command")
@@ -557,7 +561,6 @@ async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: 
                 .with("derived", true)
                 .with("channel", id.to_string())
         })
-        .into_iter()
         .chain(ops.into_iter().map(|op| {
             ctx.ident
                 .event("ssh.sftp")

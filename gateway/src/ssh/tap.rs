@@ -1,7 +1,17 @@
 //! What the audit derives from a channel's bytes without changing them: for a terminal, the
-//! asciicast recording and the command lines typed (read off a `vt100` screen when the user
-//! presses Enter); for the sftp subsystem, one operation per request/reply pair.
+//! asciicast recording and the command lines typed (read off a `vt100` screen when the
+//! shell echoes the user's Enter); for the sftp subsystem, one operation per request/reply
+//! pair.
+//!
+//! Which output newline is the echo of which Enter: the user may type ahead or paste several
+//! lines, and output of an earlier command may still be arriving when Enter is pressed. So
+//! each Enter is queued with the line as typed, and a newline in the output completes the
+//! oldest queued line the screen's cursor line ends with. A line the shell never echoed (a
+//! password) is dropped once a later one is matched. A line edited with control keys (tab
+//! completion, history, cursor keys) cannot be matched by its text; it completes at the next
+//! newline and the command is read off the screen, prompt removed.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use portcullis_protocol::sftp::{Decoder, Op, Request, Response, Tracker};
@@ -12,14 +22,22 @@ use super::recording::Rec;
 const SCROLLBACK: usize = 0;
 /// A typed line longer than this is cut (a paste of a file is not a command).
 const MAX_COMMAND: usize = 4096;
+/// Enters whose echo has not been seen yet beyond this many: the oldest is forgotten.
+const MAX_PENDING: usize = 32;
 
 /// Taps one pty channel.
 pub struct PtyTap {
     screen: vt100::Parser,
     rec: Option<Rec>,
-    /// The user pressed Enter; the line is read off the screen when the shell echoes the
-    /// newline (what was typed just before Enter may not have been echoed yet).
-    enter_pending: bool,
+    /// Lines completed with Enter whose echo has not been seen yet, oldest first: the text
+    /// as typed, or `None` when it was edited with control keys.
+    pending: VecDeque<Option<String>>,
+    /// What was typed since the last Enter.
+    line: Vec<u8>,
+    /// The current line was edited with control keys, so its text is only on the screen.
+    edited: bool,
+    /// The last byte typed was `\r` (a `\n` right after it is the same Enter).
+    after_cr: bool,
 }
 
 impl std::fmt::Debug for PtyTap {
@@ -44,40 +62,99 @@ impl PtyTap {
         PtyTap {
             screen: vt100::Parser::new(rows, cols, SCROLLBACK),
             rec: Rec::create(dir, session, channel, cols, rows, term, title),
-            enter_pending: false,
+            pending: VecDeque::new(),
+            line: Vec::new(),
+            edited: false,
+            after_cr: false,
         }
     }
 
-    /// Bytes the upstream sent to the terminal; returns the command line the user completed
-    /// with Enter, once the shell has echoed it.
-    pub fn output(&mut self, bytes: &[u8]) -> Option<String> {
+    /// Bytes the upstream sent to the terminal (stdout); returns the command lines whose
+    /// echo they completed, in order.
+    pub fn output(&mut self, bytes: &[u8]) -> Vec<String> {
         if let Some(r) = &mut self.rec {
             r.output(bytes);
         }
-        let mut command = None;
+        let mut commands = Vec::new();
         let mut rest = bytes;
-        if self.enter_pending
-            && let Some(nl) = bytes.iter().position(|b| *b == b'\n')
-            && let Some((line, after)) = bytes.split_at_checked(nl)
+        while !self.pending.is_empty()
+            && let Some(nl) = rest.iter().position(|b| *b == b'\n')
+            && let Some((line, after)) = rest.split_at_checked(nl)
         {
-            // Everything up to the newline is the echo of the line; the cursor line is then
-            // the command as the user sees it (history recall and editing included).
+            // Everything up to the newline is on the screen; the cursor line is then the
+            // line the newline ends (history recall and editing included).
             self.screen.process(line);
-            self.enter_pending = false;
-            // Full-screen programs (editors, pagers) do not take command lines.
-            if !self.screen.screen().alternate_screen() {
-                command = self.cursor_command();
-            }
-            rest = after;
+            commands.extend(self.echoed());
+            self.screen.process(b"\n");
+            rest = after.get(1..).unwrap_or_default();
         }
         self.screen.process(rest);
-        command
+        commands
     }
 
-    /// Notes whether the user pressed Enter in `bytes`, without recording them.
+    /// Bytes on the terminal that cannot be an echo (stderr): screen and recording only.
+    pub fn output_stderr(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.rec {
+            r.output(bytes);
+        }
+        self.screen.process(bytes);
+    }
+
+    /// At an output newline: the command it completes, if it is the echo of a pending Enter.
+    fn echoed(&mut self) -> Option<String> {
+        // Full-screen programs (editors, pagers) do not take command lines.
+        if self.screen.screen().alternate_screen() {
+            self.pending.pop_front();
+            return None;
+        }
+        let screen_line = self.cursor_line();
+        let on_screen = screen_line.trim_end();
+        let at = self.pending.iter().position(|typed| match typed {
+            Some(t) => on_screen.ends_with(t.trim_end()),
+            None => true,
+        })?;
+        // Lines before the matched one were never echoed (a password, say): forget them.
+        let typed = self.pending.drain(..=at).next_back().flatten();
+        let command = match typed {
+            Some(t) => t.trim().to_string(),
+            None => strip_prompt(on_screen).trim().to_string(),
+        };
+        (!command.is_empty()).then_some(command)
+    }
+
+    /// Notes the lines the user completed with Enter in `bytes`, without recording them.
     pub fn typed(&mut self, bytes: &[u8]) {
-        if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
-            self.enter_pending = true;
+        for &b in bytes {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            match b {
+                b'\n' if after_cr => {}
+                b'\r' | b'\n' => {
+                    let text = String::from_utf8_lossy(&self.line).into_owned();
+                    self.pending.push_back((!self.edited).then_some(text));
+                    if self.pending.len() > MAX_PENDING {
+                        self.pending.pop_front();
+                    }
+                    self.line.clear();
+                    self.edited = false;
+                }
+                // Backspace: drop the last character typed.
+                0x7f | 0x08 => {
+                    while let Some(last) = self.line.pop() {
+                        if last & 0xc0 != 0x80 {
+                            break;
+                        }
+                    }
+                }
+                // Ctrl-C abandons the line.
+                0x03 => {
+                    self.line.clear();
+                    self.edited = false;
+                }
+                // Tab, escape sequences, other control keys: the screen has the result.
+                0x00..=0x1f => self.edited = true,
+                _ if self.line.len() < MAX_COMMAND => self.line.push(b),
+                _ => {}
+            }
         }
     }
 
@@ -101,7 +178,8 @@ impl PtyTap {
         self.rec.and_then(Rec::finish)
     }
 
-    fn cursor_command(&self) -> Option<String> {
+    /// The cursor's line, joined with the rows it wrapped from, cut at [`MAX_COMMAND`].
+    fn cursor_line(&self) -> String {
         let screen = self.screen.screen();
         let (row, _) = screen.cursor_position();
         let (_, cols) = screen.size();
@@ -116,8 +194,7 @@ impl PtyTap {
             .take(usize::from(row - first) + 1)
             .collect();
         line.truncate(floor_char_boundary(&line, MAX_COMMAND));
-        let command = strip_prompt(&line).trim();
-        (!command.is_empty()).then(|| command.to_string())
+        line
     }
 }
 
@@ -203,16 +280,64 @@ mod tests {
     #[test]
     fn typed_line_after_prompt_is_the_command() {
         let mut t = tap();
-        assert_eq!(t.output(b"alice@web-1:~$ "), None);
+        assert!(t.output(b"alice@web-1:~$ ").is_empty());
         t.typed(b"l");
-        assert_eq!(t.output(b"l"), None);
+        assert!(t.output(b"l").is_empty());
         t.typed(b"s -la\r");
         // The echo and the newline arrive after Enter, in one chunk with the output.
+        assert_eq!(t.output(b"s -la\r\ntotal 0\r\nalice@web-1:~$ "), ["ls -la"]);
+        assert!(t.output(b"more").is_empty());
+    }
+
+    #[test]
+    fn typed_ahead_and_pasted_lines_are_each_recorded() {
+        let mut t = tap();
+        t.output(b"$ ");
+        t.typed(b"ls\rpwd\r\n");
         assert_eq!(
-            t.output(b"s -la\r\ntotal 0\r\nalice@web-1:~$ "),
-            Some("ls -la".to_string())
+            t.output(b"ls\r\nfile\r\n$ pwd\r\n/home\r\n$ "),
+            ["ls", "pwd"]
         );
-        assert_eq!(t.output(b"more"), None);
+    }
+
+    #[test]
+    fn output_before_the_echo_is_not_taken_for_the_command() {
+        let mut t = tap();
+        t.output(b"$ sleep 1; echo done\r\n");
+        t.typed(b"touch b\r");
+        // The earlier command's output arrives after Enter, then the echo.
+        assert!(t.output(b"done\r\n$ ").is_empty());
+        assert_eq!(t.output(b"touch b\r\n$ "), ["touch b"]);
+    }
+
+    #[test]
+    fn an_unechoed_password_is_never_recorded() {
+        let mut t = tap();
+        t.output(b"[sudo] password for alice: ");
+        t.typed(b"hunter2\r");
+        assert!(t.output(b"\r\n").is_empty());
+        t.typed(b"id\r");
+        assert_eq!(t.output(b"# id\r\nuid=0(root)\r\n# "), ["id"]);
+        assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn edited_lines_are_read_off_the_screen() {
+        let mut t = tap();
+        t.output(b"$ ");
+        // Tab completion: the shell completes "ec" to "echo ".
+        t.typed(b"ec\t");
+        t.output(b"ec");
+        t.output(b"ho ");
+        t.typed(b"hi\r");
+        assert_eq!(t.output(b"hi\r\nhi\r\n$ "), ["echo hi"]);
+        // Backspace is applied to the typed text; a prompt marker inside it is kept.
+        t.typed(b"echo $ xy\x7f\r");
+        assert_eq!(t.output(b"echo $ xy\x08 \x08\r\n$ x\r\n$ "), ["echo $ x"]);
+        // Ctrl-C abandons the line; nothing is pending.
+        t.typed(b"rm -rf /\x03");
+        assert!(t.output(b"^C\r\n$ ").is_empty());
+        assert!(t.pending.is_empty());
     }
 
     #[test]
@@ -222,7 +347,7 @@ mod tests {
         let long = "echo ".to_string() + &"x".repeat(60);
         t.typed(format!("{long}\r").as_bytes());
         t.output(long.as_bytes());
-        assert_eq!(t.output(b"\r\n"), Some(long));
+        assert_eq!(t.output(b"\r\n"), [long]);
     }
 
     #[test]
@@ -230,10 +355,11 @@ mod tests {
         let mut t = tap();
         t.output(b"# ");
         t.typed(b"\r");
-        assert_eq!(t.output(b"\r\n# "), None);
+        assert!(t.output(b"\r\n# ").is_empty());
         t.output(b"\x1b[?1049h:wq");
         t.typed(b"\r");
-        assert_eq!(t.output(b"\r\n"), None);
+        assert!(t.output(b"\r\n").is_empty());
+        assert!(t.pending.is_empty());
     }
 
     #[test]
