@@ -223,7 +223,7 @@ impl AuditLog {
                 .with("bytes", cut.bytes)
                 .with("reason", &cut.reason);
             let (tx, _rx) = oneshot::channel();
-            w.commit(vec![(ev.into(), Some(tx))])
+            w.commit(&mut vec![(ev.into(), Some(tx))])
                 .map_err(|e| fail(&e))?;
         }
         let (tx, rx) = mpsc::channel(opts.queue.max(1));

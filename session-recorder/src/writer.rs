@@ -182,11 +182,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a batch; replies to each appender per the durability mode.
-    pub(crate) fn commit(&mut self, appends: Vec<(Payload, Option<Reply>)>) -> std::io::Result<()> {
+    /// Writes a batch; replies to each appender per the durability mode. `appends` is left
+    /// empty with its capacity kept, so the writer reuses one batch buffer.
+    pub(crate) fn commit(
+        &mut self,
+        appends: &mut Vec<(Payload, Option<Reply>)>,
+    ) -> std::io::Result<()> {
         let mut replies: Vec<(u64, Reply)> = Vec::with_capacity(appends.len());
         let now = record::format_ts(chrono::Utc::now());
-        let mut rest = appends.into_iter();
+        let mut rest = appends.drain(..);
         let mut result = Ok(());
         for (event, reply) in rest.by_ref() {
             if self.rotate_due()
@@ -303,13 +307,12 @@ impl Writer {
                         let _ = r.send(Err(AuditError::Unavailable(msg.clone())));
                     }
                 }
-            } else if !batch.is_empty() {
-                if let Err(e) = self.commit(std::mem::take(&mut batch)) {
-                    tracing::error!(error = %e, segment = %self.seg.path.display(), "audit log write failed; refusing further events");
-                    healthy.store(false, Ordering::SeqCst);
-                    failed = Some(format!("write failed: {e}"));
-                }
-                batch = Vec::with_capacity(MAX_BATCH);
+            } else if !batch.is_empty()
+                && let Err(e) = self.commit(&mut batch)
+            {
+                tracing::error!(error = %e, segment = %self.seg.path.display(), "audit log write failed; refusing further events");
+                healthy.store(false, Ordering::SeqCst);
+                failed = Some(format!("write failed: {e}"));
             }
             if let Some(reply) = close {
                 healthy.store(false, Ordering::SeqCst);
