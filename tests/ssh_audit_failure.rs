@@ -19,13 +19,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_gateway::context::{Gateway, Shared};
-use portcullis_gateway::grants::{Actor, Grants, NewGrant};
+use portcullis_gateway::context::Shared;
+use portcullis_gateway::grants::{Actor, NewGrant};
 use portcullis_gateway::keys;
 use portcullis_gateway::testbed::{self, Sshd, client_options};
-use portcullis_recorder::{AuditLog, Durability, Event, Options};
+use portcullis_recorder::{Durability, Event, Options};
 use ssh_env::wait_for;
-use tokio_util::sync::CancellationToken;
 
 /// The in-process gateway: its runtime, shared state and SSH port.
 struct Gw {
@@ -66,25 +65,10 @@ impl Gw {
             .build()
             .unwrap();
         let (gw, port) = rt.block_on(async {
-            keys::ensure_data_dir(&data_dir).unwrap();
-            let host_key = keys::host_key(&data_dir).unwrap();
             let mut opts = Options::new(durability);
             opts.segment_max_bytes = 1;
-            let audit = AuditLog::open_with(
-                &data_dir.join("audit"),
-                &data_dir.join(keys::AUDIT_KEY_FILE),
-                opts,
-            )
-            .unwrap();
-            let grants =
-                Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone()).unwrap();
-            let gw = Arc::new(Gateway {
-                data_dir: data_dir.clone(),
-                grants,
-                audit,
-                admin_token: "test".into(),
-                shutdown: CancellationToken::new(),
-            });
+            let gw = testbed::in_process_gateway(config, opts).unwrap();
+            let host_key = keys::host_key(&data_dir).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             tokio::spawn(portcullis_gateway::ssh::listen(

@@ -14,12 +14,10 @@ use portcullis_config::{
     AuditSection, Config, Durability, GatewaySection, Listen, Notify, PgTlsMode, Policy, Role,
     Secret, Target, TargetKind, User,
 };
-use portcullis_gateway::context::{Gateway, Shared};
-use portcullis_gateway::grants::{Actor, Grants, NewGrant};
+use portcullis_gateway::context::Shared;
+use portcullis_gateway::grants::{Actor, NewGrant};
 use portcullis_gateway::keys;
 use portcullis_gateway::testbed::Postgres;
-use portcullis_recorder::AuditLog;
-use tokio_util::sync::CancellationToken;
 
 pub const ALICE_PW: &str = "alice-gateway-pw";
 pub const BOB_PW: &str = "bob-gateway-pw";
@@ -140,21 +138,7 @@ impl Harness {
         if let Some(max) = segment_max_bytes {
             opts.segment_max_bytes = max;
         }
-        let audit = AuditLog::open_with(
-            &data_dir.join("audit"),
-            &data_dir.join(keys::AUDIT_KEY_FILE),
-            opts,
-        )
-        .unwrap();
-        let grants =
-            Grants::start(config.clone(), &data_dir.join("grants.db"), audit.clone()).unwrap();
-        let gw = Arc::new(Gateway {
-            data_dir: data_dir.clone(),
-            grants,
-            audit,
-            admin_token: "test".into(),
-            shutdown: CancellationToken::new(),
-        });
+        let gw = portcullis_gateway::testbed::in_process_gateway(config, opts).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(portcullis_gateway::pg::listen(listener, gw.clone(), tls));

@@ -6,6 +6,7 @@
 //! privilege-separation directory. A missing binary is an error naming the Debian package.
 
 mod gateway;
+mod in_process;
 pub mod postgres;
 mod process;
 mod sshd;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use gateway::GatewayProc;
+pub use in_process::in_process_gateway;
 pub use postgres::Postgres;
 pub use process::Child;
 pub use sshd::{Sshd, client_options};
