@@ -1,13 +1,14 @@
 //! The live grant table: in memory, indexed by grant id and by user.
 //!
-//! Only live grants are here; the store keeps the rest. `authorize` takes one read lock on
-//! the user index and allocates nothing on the lookup path, which is laid out to touch as
-//! few cache lines as a 1,000,000-grant table allows (on a connect they are cold): the user
-//! index ([`UserIndex`]) keeps each grant beside its user name's seeded 64-bit hash, and the
-//! name itself, kept inline in the grant next to its deadline and lapse, is compared there:
+//! Only live grants are here; the store keeps the rest. `authorize` takes one read lock, over
+//! the user index and the configured targets together ([`LiveTable::choose`]), and allocates
+//! nothing on the lookup path, which is laid out to touch as few cache lines as a
+//! 1,000,000-grant table allows (on a connect they are cold): the user index ([`UserIndex`])
+//! keeps each grant beside its user name's seeded 64-bit hash, and the name's head, kept
+//! inline in the grant next to its deadline and lapse (`user_name.rs`), is compared there:
 //! one slot and one grant, no separate key allocation to chase. Target and role names are
-//! shared `Arc<str>`s interned once for all their grants, a grant id once for the table, the
-//! scheduler and every session under it. Each live grant holds its deadline and, once
+//! shared `Arc<str>`s interned once for all their grants (a target is compared by pointer),
+//! a grant id once for the table, the scheduler and every session under it. Each live grant holds its deadline and, once
 //! lapsed, why, in atomics, and one `Notify` shared by all its leases: an extension re-arms
 //! them, a revoke reaches them even if they registered mid-kill (they re-read the atomics
 //! after registering for the wake-up), and a kill of one of its sessions wakes them too
