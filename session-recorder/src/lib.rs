@@ -136,7 +136,8 @@ impl From<JsonEvent> for Payload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Group commit: `append` returns once its batch is written to the file (it survives a
-    /// crash of the gateway); an fsync thread syncs each written batch right behind it.
+    /// crash of the gateway); an fsync thread syncs behind the writer, at most once per
+    /// 10 ms, which bounds what a crash of the machine could take.
     Batched,
     /// `append` returns only after an fsync that started after its batch was written.
     Strict,

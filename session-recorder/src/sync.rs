@@ -3,14 +3,25 @@
 //!
 //! Pipelining the fsync is what makes group commit pay: while one fsync runs, the queue
 //! fills, so the next write carries a large batch instead of waiting behind the disk.
+//!
+//! With nobody waiting on a sync (batched mode: appends are done once written), syncs are
+//! paced: at most one per [`SYNC_INTERVAL`]. Written records already survive a crash of the
+//! gateway; the interval bounds what a crash of the machine itself could take, and it keeps
+//! a busy gateway from paying an fsync (and a journal commit) per millisecond batch, CPU that
+//! comes out of the cores the sessions and their targets share. A strict append is never
+//! paced: the thread syncs for it at once.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::AuditError;
 use crate::writer::Reply;
+
+/// With no strict append waiting, the fsync thread starts at most one sync per interval.
+pub(crate) const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct State {
@@ -27,6 +38,12 @@ struct State {
     /// The fsync thread is waiting for work; when it is not, it looks at `written` again
     /// after its current sync, so a writer need not wake it (a futex syscall per batch).
     idle: bool,
+    /// The fsync thread is waiting out the pacing interval with records to sync: only a
+    /// strict waiter (or stop) needs to wake it early.
+    pacing: bool,
+    /// Syncs started so far (what the pacing tests count).
+    #[cfg(test)]
+    syncs: u64,
 }
 
 /// Shared between the writer and the fsync thread.
@@ -35,6 +52,8 @@ pub(crate) struct Syncer {
     state: Mutex<State>,
     cv: Condvar,
     healthy: Arc<AtomicBool>,
+    /// [`SYNC_INTERVAL`], except in tests.
+    interval: Duration,
 }
 
 impl State {
@@ -58,6 +77,15 @@ impl Syncer {
         synced: u64,
         healthy: Arc<AtomicBool>,
     ) -> std::io::Result<Arc<Syncer>> {
+        Syncer::start_paced(file, synced, healthy, SYNC_INTERVAL)
+    }
+
+    fn start_paced(
+        file: Arc<File>,
+        synced: u64,
+        healthy: Arc<AtomicBool>,
+        interval: Duration,
+    ) -> std::io::Result<Arc<Syncer>> {
         let s = Arc::new(Syncer {
             state: Mutex::new(State {
                 file,
@@ -67,9 +95,13 @@ impl Syncer {
                 failed: None,
                 stop: false,
                 idle: false,
+                pacing: false,
+                #[cfg(test)]
+                syncs: 0,
             }),
             cv: Condvar::new(),
             healthy,
+            interval,
         });
         let t = s.clone();
         std::thread::Builder::new()
@@ -91,16 +123,16 @@ impl Syncer {
 
     /// Records up to `seq` are written; strict `waiters` are acknowledged once synced.
     pub(crate) fn written(&self, seq: u64, waiters: Vec<(u64, Reply)>) {
-        let idle = {
+        let wake = {
             let mut st = self.lock();
             st.written = st.written.max(seq);
             st.waiters.extend(waiters);
             st.ack_synced();
-            st.idle
+            st.idle || (st.pacing && !st.waiters.is_empty())
         };
         // Notified after the lock is released, so the woken thread does not block on it
         // straight away (and this one need not wake it a second time to hand it over).
-        if idle {
+        if wake {
             self.cv.notify_one();
         }
     }
@@ -131,14 +163,35 @@ impl Syncer {
 
     fn run(&self) {
         let mut st = self.lock();
+        // When the last sync started: the next paced one is due an interval later.
+        let mut last: Option<Instant> = None;
         loop {
-            while !st.stop && st.written <= st.synced {
+            if st.stop {
+                return;
+            }
+            if st.written <= st.synced {
                 st.idle = true;
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 st.idle = false;
+                continue;
             }
-            if st.stop {
-                return;
+            // Nobody waits for these records: let more of them gather, up to the interval.
+            let left =
+                last.and_then(|t| (t + self.interval).checked_duration_since(Instant::now()));
+            if let Some(left) = left.filter(|_| st.waiters.is_empty()) {
+                st.pacing = true;
+                st = self
+                    .cv
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+                st.pacing = false;
+                continue;
+            }
+            last = Some(Instant::now());
+            #[cfg(test)]
+            {
+                st.syncs += 1;
             }
             let (target, file) = (st.written, st.file.clone());
             drop(st);
@@ -157,5 +210,72 @@ impl Syncer {
             st.synced = st.synced.max(target);
             st.ack_synced();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn syncer(interval: Duration) -> (tempfile::TempDir, Arc<Syncer>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = File::create(dir.path().join("seg")).expect("file");
+        let s = Syncer::start_paced(Arc::new(file), 0, Arc::new(AtomicBool::new(true)), interval)
+            .expect("start");
+        (dir, s)
+    }
+
+    /// Waits (up to a minute) until `f` holds of the state.
+    fn until(s: &Syncer, f: impl Fn(&State) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if f(&s.lock()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// With nobody waiting, writes arriving inside the interval share one later sync; a
+    /// strict waiter is synced at once, interval or not.
+    #[test]
+    fn paces_unwaited_syncs_but_not_strict_ones() {
+        let (_dir, s) = syncer(Duration::from_secs(3600));
+        s.written(1, Vec::new());
+        assert!(until(&s, |st| st.synced == 1), "first write is synced");
+        for seq in 2..50 {
+            s.written(seq, Vec::new());
+        }
+        assert!(
+            until(&s, |st| st.pacing),
+            "the thread waits out the interval"
+        );
+        assert_eq!(s.lock().syncs, 1, "no sync inside the interval");
+        assert_eq!(s.lock().synced, 1);
+
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        s.written(50, vec![(50, tx)]);
+        assert!(until(&s, |st| st.synced == 50), "a waiter ends the pacing");
+        assert_eq!(rx.try_recv().ok().and_then(|r| r.ok()), Some(50));
+        assert_eq!(s.lock().syncs, 2);
+        s.stop();
+    }
+
+    /// Past the interval, unwaited records are synced without anyone asking again.
+    #[test]
+    fn syncs_unwaited_records_after_the_interval() {
+        let (_dir, s) = syncer(Duration::from_millis(20));
+        s.written(1, Vec::new());
+        assert!(until(&s, |st| st.synced == 1));
+        s.written(2, Vec::new());
+        assert!(
+            until(&s, |st| st.synced == 2),
+            "synced once the interval passed"
+        );
+        assert_eq!(s.lock().syncs, 2);
+        s.stop();
     }
 }
