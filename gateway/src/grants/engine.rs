@@ -175,17 +175,13 @@ impl Inner {
                 });
             }
         };
-        let entry = Arc::new(SessionEntry::new(
-            self.sessions.next_seq(),
-            grant,
-            info.proto,
-            info.client,
-            now,
-        ));
-        let slot = self.sessions.insert(entry.clone());
+        // The grant's registry is this one; the grant moves into its session's entry.
+        let (entry, slot) = self
+            .sessions
+            .insert(move |seq| SessionEntry::new(seq, grant, info.proto, info.client, now));
         // The grant may have lapsed while we registered; the kill path has then already
         // passed over us, so refuse here (dropping the lease deregisters it).
-        let lease = Lease::new(entry, self.sessions.clone(), slot, self.clock, warn_before);
+        let lease = Lease::new(entry, slot, self.clock, warn_before);
         if !lease.is_live_at(now) {
             return Err(Denied::Expired {
                 user: user.to_owned(),
@@ -266,9 +262,14 @@ impl Inner {
 
     /// Puts a stored live grant into the table and the scheduler. Caller holds `ops`.
     fn insert_live(&self, g: &GrantRecord, warn_before: Duration) {
-        let live = self
-            .table
-            .insert(&g.id, &g.user, &g.target, &g.role, g.expires_at);
+        let live = self.table.insert(
+            &g.id,
+            &g.user,
+            &g.target,
+            &g.role,
+            g.expires_at,
+            &self.sessions,
+        );
         self.scheduler.arm(&live.id, g.expires_at, warn_before);
     }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::sleep_until;
 
 use super::clock::Clock;
-use super::sessions::{Registry, SessionCounters, SessionEntry, session_id};
+use super::sessions::{SessionCounters, SessionEntry, session_id};
 use super::table::nanos;
 use super::{CloseReason, LeaseEvent};
 
@@ -23,8 +23,7 @@ use super::{CloseReason, LeaseEvent};
 #[derive(Debug)]
 pub struct Lease {
     entry: Arc<SessionEntry>,
-    registry: Arc<Registry>,
-    /// The entry's slot in its registry shard.
+    /// The entry's slot in its registry shard (the registry is the grant's).
     slot: usize,
     clock: Clock,
     warn_before: Duration,
@@ -36,14 +35,12 @@ pub struct Lease {
 impl Lease {
     pub(crate) fn new(
         entry: Arc<SessionEntry>,
-        registry: Arc<Registry>,
         slot: usize,
         clock: Clock,
         warn_before: Duration,
     ) -> Lease {
         Lease {
             entry,
-            registry,
             slot,
             clock,
             warn_before,
@@ -181,6 +178,6 @@ fn lapse(entry: &SessionEntry, now: i64) -> Option<CloseReason> {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.remove(self.entry.seq, self.slot);
+        self.entry.grant.sessions.remove(self.entry.seq, self.slot);
     }
 }

@@ -25,6 +25,7 @@ use portcullis_config::Config;
 use tokio::sync::Notify;
 
 use super::CloseReason;
+use super::sessions::Registry;
 use super::user_index::{UserGrants, UserIndex};
 use super::user_name;
 
@@ -46,6 +47,9 @@ pub(crate) struct LiveGrant {
     user_tail: user_name::Tail,
     pub id: Arc<str>,
     pub changed: Notify,
+    /// The registry its sessions are in: a lease deregisters through its grant, so a connect
+    /// bumps no registry reference count.
+    pub sessions: Arc<Registry>,
 }
 
 // What a connect reads ends within 48 bytes of the grant (64 with the reference counts).
@@ -62,6 +66,7 @@ impl LiveGrant {
         target: Arc<str>,
         role: Arc<str>,
         expires_at: DateTime<Utc>,
+        sessions: Arc<Registry>,
     ) -> LiveGrant {
         let (user_head, user_tail) = user_name::split(user);
         LiveGrant {
@@ -73,6 +78,7 @@ impl LiveGrant {
             user_tail,
             id: Arc::from(id),
             changed: Notify::new(),
+            sessions,
         }
     }
 
@@ -186,12 +192,20 @@ impl LiveTable {
         target: &str,
         role: &str,
         expires_at: DateTime<Utc>,
+        sessions: &Arc<Registry>,
     ) -> Arc<LiveGrant> {
         write(&self.lapsed).remove(&(user.to_owned(), target.to_owned()));
         let (target, role) = (self.intern(target), self.intern(role));
         let mut by_id = write(&self.by_id);
         let mut by_user = write(&self.by_user);
-        let g = Arc::new(LiveGrant::new(id, user, target, role, expires_at));
+        let g = Arc::new(LiveGrant::new(
+            id,
+            user,
+            target,
+            role,
+            expires_at,
+            sessions.clone(),
+        ));
         by_user.index.insert(self.user_hash(user), g.clone());
         by_id.insert(g.id.clone(), g.clone());
         g

@@ -159,6 +159,7 @@ mod tests {
             Arc::from("t"),
             Arc::from("r"),
             chrono::Utc::now(),
+            Arc::default(),
         ))
     }
 
