@@ -1,9 +1,11 @@
 //! `Grants::authorize` on a table of 1,000,000 live grants: ns per call (lease registered
-//! and dropped each time) and resident bytes per grant, with the users' lines cold (4,096
-//! users cycling) and warm (16). Baseline rows time a bare map probe (foldhash
-//! `HashMap<Arc<str>, u32>` of 1,000,000 user names, same keys, same order): back to back,
-//! where the CPU overlaps consecutive probes, and one at a time, the latency floor any cold
-//! lookup by user name pays on a table this size.
+//! and dropped each time) and resident bytes per grant, for three sets of users: 4,096
+//! spread over the table (their lines miss L1 and the TLB; a machine with a large L2 may
+//! still keep them there), all 1,000,000 in a scrambled order (each connect finds its
+//! user's slot and grant in DRAM, as a connect on a busy gateway would), and 16 (warm).
+//! Baseline rows time a bare map probe (foldhash `HashMap<Arc<str>, u32>` of 1,000,000 user
+//! names, same keys, same order): back to back, where the CPU overlaps consecutive probes,
+//! and one at a time, the latency floor any lookup by user name pays on a table this size.
 //!
 //! The grants are bulk-written to a SQLite store in a temp dir and loaded by `start_with`,
 //! which is the same rebuild-from-store path a restart takes.
@@ -136,10 +138,12 @@ fn bench(c: &mut Criterion) {
         after.saturating_sub(before) / GRANTS as u64
     );
 
-    // Connects cycle through 4,096 users spread over the table: more than this machine's
-    // caches keep, so each connect finds its user's slot and grant cold, as a real connect
-    // would. A second set of 16 users shows the same call with those lines in cache.
+    // Connects cycle through 4,096 users spread over the table: more than L1 and the TLB
+    // keep, so each connect walks the page tables for its user's slot and grant. The whole
+    // table in a scrambled order is cold in every cache. 16 users show the same call with
+    // those lines in cache.
     let cold = keys(4096);
+    let all = keys(GRANTS);
     let warm = keys(16);
     // The baseline's map is built after the table so the table's bytes are measured alone.
     let bare: foldhash::HashMap<Arc<str>, u32> = (0..GRANTS)
@@ -168,6 +172,9 @@ fn bench(c: &mut Criterion) {
     cpu_ns_per_op("authorize, grant found, 16 users (warm)", N, |i| {
         black_box(found(&warm[i % warm.len()]));
     });
+    cpu_ns_per_op("authorize, grant found, all 1M users (DRAM)", N, |i| {
+        black_box(found(&all[i % all.len()]));
+    });
     cpu_ns_per_op("baseline: bare map probe", N, |i| {
         black_box(bare.get(cold[i % cold.len()].0.as_str()));
     });
@@ -181,6 +188,14 @@ fn bench(c: &mut Criterion) {
         let (u, _) = &cold[(i + (last & zero)) % cold.len()];
         last = bare.get(u.as_str()).map_or(0, |&v| v as usize);
     });
+    cpu_ns_per_op(
+        "baseline: bare map probe, one at a time, all 1M users",
+        N,
+        |i| {
+            let (u, _) = &all[(i + (last & zero)) % all.len()];
+            last = bare.get(u.as_str()).map_or(0, |&v| v as usize);
+        },
+    );
     cpu_ns_per_op("authorize, refused", N, |i| {
         black_box(refused(&cold, i));
     });
