@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench compare` (add `-- --quick` for a short smoke run, `-- --write` to
 //! replace `benches/RESULTS.md`, `-- --hold SECS` to start everything, print its addresses
-//! and wait, for profiling by hand).
+//! and wait SECS or until Ctrl-C, for profiling by hand; either way everything it started is
+//! stopped).
 
 mod floor;
 mod hop;
@@ -26,14 +27,13 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
-
-    let env = setup::Env::start(quick)?;
-    if let Some(secs) = args
+    let hold = args
         .iter()
         .position(|a| a == "--hold")
         .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+        .and_then(|s| s.parse::<u64>().ok());
+    let env = setup::Env::start(quick)?;
+    if let Some(secs) = hold {
         // For profiling by hand: everything up, its addresses printed, nothing measured.
         eprintln!(
             "holding for {secs} s: postgres 127.0.0.1:{} (role {} / {}), pgbouncer port {} (pid {}), \
@@ -57,7 +57,23 @@ fn main() -> anyhow::Result<()> {
             setup::USER,
             env.user_key.display(),
         );
-        std::thread::sleep(std::time::Duration::from_secs(secs));
+        // Ends on Ctrl-C or SIGTERM as well as after SECS, and in every case returns
+        // normally, so the services' Drop stops them. Handlers rather than a blocked mask:
+        // the services are children, and they inherit a mask but not a handler.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let why = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut term = signal(SignalKind::terminate())?;
+            anyhow::Ok(tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => format!("held {secs} s"),
+                _ = int.recv() => "SIGINT".to_string(),
+                _ = term.recv() => "SIGTERM".to_string(),
+            })
+        })?;
+        eprintln!("{why}: stopping everything");
         return Ok(());
     }
     let mut table = Table::default();
