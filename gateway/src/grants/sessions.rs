@@ -10,10 +10,10 @@
 //! id is formatted only when shown). Each shard is a slab whose slot the lease keeps (so
 //! deregistering hashes nothing), the lease reaches the registry through its grant (no
 //! reference count to bump per session), and the entry (one allocation, byte counters
-//! included) shares its grant's names rather than copying them. Finding a session by id scans its
-//! shard: that is an operator's `sessions kill`, not a connect. A kill sets the session's
-//! flag and wakes its grant's `Notify`, which the lease already listens to, so a session
-//! needs no channel of its own.
+//! included) shares its grant's names rather than copying them. Finding a session by id
+//! scans its shard: that is an operator's `sessions kill`, not a connect. A kill sets the
+//! session's flag and wakes its grant's `Notify`, which the lease already listens to, so a
+//! session needs no channel of its own.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
