@@ -1,8 +1,10 @@
 //! A failed audit log under running SSH sessions, batched durability (the default): records
 //! follow the bytes that caused them, so the typed command whose record could not be
 //! written has run; from then on nothing more a client sends reaches the target. Each
-//! session (a terminal shell, an exec reading stdin, an sftp session, a port forward)
-//! closes through the kill path on its next input, and the client reads why on stderr.
+//! session (a terminal shell, an exec reading stdin, an sftp session, a port forward, an
+//! idle shell) closes through the kill path as soon as the log has failed (the gateway
+//! watches it; a relay also checks it before forwarding each input), and the client reads
+//! why on stderr.
 //!
 //! The gateway runs in-process (its real SSH listener, grants and audit log, in front of a
 //! real sshd, driven by the real `ssh` and `sftp`), so the log can be opened with a 1-byte
@@ -322,19 +324,18 @@ fn a_failed_log_closes_running_ssh_sessions_before_their_next_input_runs() {
     assert!(gw.gw.audit.healthy());
 
     gw.break_audit_log();
-    let printed = shell.printed();
     // Batched: the typed command goes upstream first, and its record (an ssh.command
-    // derived from the echo) is written after it, which fails.
+    // derived from the echo) is written after it, which fails. Every session closes from
+    // then on, so the prompt after it may or may not reach the client.
     shell.line(&touch("shell-2"));
     appears(&mark("shell-2"), "shell, relayed before its record failed");
-    shell.prompt(printed);
     // The failure is the writer's, on its own thread: a poll bounded by a deadline.
     let failed = wait_for(Duration::from_secs(20), || {
         (!gw.gw.audit.healthy()).then_some(())
     });
     assert!(failed.is_some(), "the log never failed");
 
-    // From now on nothing a client sends runs: each session closes on its next input.
+    // From now on nothing a client sends runs, whether its session has closed yet or not.
     shell.line(&touch("shell-3"));
     exec.line(&touch("exec-2"));
     sftp.line(&format!("mkdir {}", mark("sftp-2").display()));
@@ -398,4 +399,29 @@ fn strict_mode_closes_the_session_when_a_derived_event_is_refused() {
     );
     assert_ne!(code, Some(0), "{said}");
     assert!(!gw.gw.audit.healthy());
+}
+
+/// A session that sends nothing does not wait for its next input: the moment the log fails
+/// (here on an append of the test's own), every session closes with the reason on stderr.
+#[test]
+fn a_failed_log_closes_an_idle_session_at_once() {
+    let sshd = Sshd::start().unwrap();
+    let gw = Gw::start(&sshd, Durability::Batched);
+    let mut shell = gw.client("ssh");
+    shell.args(["-tt", "alice+web-1@127.0.0.1"]);
+    let shell = Client::spawn(shell, "idle shell");
+    shell.prompt(0);
+
+    gw.break_audit_log();
+    let refused = gw
+        .rt
+        .block_on(gw.gw.audit.append(Event::new("test.trigger")));
+    assert!(refused.is_err(), "the append after the break was taken");
+    // The shell sends nothing from here on; only the gateway can end it.
+    let (code, said) = shell.closed();
+    assert!(
+        said.contains("portcullis: the audit log is unavailable; session closed"),
+        "{said}"
+    );
+    assert_ne!(code, Some(0), "{said}");
 }

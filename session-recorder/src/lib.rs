@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asciicast;
+mod health;
 pub mod key;
 pub mod read;
 pub mod record;
@@ -25,7 +26,6 @@ mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -179,7 +179,7 @@ impl Options {
 #[derive(Debug)]
 struct Inner {
     tx: mpsc::Sender<Cmd>,
-    healthy: Arc<AtomicBool>,
+    healthy: Arc<health::Health>,
     pubkey: VerifyingKey,
     durability: Durability,
 }
@@ -214,7 +214,7 @@ impl AuditLog {
             recover::Resume::Continue { cut, .. } => cut.clone(),
             recover::Resume::New { .. } => None,
         };
-        let healthy = Arc::new(AtomicBool::new(true));
+        let healthy = Arc::new(health::Health::new());
         let mut w = Writer::new(dir, key, &opts, resume, healthy.clone()).map_err(|e| fail(&e))?;
         if let Some(cut) = cut {
             tracing::warn!(file = %cut.file, offset = cut.offset, bytes = cut.bytes, reason = %cut.reason, "audit log: cut a torn final record");
@@ -289,12 +289,20 @@ impl AuditLog {
 
     /// Is the log currently writable? False after an I/O error (fail closed) or `close`.
     pub fn healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::SeqCst)
+        self.inner.healthy.is_ok()
     }
 
     /// The durability the log was opened with (what `append` waits for).
     pub fn durability(&self) -> Durability {
         self.inner.durability
+    }
+
+    /// Resolves with `true` once the log has failed (a write or fsync error; it refuses
+    /// events from then on), or with `false` if every handle is gone first. A clean
+    /// [`AuditLog::close`] is not a failure. It owns what it waits on, so it can be spawned
+    /// on its own: the gateway closes every session the moment this resolves with `true`.
+    pub fn failure(&self) -> impl Future<Output = bool> + Send + 'static {
+        self.inner.healthy.failure()
     }
 
     /// The public key that verifies this log's seals.

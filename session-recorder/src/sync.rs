@@ -13,11 +13,11 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::AuditError;
+use crate::health::Health;
 use crate::writer::Reply;
 
 /// With no strict append waiting, the fsync thread starts at most one sync per interval.
@@ -51,7 +51,7 @@ struct State {
 pub(crate) struct Syncer {
     state: Mutex<State>,
     cv: Condvar,
-    healthy: Arc<AtomicBool>,
+    healthy: Arc<Health>,
     /// [`SYNC_INTERVAL`], except in tests.
     interval: Duration,
 }
@@ -75,7 +75,7 @@ impl Syncer {
     pub(crate) fn start(
         file: Arc<File>,
         synced: u64,
-        healthy: Arc<AtomicBool>,
+        healthy: Arc<Health>,
     ) -> std::io::Result<Arc<Syncer>> {
         Syncer::start_paced(file, synced, healthy, SYNC_INTERVAL)
     }
@@ -83,7 +83,7 @@ impl Syncer {
     fn start_paced(
         file: Arc<File>,
         synced: u64,
-        healthy: Arc<AtomicBool>,
+        healthy: Arc<Health>,
         interval: Duration,
     ) -> std::io::Result<Arc<Syncer>> {
         let s = Arc::new(Syncer {
@@ -200,7 +200,7 @@ impl Syncer {
             if let Err(e) = res {
                 let msg = format!("fsync failed: {e}");
                 tracing::error!(error = %e, "audit log fsync failed; refusing further events");
-                self.healthy.store(false, Ordering::SeqCst);
+                self.healthy.fail();
                 for (_, r) in st.waiters.drain(..) {
                     let _ = r.send(Err(AuditError::Unavailable(msg.clone())));
                 }
@@ -222,7 +222,7 @@ mod tests {
     fn syncer(interval: Duration) -> (tempfile::TempDir, Arc<Syncer>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = File::create(dir.path().join("seg")).expect("file");
-        let s = Syncer::start_paced(Arc::new(file), 0, Arc::new(AtomicBool::new(true)), interval)
+        let s = Syncer::start_paced(Arc::new(file), 0, Arc::new(Health::new()), interval)
             .expect("start");
         (dir, s)
     }

@@ -10,13 +10,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::health::Health;
 use crate::record::{self, Chain};
 use crate::recover::Resume;
 use crate::seal::Seal;
@@ -56,8 +56,8 @@ pub(crate) struct Writer {
     opened: Instant,
     chain: Chain,
     buf: Vec<u8>,
-    /// Shared with every handle; cleared before any appender hears of a failure.
-    healthy: Arc<AtomicBool>,
+    /// Shared with every handle; failed before any appender hears of a failure.
+    healthy: Arc<Health>,
     syncer: Arc<Syncer>,
 }
 
@@ -85,7 +85,7 @@ impl Writer {
         key: SigningKey,
         opts: &crate::Options,
         resume: Resume,
-        healthy: Arc<AtomicBool>,
+        healthy: Arc<Health>,
     ) -> std::io::Result<Writer> {
         let (seg, file, len, hasher, chain, first_seq) = match resume {
             Resume::New { index, chain } => {
@@ -219,7 +219,7 @@ impl Writer {
         }
         if let Err(e) = result {
             // Unhealthy first, so an appender that hears of the failure sees it reflected.
-            self.healthy.store(false, Ordering::SeqCst);
+            self.healthy.fail();
             for (_, r) in replies
                 .into_iter()
                 .chain(rest.filter_map(|(_, r)| r.map(|r| (0, r))))
@@ -311,11 +311,11 @@ impl Writer {
                 && let Err(e) = self.commit(&mut batch)
             {
                 tracing::error!(error = %e, segment = %self.seg.path.display(), "audit log write failed; refusing further events");
-                healthy.store(false, Ordering::SeqCst);
+                healthy.fail();
                 failed = Some(format!("write failed: {e}"));
             }
             if let Some(reply) = close {
-                healthy.store(false, Ordering::SeqCst);
+                healthy.close();
                 let res = match &failed {
                     Some(msg) => Err(AuditError::Unavailable(msg.clone())),
                     None => self

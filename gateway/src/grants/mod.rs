@@ -213,7 +213,24 @@ impl Grants {
         audit: portcullis_recorder::AuditLog,
     ) -> Result<Grants, GrantsError> {
         let store = SqliteStore::open(store_path)?;
-        Grants::start_with(config, Box::new(store), Arc::new(audit))
+        let failure = audit.failure();
+        let grants = Grants::start_with(config, Box::new(store), Arc::new(audit))?;
+        // The moment the log fails, every session closes (reason `audit_failed`), idle ones
+        // included: a session that sends nothing would otherwise stay open, its target's
+        // output still reaching the user, with nothing of it recorded.
+        let inner = Arc::downgrade(&grants.inner);
+        tokio::spawn(async move {
+            if failure.await
+                && let Some(inner) = inner.upgrade()
+            {
+                let closed = inner.kill(engine::Kill::All, CloseReason::AuditFailed);
+                tracing::error!(
+                    sessions = closed.len(),
+                    "the audit log failed; closing every session"
+                );
+            }
+        });
+        Ok(grants)
     }
 
     /// Like [`Grants::start`] with any store and audit sink (tests, benches, other stores).

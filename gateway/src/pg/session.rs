@@ -59,6 +59,9 @@ fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
         CloseReason::Shutdown => {
             format!("portcullis: the gateway is shutting down (grant {grant} on {target})")
         }
+        CloseReason::AuditFailed => format!(
+            "portcullis: the audit log is unavailable; session closed (grant {grant} on {target})"
+        ),
         other => format!(
             "portcullis: session closed ({}) (grant {grant} on {target})",
             other.as_str()
@@ -311,7 +314,11 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             Some(why) => encode_error_response(&mut fatal, "FATAL", sqlstate::SYSTEM_ERROR, why),
             None => {
                 let msg = kill_message(reason, &common.grant, &common.target);
-                encode_error_response(&mut fatal, "FATAL", sqlstate::ADMIN_SHUTDOWN, &msg);
+                let code = match reason {
+                    CloseReason::AuditFailed => sqlstate::SYSTEM_ERROR,
+                    _ => sqlstate::ADMIN_SHUTDOWN,
+                };
+                encode_error_response(&mut fatal, "FATAL", code, &msg);
             }
         }
         // The upstream is stopped right after the client is closed (below), so the client's
