@@ -8,8 +8,9 @@
 //! Module map: [`record`] is the pure chain core (canonical bytes, hash, line checks);
 //! [`seal`] signs and checks segment seals; [`segment`] names and lists segment files;
 //! [`verify`] checks a whole log read-only; [`recover`] repairs a torn tail at open;
-//! `writer` is the single writer thread; [`read`] iterates and filters records;
-//! [`asciicast`] writes terminal recordings; [`key`] keeps the seal key.
+//! `writer` is the single writer thread, `sync` its fsync thread and `health` whether the
+//! log still takes events (and who waits to hear it failed); [`read`] iterates and filters
+//! records; [`asciicast`] writes terminal recordings; [`key`] keeps the seal key.
 #![forbid(unsafe_code)]
 
 pub mod asciicast;

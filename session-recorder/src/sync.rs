@@ -215,8 +215,6 @@ impl Syncer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn syncer(interval: Duration) -> (tempfile::TempDir, Arc<Syncer>) {
