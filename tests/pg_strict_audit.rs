@@ -2,7 +2,8 @@
 //! every statement's record is fsynced before the statement reaches the upstream, its
 //! outcome follows as `pg.result`; and when the log cannot take a statement's record, the
 //! statement is not run upstream and the client gets an error. In batched mode a log that
-//! fails is seen after the fact; from then on no statement runs and the session ends.
+//! fails is seen after the fact; from then on no statement runs and the session ends, and a
+//! session that sends nothing is closed the moment the log fails.
 #![allow(clippy::unwrap_used)]
 
 mod pg_support;
@@ -121,6 +122,35 @@ async fn batched_mode_ends_the_session_once_the_log_has_failed() {
     // From now on nothing runs unaudited: the statement is refused and the session ends.
     refused(client, conn, "insert into batched_t values (3)").await;
     assert_eq!(rows(&h, "batched_t"), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_mode_closes_an_idle_session_the_moment_the_log_fails() {
+    let h = Harness::start_with(Duration::from_secs(60), Durability::Batched, Some(1)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (client, conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    client.batch_execute("select 1").await.unwrap();
+    // The session now sends nothing more. The log fails on an append of the test's own,
+    // so nothing of the session's is what sees the failure.
+    break_audit_log(&h).await;
+    let err =
+        h.gw.audit
+            .append(portcullis_recorder::Event::new("test.after"))
+            .await;
+    assert!(
+        err.is_err(),
+        "the append after the directory went succeeded"
+    );
+    // The gateway closes the idle session by itself, with the audit-log FATAL: the client's
+    // connection ends without the client sending anything. Bounded so that a gateway that
+    // leaves it open fails here instead of hanging.
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the idle session was still open 20 s after the log failed");
+    let text = format!("{ended:?}");
+    assert!(text.contains("audit log is unavailable"), "{text}");
+    assert!(client.is_closed());
 }
 
 /// Makes the gateway's audit log unwritable under its live sessions: once what they queued
