@@ -84,3 +84,46 @@ impl Table {
         s
     }
 }
+
+/// Rounds of the latency figures (pgbench `-c 1`, the ssh echo): each round measures every
+/// path once, in an order rotated by one each round, and the table shows each path's
+/// median. On a shared 2-core VM one run of a path moves by ±30 %, and the paths measured
+/// one after another meet different neighbours; interleaved rounds see the same ones.
+pub fn rounds(quick: bool) -> usize {
+    if quick { 1 } else { 5 }
+}
+
+/// "median of 5 rounds", for a figure's name.
+pub fn of_rounds(n: usize) -> String {
+    match n {
+        1 => "one round".into(),
+        n => format!("median of {n} rounds"),
+    }
+}
+
+/// The order in which round `round` measures `n` paths: all of them, rotated by `round`.
+pub fn order(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n.max(1))
+}
+
+/// The median of `xs` (the mean of the middle two for an even count; 0 when empty).
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// "a–b": the smallest and largest of `xs`, formatted with `f`.
+pub fn spread(xs: &[f64], f: impl Fn(f64) -> String) -> String {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if xs.is_empty() {
+        "—".into()
+    } else {
+        format!("{}–{}", f(lo), f(hi))
+    }
+}
