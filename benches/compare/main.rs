@@ -7,6 +7,7 @@
 //! and wait SECS or until Ctrl-C, for profiling by hand; either way everything it started is
 //! stopped).
 
+mod clients;
 mod floor;
 mod hop;
 mod kill;
