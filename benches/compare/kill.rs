@@ -330,36 +330,19 @@ fn direct(env: &Env, proto: &str, seen: Seen) -> anyhow::Result<Vec<f64>> {
 }
 
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
-    for (proto, target, spawn, path, seen) in [
+    let protos = [
         (
             "postgres",
             "pg-bench",
             psql_sleep as fn(&Env) -> anyhow::Result<Child>,
             clients::Path::GatewayPg,
-            Seen::SocketClosed,
         ),
-        (
-            "postgres",
-            "pg-bench",
-            psql_sleep,
-            clients::Path::GatewayPg,
-            Seen::ProcessExit,
-        ),
-        (
-            "ssh",
-            "web",
-            ssh_sleep,
-            clients::Path::GatewaySsh,
-            Seen::SocketClosed,
-        ),
-        (
-            "ssh",
-            "web",
-            ssh_sleep,
-            clients::Path::GatewaySsh,
-            Seen::ProcessExit,
-        ),
-    ] {
+        ("ssh", "web", ssh_sleep, clients::Path::GatewaySsh),
+    ];
+    let each = protos
+        .into_iter()
+        .flat_map(|p| [Seen::SocketClosed, Seen::ProcessExit].map(move |seen| (p, seen)));
+    for ((proto, target, spawn, path), seen) in each {
         let floor = direct(env, proto, seen)?;
         // Live in the gateway, and the upstream command running: a trigger during the
         // upstream logins would measure that backlog, not the kill path.
