@@ -291,7 +291,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// How the 50 clients of one measurement run: as client processes, or in this process.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Seen {
     ProcessExit,
     SocketClosed,

@@ -3,7 +3,7 @@
 //! as the floor any hop pays on this machine, through a do-nothing TCP forwarder, with the
 //! CPU time and context switches each hop spends per transaction. The single-client latency,
 //! a few µs judged against a budget, is measured in interleaved rounds and shown as medians
-//! with each round's spread (`report::rounds`).
+//! with each round's spread (`report::interleaved`).
 
 use std::process::Command;
 
@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::floor::Floor;
 use crate::hop;
-use crate::report::{Row, Table, median, of_rounds, order, rounds, spread};
+use crate::report::{Row, Table, interleaved, median, of_rounds, spread};
 use crate::setup::{Env, PG_ROLE, PG_ROLE_PW, USER, USER_PW};
 
 #[derive(Clone, Copy)]
@@ -117,8 +117,8 @@ fn four(env: &Env, floor: &Floor, args: &[&str]) -> anyhow::Result<[Run; 4]> {
     ])
 }
 
-/// `pgbench -S -c 1` in interleaved rounds ([`rounds`]): each path's runs, by round, in the
-/// order of [`four`].
+/// `pgbench -S -c 1` in interleaved rounds ([`interleaved`]): each path's runs, by round,
+/// in the order of [`four`].
 fn latency_rounds(env: &Env, floor: &Floor, secs: &str) -> anyhow::Result<[Vec<Run>; 4]> {
     let paths = [
         Via::Direct,
@@ -126,17 +126,9 @@ fn latency_rounds(env: &Env, floor: &Floor, secs: &str) -> anyhow::Result<[Vec<R
         Via::Gateway,
         Via::Floor(floor.port),
     ];
-    let mut runs: [Vec<Run>; 4] = Default::default();
-    for round in 0..rounds(env.quick) {
-        for i in order(round, paths.len()) {
-            runs[i].push(pgbench(
-                env,
-                paths[i],
-                &["-c", "1", "-T", secs, "-M", "simple"],
-            )?);
-        }
-    }
-    Ok(runs)
+    interleaved(env.quick, |i| {
+        pgbench(env, paths[i], &["-c", "1", "-T", secs, "-M", "simple"])
+    })
 }
 
 /// Several runs of one path as one: the median TPS and latency, and the hop's CPU time and

@@ -85,11 +85,8 @@ impl Table {
     }
 }
 
-/// Rounds of the latency figures (pgbench `-c 1`, the ssh echo): each round measures every
-/// path once, in an order rotated by one each round, and the table shows each path's
-/// median. On a shared 2-core VM one run of a path moves by ±30 %, and the paths measured
-/// one after another meet different neighbours; interleaved rounds see the same ones.
-pub fn rounds(quick: bool) -> usize {
+/// How many rounds [`interleaved`] runs: 5, or 1 with `--quick`.
+fn rounds(quick: bool) -> usize {
     if quick { 1 } else { 5 }
 }
 
@@ -101,9 +98,23 @@ pub fn of_rounds(n: usize) -> String {
     }
 }
 
-/// The order in which round `round` measures `n` paths: all of them, rotated by `round`.
-pub fn order(round: usize, n: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| (i + round) % n.max(1))
+/// Measures `N` paths in interleaved rounds: each round runs `measure` once for every path
+/// (by its index), in an order rotated by one each round; returns each path's results, by
+/// round. For the figures whose targets are within a run's noise (pgbench `-c 1`, the ssh
+/// upload and echo): on a shared 2-core VM one run of a path moves by ±30 %, and paths
+/// measured one after another meet different neighbours; interleaved rounds meet the same
+/// ones, and the table shows each path's median.
+pub fn interleaved<R, const N: usize>(
+    quick: bool,
+    mut measure: impl FnMut(usize) -> anyhow::Result<R>,
+) -> anyhow::Result<[Vec<R>; N]> {
+    let mut runs: [Vec<R>; N] = std::array::from_fn(|_| Vec::new());
+    for round in 0..rounds(quick) {
+        for i in (0..N).map(|i| (i + round) % N) {
+            runs[i].push(measure(i)?);
+        }
+    }
+    Ok(runs)
 }
 
 /// The median of `xs` (the mean of the middle two for an even count; 0 when empty).

@@ -6,7 +6,7 @@
 //! do-nothing TCP forwarder in front of sshd, and for the round trip the CPU time and context
 //! switches the gateway and the forwarder spend per echo. Upload and round trip, whose
 //! targets are within a run's noise of what we measure, are measured in interleaved rounds
-//! and shown as medians (`report::rounds`), the round trip with each round's spread.
+//! and shown as medians (`report::interleaved`), the round trip with each round's spread.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -17,7 +17,7 @@ use portcullis_gateway::testbed::client_options;
 
 use crate::floor::Floor;
 use crate::hop::{self, Usage};
-use crate::report::{Row, Table, median, of_rounds, order, rounds, spread};
+use crate::report::{Row, Table, interleaved, median, of_rounds, spread};
 use crate::setup::{Env, USER};
 
 #[derive(Clone, Copy)]
@@ -289,13 +289,10 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     ];
     // Interleaved rounds, as for the round trip below: a single upload moves by a quarter
     // between runs here, which is more than the target's margin.
-    let mut mibs: [Vec<f64>; 6] = Default::default();
-    for round in 0..rounds(env.quick) {
-        for i in order(round, paths.len()) {
-            let (via, algs) = paths[i];
-            mibs[i].push(upload(env, via, algs, &file, mib)?);
-        }
-    }
+    let mibs: [Vec<f64>; 6] = interleaved(env.quick, |i| {
+        let (via, algs) = paths[i];
+        upload(env, via, algs, &file, mib)
+    })?;
     let [d, j, g, dp, jp, f] = mibs.each_ref().map(|v| median(v));
     let figure = format!("ssh upload {mib} MiB ({})", of_rounds(mibs[0].len()));
     rows(
@@ -331,13 +328,10 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     );
     floor_row(table, figure, "ms", &algs, dp, f, g);
     let n = if env.quick { 200 } else { 2000 };
-    let mut runs: [Vec<Echo>; 6] = Default::default();
-    for round in 0..rounds(env.quick) {
-        for i in order(round, paths.len()) {
-            let (via, algs) = paths[i];
-            runs[i].push(round_trip(env, via, algs, n)?);
-        }
-    }
+    let runs: [Vec<Echo>; 6] = interleaved(env.quick, |i| {
+        let (via, algs) = paths[i];
+        round_trip(env, via, algs, n)
+    })?;
     let us = |i: usize| median(&runs[i].iter().map(|e| e.us).collect::<Vec<_>>());
     let [d, j, g, dp, jp, f] = [0, 1, 2, 3, 4, 5].map(us);
     // Each round's ratio to the pinned direct run of the same round: the spread behind the

@@ -405,8 +405,11 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
             String::new(),
         )
         .await;
-    // Every session killed with this one gets its client closed first.
-    tokio::time::sleep(UPSTREAM_HANGUP_DELAY).await;
+    // Let every session killed with this one close its client first; with no upstream
+    // there is nothing to hang up.
+    if up.is_some() {
+        tokio::time::sleep(UPSTREAM_HANGUP_DELAY).await;
+    }
     // Processes without a terminal do not get SIGHUP from sshd when the connection drops;
     // ask sshd to signal them first (it refuses for root logins; see ARCHITECTURE.md).
     for u in &upstreams {
