@@ -250,10 +250,11 @@ async fn tokio_postgres_extended_protocol_copy_and_notify() {
         .map(|e| (e["sql"].clone(), e.get("params").cloned()))
         .collect();
     assert_eq!(inserts.len(), 5, "one pg.query per Execute: {all:#?}");
-    // tokio-postgres sends every parameter in binary format: logged as hex.
+    // tokio-postgres sends every parameter in binary format, typed by the server's
+    // ParameterDescription: logged as PostgreSQL prints them (a bytea as hex).
     let p = inserts[2]["params"].as_array().unwrap();
-    assert_eq!(p[0], "\\x00000002");
-    assert_eq!(p[1], "\\x6e32");
+    assert_eq!(p[0], "2");
+    assert_eq!(p[1], "n2");
     assert_eq!(p[2], "\\xdead02");
     assert!(
         events
@@ -261,6 +262,89 @@ async fn tokio_postgres_extended_protocol_copy_and_notify() {
             .any(|e| e["type"] == "pg.query" && e.get("copy_bytes") == Some(&22.into())),
         "COPY IN counted"
     );
+}
+
+/// A parameter sent as the raw binary bytes given, whatever type the server asks for.
+#[derive(Debug)]
+struct RawBinary(Vec<u8>);
+
+impl tokio_postgres::types::ToSql for RawBinary {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Binary parameters are logged as the text PostgreSQL itself prints for them: the server
+/// casts each to text and the test compares that with the logged parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_parameters_are_logged_as_postgres_prints_them() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    client.batch_execute("set timezone = 'UTC'").await.unwrap();
+    let days = |d: i32| RawBinary(d.to_be_bytes().to_vec());
+    let micros = |us: i64| RawBinary(us.to_be_bytes().to_vec());
+    let numeric = |words: &[u16]| RawBinary(words.iter().flat_map(|w| w.to_be_bytes()).collect());
+    let uuid = RawBinary((0u8..16).map(|b| b * 17).collect());
+    let jsonb = RawBinary(b"\x01{\"a\": [1, 2]}".to_vec());
+    let cases: Vec<(&str, Box<dyn tokio_postgres::types::ToSql + Sync>)> = vec![
+        ("int2", Box::new(-7i16)),
+        ("int4", Box::new(i32::MIN)),
+        ("int8", Box::new(9_007_199_254_740_993i64)),
+        ("bool", Box::new(true)),
+        ("float8", Box::new(0.1f64)),
+        ("float4", Box::new(-2.5f32)),
+        ("text", Box::new("caf\u{e9} \"quoted\"")),
+        ("varchar", Box::new("v")),
+        ("bytea", Box::new(vec![0u8, 0xff])),
+        ("oid", Box::new(4_000_000_000u32)),
+        ("uuid", Box::new(uuid)),
+        ("date", Box::new(days(9829))),
+        ("date", Box::new(days(-730_120))),
+        ("time", Box::new(micros(45_296_000_100))),
+        (
+            "timestamp",
+            Box::new(micros(9829 * 86_400_000_000 + 36_000_123_450)),
+        ),
+        ("timestamptz", Box::new(micros(-1))),
+        (
+            "numeric",
+            Box::new(numeric(&[3, 0, 0x4000, 5, 123, 4567, 8000])),
+        ),
+        ("numeric", Box::new(numeric(&[1, 2, 0, 0, 42]))),
+        ("numeric", Box::new(numeric(&[1, 0xfffe, 0, 10, 12]))),
+        ("jsonb", Box::new(jsonb)),
+    ];
+    let mut printed = Vec::new();
+    for (i, (ty, value)) in cases.iter().enumerate() {
+        let sql = format!("select $1::{ty}::text as case_{i}");
+        let row = client
+            .query_one(sql.as_str(), &[value.as_ref()])
+            .await
+            .unwrap();
+        printed.push((sql, row.get::<_, String>(0)));
+    }
+    drop(client);
+
+    let events = h.audit_events().await;
+    for (sql, want) in printed {
+        let ev = events
+            .iter()
+            .find(|e| e["type"] == "pg.query" && e["sql"] == sql.as_str())
+            .unwrap_or_else(|| panic!("no pg.query for {sql}"));
+        assert_eq!(ev["params"], serde_json::json!([want]), "{sql}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

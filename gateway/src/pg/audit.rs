@@ -14,22 +14,18 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use portcullis_protocol::pg::{BackendMessage, Bind, FrontendMessage};
+use portcullis_protocol::pg::{BackendMessage, FrontendMessage};
 use portcullis_recorder::{Event, Payload};
 use serde_json::Value;
 
 use super::event::{PgEvent, SessionFields};
+use super::params;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
-/// Longest parameter kept (bytes of text, or bytes before hex encoding).
-const MAX_PARAM: usize = 1024;
-/// Most parameters kept per statement.
-const MAX_PARAMS: usize = 100;
 /// Most named statements and portals remembered; beyond that the SQL of new ones is not
 /// tracked (their executions are still logged, with the statement name).
 const MAX_NAMES: usize = 10_000;
@@ -90,31 +86,6 @@ fn capped_sql(bytes: &[u8], max: usize) -> Arc<str> {
     }
 }
 
-fn param_value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>) -> Value {
-    let Some(v) = value else {
-        return Value::Null;
-    };
-    if bind.param_format(i) == 0
-        && let Ok(text) = std::str::from_utf8(v.get(..MAX_PARAM).unwrap_or(v))
-    {
-        let mut s = text.to_owned();
-        if v.len() > MAX_PARAM {
-            s.push_str("…[truncated]");
-        }
-        return Value::String(s);
-    }
-    let cut = v.get(..MAX_PARAM / 2).unwrap_or(v);
-    let mut s = String::with_capacity(2 + cut.len() * 2);
-    s.push_str("\\x");
-    for b in cut {
-        let _ = write!(s, "{b:02x}");
-    }
-    if v.len() > cut.len() {
-        s.push_str("…[truncated]");
-    }
-    Value::String(s)
-}
-
 #[derive(Debug)]
 struct Query {
     /// The statement's number in the session (strict mode links `pg.result` to it).
@@ -143,6 +114,14 @@ impl Query {
     }
 }
 
+/// A prepared statement: its SQL, shared with its portals and executions, and its parameter
+/// types as far as they are known (for rendering binary parameters).
+#[derive(Debug)]
+struct Prepared {
+    sql: Arc<str>,
+    types: Vec<u32>,
+}
+
 /// A bound portal: its statement's SQL and its parameters, shared with each execution.
 type Portal = (Arc<str>, Arc<[Value]>);
 
@@ -163,7 +142,19 @@ pub(crate) struct Tracker {
     fields: SessionFields,
     /// Strict durability: statement records before forwarding, outcomes after.
     strict: bool,
-    statements: HashMap<Vec<u8>, Arc<str>>,
+    statements: HashMap<Vec<u8>, Prepared>,
+    /// Statements described (`Describe S`) whose ParameterDescription has not come yet, in
+    /// order, each with the batch it was sent in (see `batches_sent`). The server answers in
+    /// order within a batch; what an error made it skip is dropped once the batch has ended.
+    described: VecDeque<(u64, Vec<u8>)>,
+    /// Messages sent that the server answers with a ReadyForQuery (Sync, Query,
+    /// FunctionCall): the batch a message belongs to is the count before it.
+    batches_sent: u64,
+    /// ReadyForQuery messages received: the batch being answered is this count.
+    batches_answered: u64,
+    /// A batch in which more statements were described than are kept: its descriptions
+    /// cannot be matched to their statements, so they are ignored.
+    described_lost: Option<u64>,
     portals: HashMap<Vec<u8>, Portal>,
     pending: VecDeque<Pending>,
     /// Statements started so far (numbers them).
@@ -178,6 +169,10 @@ impl Tracker {
             fields: common.escaped(),
             strict,
             statements: HashMap::new(),
+            described: VecDeque::new(),
+            batches_sent: 0,
+            batches_answered: 0,
+            described_lost: None,
             portals: HashMap::new(),
             pending: VecDeque::new(),
             started: 0,
@@ -215,31 +210,48 @@ impl Tracker {
     /// A message the client sent. For a statement (Query, Execute) in strict mode, returns
     /// the record to append durably before forwarding it.
     pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) -> Option<Payload> {
+        let batch = self.batches_sent;
+        if matches!(
+            msg,
+            FrontendMessage::Sync
+                | FrontendMessage::Query { .. }
+                | FrontendMessage::FunctionCall { .. }
+        ) {
+            self.batches_sent += 1;
+        }
         match msg {
             FrontendMessage::Query { sql } => {
                 return self.start(true, capped_sql(sql, MAX_SQL), None);
             }
             FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
-                self.statements
-                    .insert(p.name.to_vec(), capped_sql(p.sql, MAX_SQL));
+                let prepared = Prepared {
+                    sql: capped_sql(p.sql, MAX_SQL),
+                    types: p.param_types().collect(),
+                };
+                self.statements.insert(p.name.to_vec(), prepared);
+            }
+            FrontendMessage::Describe { kind: b'S', name }
+                if self.described_lost != Some(batch) =>
+            {
+                if self.described.len() < MAX_NAMES {
+                    self.described.push_back((batch, name.to_vec()));
+                } else {
+                    self.described.clear();
+                    self.described_lost = Some(batch);
+                }
             }
             FrontendMessage::Bind(b) => {
-                let sql = self
-                    .statements
-                    .get(b.statement)
-                    .cloned()
-                    .unwrap_or_else(|| {
+                let (sql, params) = match self.statements.get(b.statement) {
+                    Some(p) => (p.sql.clone(), params::values(b, &p.types)),
+                    None => (
                         Arc::from(format!(
                             "<prepared statement {:?}>",
                             String::from_utf8_lossy(b.statement)
-                        ))
-                    });
-                let params = b
-                    .params()
-                    .take(MAX_PARAMS)
-                    .enumerate()
-                    .map(|(i, v)| param_value(b, i, v))
-                    .collect();
+                        )),
+                        params::values(b, &[]),
+                    ),
+                };
+                let params = Arc::from(params);
                 if b.portal.is_empty() || self.portals.len() < MAX_NAMES {
                     self.portals.insert(b.portal.to_vec(), (sql, params));
                 }
@@ -263,12 +275,7 @@ impl Tracker {
             FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
             FrontendMessage::FunctionCall { oid, args } => {
                 // Answered like a simple Query: a result or an error, then ReadyForQuery.
-                let params = args
-                    .params()
-                    .take(MAX_PARAMS)
-                    .enumerate()
-                    .map(|(i, v)| param_value(args, i, v))
-                    .collect();
+                let params = Arc::from(params::values(args, &[]));
                 return self.start(
                     true,
                     Arc::from(format!("<fastpath function call: oid {oid}>")),
@@ -298,14 +305,19 @@ impl Tracker {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
                 let sql = capped_sql(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
-                self.statements.insert(name, sql);
+                let types = Vec::new();
+                self.statements.insert(name, Prepared { sql, types });
             }
             b'B' => {
                 // Huge parameters: keep the portal and statement names, drop the values.
                 let mut parts = prefix.splitn(3, |&b| b == 0);
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let stmt = parts.next().unwrap_or_default();
-                let sql = self.statements.get(stmt).cloned().unwrap_or_default();
+                let sql = self
+                    .statements
+                    .get(stmt)
+                    .map(|p| p.sql.clone())
+                    .unwrap_or_default();
                 let params = Arc::from([Value::String("<too large>".into())]);
                 self.portals.insert(portal, (sql, params));
             }
@@ -337,7 +349,22 @@ impl Tracker {
                     q.copy_bytes.get_or_insert(0);
                 }
             }
+            BackendMessage::ParameterDescription { .. } => {
+                let batch = self.batches_answered;
+                self.drop_described_before(batch);
+                if self.described_lost.is_some_and(|b| b >= batch) {
+                    return;
+                }
+                if self.described.front().is_some_and(|(b, _)| *b == batch)
+                    && let Some((_, name)) = self.described.pop_front()
+                    && let Some(p) = self.statements.get_mut(&name)
+                {
+                    p.types = msg.param_types().collect();
+                }
+            }
             BackendMessage::ReadyForQuery { .. } => {
+                self.batches_answered += 1;
+                self.drop_described_before(self.batches_answered);
                 // Ends one simple Query, or a batch up to its Sync; executions the server
                 // skipped after an error in the batch are logged as not executed.
                 while let Some(p) = self.pending.pop_front() {
@@ -358,6 +385,13 @@ impl Tracker {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Forgets the Describes of batches that have ended (the server skipped them).
+    fn drop_described_before(&mut self, batch: u64) {
+        while self.described.front().is_some_and(|(b, _)| *b < batch) {
+            self.described.pop_front();
         }
     }
 
@@ -441,6 +475,8 @@ impl Tracker {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use portcullis_protocol::pg::Bind;
+
     use super::*;
 
     /// An event as the log will hold it.
@@ -597,23 +633,150 @@ mod tests {
         );
     }
 
+    /// Binary parameters are rendered by the types the Parse declared or, when it left them
+    /// to the server, by the ParameterDescription that answers the statement's Describe.
     #[test]
-    fn binary_params_are_hex() {
-        let values = [0, 0, 0, 2, 0xde, 0xad, 0xff, 0xff, 0xff, 0xff];
-        let b = Bind {
-            portal: b"",
-            statement: b"",
-            param_formats: &[0, 1],
-            param_count: 2,
-            param_values: &values,
-            result_formats: &[],
+    fn binary_params_are_rendered_by_their_types() {
+        let mut t = Tracker::new(&common(), false);
+        let mut out = Vec::new();
+        let values = [0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 2, b'n', b'2'];
+        let bind = |statement| {
+            FrontendMessage::Bind(Bind {
+                portal: b"",
+                statement,
+                param_formats: &[0, 1],
+                param_count: 2,
+                param_values: &values,
+                result_formats: &[],
+            })
         };
-        let v: Vec<_> = b
-            .params()
-            .enumerate()
-            .map(|(i, p)| param_value(&b, i, p))
-            .collect();
-        assert_eq!(v, vec![Value::String("\\xdead".into()), Value::Null]);
+        let exec = FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        };
+        let int4_text = [0, 0, 0, 23, 0, 0, 0, 25];
+        let parse = |name, param_types| {
+            FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+                name,
+                sql: b"select $1, $2",
+                param_types,
+            })
+        };
+        let describe = |name| FrontendMessage::Describe { kind: b'S', name };
+        let described = BackendMessage::ParameterDescription { types: &int4_text };
+        let done = BackendMessage::CommandComplete { tag: b"SELECT 1" };
+        let ready = BackendMessage::ReadyForQuery { status: b'I' };
+        let mut err = Vec::new();
+        portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "26000", "no such");
+        let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+        let error = BackendMessage::decode(f.tag, f.body).unwrap();
+        let mut round = |front: &[FrontendMessage<'_>], back: &[&BackendMessage<'_>]| {
+            for m in front {
+                t.frontend(m);
+            }
+            for m in back {
+                t.backend(m, &mut out);
+            }
+        };
+        // Declared in the Parse (pgjdbc).
+        round(
+            &[
+                parse(b"a", &int4_text),
+                bind(b"a"),
+                exec,
+                FrontendMessage::Sync,
+            ],
+            &[&done, &ready],
+        );
+        // Left to the server, described first (tokio-postgres). An unknown statement's
+        // Describe, answered by an error, leaves nothing behind to shift a later match.
+        round(
+            &[parse(b"b", &[]), describe(b"b"), FrontendMessage::Sync],
+            &[&described, &ready],
+        );
+        round(
+            &[describe(b"nope"), FrontendMessage::Sync],
+            &[&error, &ready],
+        );
+        round(&[describe(b"c"), FrontendMessage::Sync], &[&error, &ready]);
+        round(&[bind(b"b"), exec, FrontendMessage::Sync], &[&done, &ready]);
+        // Never described: unknown types, hex.
+        round(
+            &[parse(b"c", &[]), bind(b"c"), exec, FrontendMessage::Sync],
+            &[&done, &ready],
+        );
+        let params: Vec<_> = out.iter().map(|e| m(e)["params"].clone()).collect();
+        assert_eq!(
+            params,
+            [
+                serde_json::json!(["2", "n2"]),
+                serde_json::json!(["2", "n2"]),
+                serde_json::json!(["\\x00000002", "\\x6e32"]),
+            ]
+        );
+    }
+
+    /// The steps of describing statement `s`, whose Parse left its type to the server.
+    fn parse_s(t: &mut Tracker) {
+        t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name: b"s",
+            sql: b"select $1",
+            param_types: &[],
+        }));
+    }
+
+    fn describe_s(t: &mut Tracker) {
+        t.frontend(&FrontendMessage::Describe {
+            kind: b'S',
+            name: b"s",
+        });
+    }
+
+    fn server(t: &mut Tracker, msg: &BackendMessage<'_>) {
+        t.backend(msg, &mut Vec::new());
+    }
+
+    const INT4: BackendMessage<'static> = BackendMessage::ParameterDescription {
+        types: &[0, 0, 0, 23],
+    };
+    const READY: BackendMessage<'static> = BackendMessage::ReadyForQuery { status: b'I' };
+
+    fn types_of_s(t: &Tracker) -> &[u32] {
+        &t.statements[b"s".as_slice()].types
+    }
+
+    /// A client that describes more statements in one batch than are kept: no description
+    /// of that batch is matched to a statement (none could be matched right); the next
+    /// batch's are.
+    #[test]
+    fn too_many_describes_match_no_description() {
+        let mut t = Tracker::new(&common(), false);
+        parse_s(&mut t);
+        for _ in 0..=MAX_NAMES {
+            describe_s(&mut t);
+        }
+        t.frontend(&FrontendMessage::Sync);
+        server(&mut t, &INT4);
+        assert!(types_of_s(&t).is_empty());
+        server(&mut t, &READY);
+        describe_s(&mut t);
+        t.frontend(&FrontendMessage::Sync);
+        server(&mut t, &INT4);
+        assert_eq!(types_of_s(&t), [23]);
+    }
+
+    /// A Describe sent before the previous batch is answered (tokio-postgres closes one
+    /// statement and prepares the next in one write) still meets its description.
+    #[test]
+    fn a_describe_pipelined_behind_a_sync_meets_its_description() {
+        let mut t = Tracker::new(&common(), false);
+        t.frontend(&FrontendMessage::Sync);
+        parse_s(&mut t);
+        describe_s(&mut t);
+        t.frontend(&FrontendMessage::Sync);
+        server(&mut t, &READY);
+        server(&mut t, &INT4);
+        assert_eq!(types_of_s(&t), [23]);
     }
 
     #[test]
@@ -661,6 +824,6 @@ mod tests {
         t.frontend(&bind);
         let stmt = t.statements.get(b"s1".as_slice()).unwrap();
         let (portal_sql, _) = t.portals.get(b"".as_slice()).unwrap();
-        assert!(Arc::ptr_eq(stmt, portal_sql));
+        assert!(Arc::ptr_eq(&stmt.sql, portal_sql));
     }
 }

@@ -14,6 +14,7 @@ mod cancel;
 mod event;
 mod gate;
 mod listener;
+mod params;
 mod relay;
 mod session;
 mod tls;

@@ -106,11 +106,17 @@ impl Ctx<'_> {
 }
 
 fn frontend_needs(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X' | b'F')
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X' | b'F' | b'D'
+    )
 }
 
 fn backend_needs(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W')
+    matches!(
+        tag,
+        b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W' | b't'
+    )
 }
 
 fn make_room(buf: &mut BytesMut, want: usize) {

@@ -2,7 +2,7 @@
 
 use super::PgError;
 use super::frontend::raw;
-use super::reader::Reader;
+use super::reader::{Reader, oids};
 use super::write::{begin, cstr, finish, i16, i32};
 
 /// The fields of an ErrorResponse or NoticeResponse, validated, read lazily.
@@ -142,7 +142,12 @@ pub enum BackendMessage<'a> {
         newest_minor: i32,
         options: &'a [u8],
     },
-    /// DataRow, ParameterDescription, FunctionCallResponse...: forwarded as is.
+    /// The parameter types the server resolved for a described statement (`t`), as type
+    /// OIDs of 4 bytes each; read them with [`BackendMessage::param_types`].
+    ParameterDescription {
+        types: &'a [u8],
+    },
+    /// DataRow, FunctionCallResponse...: forwarded as is.
     Other {
         tag: u8,
         body: &'a [u8],
@@ -222,6 +227,12 @@ impl<'a> BackendMessage<'a> {
             b'n' => BackendMessage::NoData,
             b'I' => BackendMessage::EmptyQueryResponse,
             b's' => BackendMessage::PortalSuspended,
+            b't' => {
+                let n = r.count("parameter count")?;
+                BackendMessage::ParameterDescription {
+                    types: r.bytes(n * 4, "parameter types")?,
+                }
+            }
             b'v' => BackendMessage::NegotiateProtocolVersion {
                 newest_minor: r.i32("newest minor version")?,
                 options: r.rest(),
@@ -330,7 +341,22 @@ impl<'a> BackendMessage<'a> {
                 out.extend_from_slice(options);
                 finish(out, at);
             }
+            BackendMessage::ParameterDescription { types } => {
+                let at = begin(out, b't');
+                i16(out, i16::try_from(types.len() / 4).unwrap_or(i16::MAX));
+                out.extend_from_slice(types);
+                finish(out, at);
+            }
             BackendMessage::Other { tag, body } => raw(out, tag, body),
         }
+    }
+
+    /// The type OIDs of a ParameterDescription (none for any other message).
+    pub fn param_types(&self) -> impl Iterator<Item = u32> + '_ {
+        let raw = match self {
+            BackendMessage::ParameterDescription { types } => types,
+            _ => &[][..],
+        };
+        oids(raw)
     }
 }

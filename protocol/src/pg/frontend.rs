@@ -1,7 +1,7 @@
 //! Messages from client to server after the startup phase.
 
 use super::PgError;
-use super::reader::Reader;
+use super::reader::{Reader, oids};
 use super::write::{begin, cstr, finish, i16, i32};
 
 /// A Parse message: a named (or unnamed) prepared statement.
@@ -16,9 +16,7 @@ pub struct Parse<'a> {
 impl Parse<'_> {
     /// The parameter type OIDs.
     pub fn param_types(&self) -> impl Iterator<Item = u32> + '_ {
-        self.param_types
-            .chunks_exact(4)
-            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_be_bytes))
+        oids(self.param_types)
     }
 }
 

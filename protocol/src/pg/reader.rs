@@ -107,3 +107,9 @@ impl<'a> Reader<'a> {
         self.buf.get(..n).unwrap_or(self.buf)
     }
 }
+
+/// Type OIDs laid out as 4-byte big-endian integers (Parse, ParameterDescription).
+pub(crate) fn oids(raw: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    raw.chunks_exact(4)
+        .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_be_bytes))
+}

@@ -231,6 +231,11 @@ fn backend_fixtures() {
         BackendMessage::CommandComplete { tag: b"SELECT 1" }
     );
     assert!(BackendMessage::decode(b'Z', b"Q").is_err());
+
+    let described = BackendMessage::decode(b't', &[0, 2, 0, 0, 0, 23, 0, 0, 0, 25]).unwrap();
+    assert_eq!(described.param_types().collect::<Vec<_>>(), [23, 25]);
+    assert!(BackendMessage::decode(b't', &[0, 2, 0, 0, 0, 23]).is_err());
+    assert!(BackendMessage::decode(b't', &[0xff, 0xff]).is_err());
 }
 
 #[test]
@@ -261,7 +266,7 @@ proptest! {
     /// Whatever decodes re-encodes to exactly the bytes it came from.
     #[test]
     fn decode_then_encode_is_identity(tag in proptest::sample::select(
-        b"QPBEDCSHXdcfpFRKSZCENTAGHWdc123nIsvD".to_vec()), body in bytes(120)) {
+        b"QPBEDCSHXdcfpFRKSZCENTAGHWdc123nIsvDt".to_vec()), body in bytes(120)) {
         let raw = frame(tag, &body);
         if let Ok(m) = FrontendMessage::decode(tag, &body) {
             let mut out = Vec::new();
