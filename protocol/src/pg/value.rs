@@ -154,6 +154,12 @@ fn timestamp(us: i64, zone: &str) -> String {
     }
 }
 
+/// Largest numeric rendered, in base-10,000 digits either side of the point (and decimal
+/// digits of display scale): past that (PostgreSQL allows 131,072 digits) the caller's
+/// capped hex is cheaper to produce than text it would cut.
+const NUMERIC_MAX_WEIGHT: i64 = 256;
+const NUMERIC_MAX_SCALE: usize = 1024;
+
 /// A binary numeric: digit count, weight (of the first digit, in powers of 10,000), sign,
 /// display scale, then base-10,000 digits.
 fn numeric(v: &[u8]) -> Option<String> {
@@ -165,7 +171,8 @@ fn numeric(v: &[u8]) -> Option<String> {
     let weight = i64::from(word(1)?.cast_signed());
     let sign = word(2)?;
     let dscale = usize::from(word(3)?);
-    if v.len() != 8 + ndigits * 2 || dscale > 16_383 {
+    if v.len() != 8 + ndigits * 2 || weight.abs() > NUMERIC_MAX_WEIGHT || dscale > NUMERIC_MAX_SCALE
+    {
         return None;
     }
     let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect::<Option<_>>()?;
@@ -315,6 +322,9 @@ mod tests {
             (num(1, 0, 0, 0, &[10_000]), None),
             (num(2, 0, 0, 0, &[1]), None),
             (num(0, 0, 0x1234, 0, &[]), None),
+            (num(1, 257, 0, 0, &[1]), None),
+            (num(1, -257, 0, 0, &[1]), None),
+            (num(0, 0, 0, 1025, &[]), None),
             (vec![0, 1], None),
         ];
         for (v, want) in cases {
