@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use portcullis_protocol::pg::{Bind, binary_as_text, oid};
+use portcullis_protocol::pg::{Bind, binary_as_text, is_text_type};
 use serde_json::Value;
 
 /// Longest parameter kept (bytes of text, or bytes before hex encoding).
@@ -18,14 +18,6 @@ pub(crate) const MAX_PARAM: usize = 1024;
 pub(crate) const MAX_PARAMS: usize = 100;
 
 const TRUNCATED: &str = "…[truncated]";
-
-/// Types whose binary format is their text, in the client encoding (UTF-8 here).
-fn is_text_type(oid: u32) -> bool {
-    matches!(
-        oid,
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::XML | oid::UNKNOWN
-    )
-}
 
 /// The parameters of `bind` (at most [`MAX_PARAMS`]), `types` being the statement's
 /// parameter type OIDs as far as they are known (0 or missing: unknown).
@@ -95,6 +87,8 @@ fn hex(v: &[u8]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use portcullis_protocol::pg::oid;
+
     use super::*;
 
     /// A Bind of `params`, each (binary?, value or NULL).

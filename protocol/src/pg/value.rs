@@ -35,9 +35,20 @@ pub mod oid {
     pub const JSONB: u32 = 3802;
 }
 
+/// Types whose binary format is their text, in the client encoding (UTF-8 here).
+pub fn is_text_type(oid: u32) -> bool {
+    matches!(
+        oid,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::XML | oid::UNKNOWN
+    )
+}
+
 /// The text of binary value `v` of type `oid`, if the type is one rendered here and `v` is
 /// well formed for it. Text-like types must be valid UTF-8 (the caller caps their length).
 pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
+    if is_text_type(oid) {
+        return std::str::from_utf8(v).ok().map(str::to_owned);
+    }
     match oid {
         oid::BOOL => match v {
             [0] => Some("false".into()),
@@ -50,13 +61,6 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
         oid::OID => Some(u32::from_be_bytes(v.try_into().ok()?).to_string()),
         oid::FLOAT4 => Some(float(f64::from(f32::from_be_bytes(v.try_into().ok()?)))),
         oid::FLOAT8 => Some(float(f64::from_be_bytes(v.try_into().ok()?))),
-        oid::TEXT
-        | oid::VARCHAR
-        | oid::BPCHAR
-        | oid::NAME
-        | oid::JSON
-        | oid::XML
-        | oid::UNKNOWN => std::str::from_utf8(v).ok().map(str::to_owned),
         oid::JSONB => match v.split_first() {
             Some((1, json)) => std::str::from_utf8(json).ok().map(str::to_owned),
             _ => None,
