@@ -120,6 +120,19 @@ impl Query {
 struct Prepared {
     sql: Arc<str>,
     types: Vec<u32>,
+    /// Which Parse made it (the session's count of Parses): a description sent for an
+    /// earlier statement of the same name is not this one's.
+    parse: u64,
+}
+
+/// A `Describe S` waiting for its ParameterDescription.
+#[derive(Debug)]
+struct Described {
+    /// The batch it was sent in (see `Tracker::batches_sent`).
+    batch: u64,
+    name: Vec<u8>,
+    /// The Parse of the statement it describes, if the statement was known.
+    parse: Option<u64>,
 }
 
 /// A bound portal: its statement's SQL and its parameters, shared with each execution.
@@ -146,7 +159,9 @@ pub(crate) struct Tracker {
     /// Statements described (`Describe S`) whose ParameterDescription has not come yet, in
     /// order, each with the batch it was sent in (see `batches_sent`). The server answers in
     /// order within a batch; what an error made it skip is dropped once the batch has ended.
-    described: VecDeque<(u64, Vec<u8>)>,
+    described: VecDeque<Described>,
+    /// Parses seen (numbers the prepared statements).
+    parses: u64,
     /// Messages sent that the server answers with a ReadyForQuery (Sync, Query,
     /// FunctionCall): the batch a message belongs to is the count before it.
     batches_sent: u64,
@@ -170,6 +185,7 @@ impl Tracker {
             strict,
             statements: HashMap::new(),
             described: VecDeque::new(),
+            parses: 0,
             batches_sent: 0,
             batches_answered: 0,
             described_lost: None,
@@ -224,9 +240,11 @@ impl Tracker {
                 return self.start(true, capped_sql(sql, MAX_SQL), None);
             }
             FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
+                self.parses += 1;
                 let prepared = Prepared {
                     sql: capped_sql(p.sql, MAX_SQL),
                     types: p.param_types().collect(),
+                    parse: self.parses,
                 };
                 self.statements.insert(p.name.to_vec(), prepared);
             }
@@ -234,7 +252,11 @@ impl Tracker {
                 if self.described_lost != Some(batch) =>
             {
                 if self.described.len() < MAX_NAMES {
-                    self.described.push_back((batch, name.to_vec()));
+                    self.described.push_back(Described {
+                        batch,
+                        name: name.to_vec(),
+                        parse: self.statements.get(*name).map(|p| p.parse),
+                    });
                 } else {
                     self.described.clear();
                     self.described_lost = Some(batch);
@@ -305,8 +327,9 @@ impl Tracker {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
                 let sql = capped_sql(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
-                let types = Vec::new();
-                self.statements.insert(name, Prepared { sql, types });
+                self.parses += 1;
+                let (types, parse) = (Vec::new(), self.parses);
+                self.statements.insert(name, Prepared { sql, types, parse });
             }
             b'B' => {
                 // Huge parameters: keep the portal and statement names, drop the values.
@@ -355,9 +378,10 @@ impl Tracker {
                 if self.described_lost.is_some_and(|b| b >= batch) {
                     return;
                 }
-                if self.described.front().is_some_and(|(b, _)| *b == batch)
-                    && let Some((_, name)) = self.described.pop_front()
-                    && let Some(p) = self.statements.get_mut(&name)
+                if self.described.front().is_some_and(|d| d.batch == batch)
+                    && let Some(d) = self.described.pop_front()
+                    && let Some(p) = self.statements.get_mut(&d.name)
+                    && Some(p.parse) == d.parse
                 {
                     p.types = msg.param_types().collect();
                 }
@@ -390,7 +414,7 @@ impl Tracker {
 
     /// Forgets the Describes of batches that have ended (the server skipped them).
     fn drop_described_before(&mut self, batch: u64) {
-        while self.described.front().is_some_and(|(b, _)| *b < batch) {
+        while self.described.front().is_some_and(|d| d.batch < batch) {
             self.described.pop_front();
         }
     }
@@ -777,6 +801,19 @@ mod tests {
         server(&mut t, &READY);
         server(&mut t, &INT4);
         assert_eq!(types_of_s(&t), [23]);
+    }
+
+    /// The unnamed statement parsed again before the description of the first one arrives
+    /// (a pipelining client): the description is not the new statement's, so it is not used.
+    #[test]
+    fn a_description_of_a_replaced_statement_is_not_used() {
+        let mut t = Tracker::new(&common(), false);
+        parse_s(&mut t);
+        describe_s(&mut t);
+        parse_s(&mut t);
+        t.frontend(&FrontendMessage::Sync);
+        server(&mut t, &INT4);
+        assert!(types_of_s(&t).is_empty());
     }
 
     #[test]
