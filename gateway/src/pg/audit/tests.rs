@@ -1,0 +1,362 @@
+//! The audit tap's statement tracking, driven message by message.
+#![allow(clippy::unwrap_used)]
+
+use portcullis_protocol::pg::Bind;
+
+use super::*;
+
+/// An event as the log will hold it.
+fn m(p: &Payload) -> serde_json::Map<String, Value> {
+    match p {
+        Payload::Json(j) => j.to_map(),
+        Payload::Map(e) => e.0.clone(),
+    }
+}
+
+fn common() -> Common {
+    Common {
+        session: "s_1".into(),
+        user: "alice".into(),
+        target: "pg".into(),
+        role: "read".into(),
+        grant: "g_1".into(),
+        client: "127.0.0.1:1".into(),
+    }
+}
+
+#[test]
+fn pipelined_extended_batches_and_skips() {
+    let mut t = Tracker::new(&common(), false);
+    let mut out = Vec::new();
+    let parse = |sql: &'static [u8]| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name: b"",
+            sql,
+            param_types: &[],
+        })
+    };
+    let values = [0, 0, 0, 1, b'7'];
+    let bind = FrontendMessage::Bind(Bind {
+        portal: b"",
+        statement: b"",
+        param_formats: &[],
+        param_count: 1,
+        param_values: &values,
+        result_formats: &[],
+    });
+    let exec = FrontendMessage::Execute {
+        portal: b"",
+        max_rows: 0,
+    };
+    for m in [parse(b"select $1"), bind, exec, FrontendMessage::Sync] {
+        t.frontend(&m);
+    }
+    for m in [
+        parse(b"select 1/0"),
+        bind,
+        exec,
+        parse(b"select 2"),
+        bind,
+        exec,
+        FrontendMessage::Sync,
+    ] {
+        t.frontend(&m);
+    }
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        &mut out,
+    );
+    t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(m(&out[0])["sql"], "select $1");
+    assert_eq!(m(&out[0])["params"], serde_json::json!(["7"]));
+    assert_eq!(m(&out[0])["tag"], "SELECT 1");
+    let mut err = Vec::new();
+    portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "22012", "division by zero");
+    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+    t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+    t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(m(&out[1])["sql"], "select 1/0");
+    assert_eq!(m(&out[1])["error"], "22012");
+    assert_eq!(m(&out[2])["sql"], "select 2");
+    assert_eq!(m(&out[2])["error"], "skipped");
+}
+
+#[test]
+fn simple_query_with_copy() {
+    let mut t = Tracker::new(&common(), false);
+    let mut out = Vec::new();
+    t.frontend(&FrontendMessage::Query {
+        sql: b"copy t from stdin",
+    });
+    t.backend(
+        &BackendMessage::CopyResponse {
+            tag: b'G',
+            format: 0,
+            columns: &[0, 0],
+        },
+        &mut out,
+    );
+    t.copy_bytes(10);
+    t.copy_bytes(5);
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"COPY 2" },
+        &mut out,
+    );
+    assert!(out.is_empty());
+    t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+    assert_eq!(m(&out[0])["copy_bytes"], 15);
+    assert_eq!(m(&out[0])["tag"], "COPY 2");
+    assert_eq!(m(&out[0])["session"], "s_1");
+}
+
+#[test]
+fn strict_records_the_statement_first_and_its_outcome_after() {
+    let mut t = Tracker::new(&common(), true);
+    let mut out = Vec::new();
+    let rec = t
+        .frontend(&FrontendMessage::Query { sql: b"select 1" })
+        .unwrap();
+    assert_eq!(m(&rec)["type"], "pg.query");
+    assert_eq!(m(&rec)["sql"], "select 1");
+    assert_eq!(m(&rec)["stmt"], 1);
+    assert!(!m(&rec).contains_key("tag"));
+    let rec = t
+        .frontend(&FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        })
+        .unwrap();
+    assert_eq!(m(&rec)["stmt"], 2);
+    assert_eq!(m(&rec)["params"], serde_json::json!([]));
+    assert!(t.frontend(&FrontendMessage::Sync).is_none());
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        &mut out,
+    );
+    t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(m(&out[0])["type"], "pg.result");
+    assert_eq!(m(&out[0])["stmt"], 1);
+    assert_eq!(m(&out[0])["tag"], "SELECT 1");
+    assert!(!m(&out[0]).contains_key("sql"));
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"SELECT 2" },
+        &mut out,
+    );
+    assert_eq!(m(&out[1])["stmt"], 2);
+    // Batched mode returns no statement record.
+    let mut b = Tracker::new(&common(), false);
+    assert!(
+        b.frontend(&FrontendMessage::Query { sql: b"select 1" })
+            .is_none()
+    );
+}
+
+/// Binary parameters are rendered by the types the Parse declared or, when it left them
+/// to the server, by the ParameterDescription that answers the statement's Describe.
+#[test]
+fn binary_params_are_rendered_by_their_types() {
+    let mut t = Tracker::new(&common(), false);
+    let mut out = Vec::new();
+    let values = [0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 2, b'n', b'2'];
+    let bind = |statement| {
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement,
+            param_formats: &[0, 1],
+            param_count: 2,
+            param_values: &values,
+            result_formats: &[],
+        })
+    };
+    let exec = FrontendMessage::Execute {
+        portal: b"",
+        max_rows: 0,
+    };
+    let int4_text = [0, 0, 0, 23, 0, 0, 0, 25];
+    let parse = |name, param_types| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name,
+            sql: b"select $1, $2",
+            param_types,
+        })
+    };
+    let describe = |name| FrontendMessage::Describe { kind: b'S', name };
+    let described = BackendMessage::ParameterDescription { types: &int4_text };
+    let done = BackendMessage::CommandComplete { tag: b"SELECT 1" };
+    let ready = BackendMessage::ReadyForQuery { status: b'I' };
+    let mut err = Vec::new();
+    portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "26000", "no such");
+    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+    let error = BackendMessage::decode(f.tag, f.body).unwrap();
+    let mut round = |front: &[FrontendMessage<'_>], back: &[&BackendMessage<'_>]| {
+        for m in front {
+            t.frontend(m);
+        }
+        for m in back {
+            t.backend(m, &mut out);
+        }
+    };
+    // Declared in the Parse (pgjdbc).
+    round(
+        &[
+            parse(b"a", &int4_text),
+            bind(b"a"),
+            exec,
+            FrontendMessage::Sync,
+        ],
+        &[&done, &ready],
+    );
+    // Left to the server, described first (tokio-postgres). An unknown statement's
+    // Describe, answered by an error, leaves nothing behind to shift a later match.
+    round(
+        &[parse(b"b", &[]), describe(b"b"), FrontendMessage::Sync],
+        &[&described, &ready],
+    );
+    round(
+        &[describe(b"nope"), FrontendMessage::Sync],
+        &[&error, &ready],
+    );
+    round(&[describe(b"c"), FrontendMessage::Sync], &[&error, &ready]);
+    round(&[bind(b"b"), exec, FrontendMessage::Sync], &[&done, &ready]);
+    // Never described: unknown types, hex.
+    round(
+        &[parse(b"c", &[]), bind(b"c"), exec, FrontendMessage::Sync],
+        &[&done, &ready],
+    );
+    let params: Vec<_> = out.iter().map(|e| m(e)["params"].clone()).collect();
+    assert_eq!(
+        params,
+        [
+            serde_json::json!(["2", "n2"]),
+            serde_json::json!(["2", "n2"]),
+            serde_json::json!(["\\x00000002", "\\x6e32"]),
+        ]
+    );
+}
+
+/// The steps of describing statement `s`, whose Parse left its type to the server.
+fn parse_s(t: &mut Tracker) {
+    t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+        name: b"s",
+        sql: b"select $1",
+        param_types: &[],
+    }));
+}
+
+fn describe_s(t: &mut Tracker) {
+    t.frontend(&FrontendMessage::Describe {
+        kind: b'S',
+        name: b"s",
+    });
+}
+
+fn server(t: &mut Tracker, msg: &BackendMessage<'_>) {
+    t.backend(msg, &mut Vec::new());
+}
+
+const INT4: BackendMessage<'static> = BackendMessage::ParameterDescription {
+    types: &[0, 0, 0, 23],
+};
+const READY: BackendMessage<'static> = BackendMessage::ReadyForQuery { status: b'I' };
+
+fn types_of_s(t: &Tracker) -> &[u32] {
+    &t.statements[b"s".as_slice()].types
+}
+
+/// A client that describes more statements in one batch than are kept: no description
+/// of that batch is matched to a statement (none could be matched right); the next
+/// batch's are.
+#[test]
+fn too_many_describes_match_no_description() {
+    let mut t = Tracker::new(&common(), false);
+    parse_s(&mut t);
+    for _ in 0..=MAX_NAMES {
+        describe_s(&mut t);
+    }
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &INT4);
+    assert!(types_of_s(&t).is_empty());
+    server(&mut t, &READY);
+    describe_s(&mut t);
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &INT4);
+    assert_eq!(types_of_s(&t), [23]);
+}
+
+/// A Describe sent before the previous batch is answered (tokio-postgres closes one
+/// statement and prepares the next in one write) still meets its description.
+#[test]
+fn a_describe_pipelined_behind_a_sync_meets_its_description() {
+    let mut t = Tracker::new(&common(), false);
+    t.frontend(&FrontendMessage::Sync);
+    parse_s(&mut t);
+    describe_s(&mut t);
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &READY);
+    server(&mut t, &INT4);
+    assert_eq!(types_of_s(&t), [23]);
+}
+
+/// The unnamed statement parsed again before the description of the first one arrives
+/// (a pipelining client): the description is not the new statement's, so it is not used.
+#[test]
+fn a_description_of_a_replaced_statement_is_not_used() {
+    let mut t = Tracker::new(&common(), false);
+    parse_s(&mut t);
+    describe_s(&mut t);
+    parse_s(&mut t);
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &INT4);
+    assert!(types_of_s(&t).is_empty());
+}
+
+#[test]
+fn sql_is_kept_as_lossy_capped_text() {
+    let mut t = Tracker::new(&common(), false);
+    let mut out = Vec::new();
+    let long = vec![b'x'; MAX_SQL + 10];
+    let cases: [(&[u8], String); 3] = [
+        (
+            b"select '\xff' -- \"q\" \\ \n",
+            "select '\u{fffd}' -- \"q\" \\ \n".into(),
+        ),
+        (b"select 1", "select 1".into()),
+        (&long, format!("{}\u{2026}[truncated]", "x".repeat(MAX_SQL))),
+    ];
+    for (sql, want) in cases {
+        t.frontend(&FrontendMessage::Query { sql });
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        let ev = m(out.last().unwrap());
+        assert_eq!(ev["sql"], want.as_str());
+        assert!(matches!(out.last(), Some(Payload::Json(_))));
+    }
+}
+
+#[test]
+fn prepared_statement_sql_is_shared_not_copied() {
+    let mut t = Tracker::new(&common(), false);
+    t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+        name: b"s1",
+        sql: b"select $1",
+        param_types: &[],
+    }));
+    let bind = FrontendMessage::Bind(Bind {
+        portal: b"",
+        statement: b"s1",
+        param_formats: &[],
+        param_count: 0,
+        param_values: &[],
+        result_formats: &[],
+    });
+    t.frontend(&bind);
+    let stmt = t.statements.get(b"s1".as_slice()).unwrap();
+    let (portal_sql, _) = t.portals.get(b"".as_slice()).unwrap();
+    assert!(Arc::ptr_eq(&stmt.sql, portal_sql));
+}
