@@ -44,9 +44,10 @@ fn value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>, oid: u32) -> Value {
 
 /// `v` as text if it is UTF-8, capped at [`MAX_PARAM`] bytes on a char boundary.
 fn capped_utf8(v: &[u8]) -> Option<String> {
-    let Some(cut) = v.get(..MAX_PARAM) else {
+    if v.len() <= MAX_PARAM {
         return std::str::from_utf8(v).ok().map(str::to_owned);
-    };
+    }
+    let cut = v.get(..MAX_PARAM)?;
     let text = match std::str::from_utf8(cut) {
         Ok(s) => s,
         // The cap fell inside a character: keep the whole ones before it.
@@ -111,6 +112,7 @@ mod tests {
     #[test]
     fn parameters_read_as_postgres_prints_them() {
         let long_text = "é".repeat(MAX_PARAM);
+        let just_fits = "x".repeat(MAX_PARAM);
         let cases: &[(bool, Option<&[u8]>, u32, Value)] = &[
             (false, Some(b"7"), 0, "7".into()),
             (false, Some(b"7"), oid::INT4, "7".into()),
@@ -124,6 +126,12 @@ mod tests {
             (true, Some(&[1]), oid::BOOL, "true".into()),
             (false, Some(b"\xff"), 0, "\\xff".into()),
             (true, None, oid::INT4, Value::Null),
+            (
+                false,
+                Some(just_fits.as_bytes()),
+                0,
+                just_fits.clone().into(),
+            ),
             (
                 false,
                 Some(long_text.as_bytes()),
