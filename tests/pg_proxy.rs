@@ -305,6 +305,7 @@ async fn binary_parameters_are_logged_as_postgres_prints_them() {
         ("bool", Box::new(true)),
         ("float8", Box::new(0.1f64)),
         ("float4", Box::new(-2.5f32)),
+        ("float4", Box::new(0.1f32)),
         ("text", Box::new("caf\u{e9} \"quoted\"")),
         ("varchar", Box::new("v")),
         ("bytea", Box::new(vec![0u8, 0xff])),

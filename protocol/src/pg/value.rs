@@ -59,8 +59,14 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
         oid::INT4 => Some(i32::from_be_bytes(v.try_into().ok()?).to_string()),
         oid::INT8 => Some(i64::from_be_bytes(v.try_into().ok()?).to_string()),
         oid::OID => Some(u32::from_be_bytes(v.try_into().ok()?).to_string()),
-        oid::FLOAT4 => Some(float(f64::from(f32::from_be_bytes(v.try_into().ok()?)))),
-        oid::FLOAT8 => Some(float(f64::from_be_bytes(v.try_into().ok()?))),
+        oid::FLOAT4 => {
+            let f = f32::from_be_bytes(v.try_into().ok()?);
+            Some(float(f64::from(f), format!("{f:?}")))
+        }
+        oid::FLOAT8 => {
+            let f = f64::from_be_bytes(v.try_into().ok()?);
+            Some(float(f, format!("{f:?}")))
+        }
         oid::JSONB => match v.split_first() {
             Some((1, json)) => std::str::from_utf8(json).ok().map(str::to_owned),
             _ => None,
@@ -104,15 +110,16 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
 
 const DAY_US: i64 = 86_400_000_000;
 
-/// PostgreSQL's spellings of the non-finite values; finite ones in the shortest form that
-/// reads back to the same value.
-fn float(f: f64) -> String {
+/// PostgreSQL's spellings of the non-finite values; finite ones as `shortest`, the shortest
+/// form that reads back to the same value at the value's own precision (a float4 `0.1` is
+/// `0.1`, not the `0.10000000149011612` of the same value widened).
+fn float(f: f64, shortest: String) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
         if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
     } else {
-        format!("{f:?}")
+        shortest
     }
 }
 
@@ -248,6 +255,8 @@ mod tests {
             ),
             (oid::FLOAT4, &f32::NAN.to_be_bytes(), Some("NaN")),
             (oid::FLOAT4, &0.25f32.to_be_bytes(), Some("0.25")),
+            (oid::FLOAT4, &0.1f32.to_be_bytes(), Some("0.1")),
+            (oid::FLOAT4, &f32::INFINITY.to_be_bytes(), Some("Infinity")),
             (oid::TEXT, b"n2", Some("n2")),
             (oid::VARCHAR, b"caf\xc3\xa9", Some("café")),
             (oid::TEXT, b"\xff", None),
