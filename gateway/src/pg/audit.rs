@@ -312,6 +312,10 @@ impl Tracker {
     /// A message too large to buffer: tracked from its first bytes. Returns the strict
     /// record of a statement, as [`Tracker::frontend`] does.
     pub(crate) fn frontend_oversize(&mut self, tag: u8, prefix: &[u8]) -> Option<Payload> {
+        if matches!(tag, b'Q' | b'F') {
+            // Answered by a ReadyForQuery like any other Query or FunctionCall.
+            self.batches_sent += 1;
+        }
         match tag {
             b'Q' => return self.start(true, capped_sql(prefix, MAX_SQL), None),
             b'F' => {

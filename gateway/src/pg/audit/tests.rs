@@ -360,3 +360,21 @@ fn prepared_statement_sql_is_shared_not_copied() {
     let (portal_sql, _) = t.portals.get(b"".as_slice()).unwrap();
     assert!(Arc::ptr_eq(&stmt.sql, portal_sql));
 }
+
+/// A Query too large to buffer is answered by a ReadyForQuery like any other, so it counts
+/// as a batch: the Describe after it still meets its description.
+#[test]
+fn an_oversize_query_counts_as_a_batch() {
+    let mut t = Tracker::new(&common(), false);
+    t.frontend_oversize(b'Q', b"select 'a very long query'");
+    parse_s(&mut t);
+    describe_s(&mut t);
+    t.frontend(&FrontendMessage::Sync);
+    server(
+        &mut t,
+        &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+    );
+    server(&mut t, &READY);
+    server(&mut t, &INT4);
+    assert_eq!(types_of_s(&t), [23]);
+}
