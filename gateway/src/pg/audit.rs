@@ -273,7 +273,6 @@ impl Tracker {
                         params::values(b, &[]),
                     ),
                 };
-                let params = Arc::from(params);
                 if b.portal.is_empty() || self.portals.len() < MAX_NAMES {
                     self.portals.insert(b.portal.to_vec(), (sql, params));
                 }
@@ -297,7 +296,7 @@ impl Tracker {
             FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
             FrontendMessage::FunctionCall { oid, args } => {
                 // Answered like a simple Query: a result or an error, then ReadyForQuery.
-                let params = Arc::from(params::values(args, &[]));
+                let params = params::values(args, &[]);
                 return self.start(
                     true,
                     Arc::from(format!("<fastpath function call: oid {oid}>")),

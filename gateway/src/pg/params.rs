@@ -2,26 +2,27 @@
 //! would print, whatever format the driver sent them in.
 //!
 //! Text-format parameters are their own text. Binary-format ones (pgjdbc, tokio-postgres,
-//! Npgsql) are rendered from their type when it is known, from the Parse or from the
+//! asyncpg) are rendered from their type when it is known, from the Parse or from the
 //! server's ParameterDescription (see [`portcullis_protocol::pg::binary_as_text`]); a value
 //! of any other type, or one that is not well formed, is logged as `\x` and hex, the way
 //! PostgreSQL prints a bytea. Every value is capped.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use portcullis_protocol::pg::{Bind, binary_as_text, is_text_type};
 use serde_json::Value;
 
 /// Longest parameter kept (bytes of text, or bytes before hex encoding).
-pub(crate) const MAX_PARAM: usize = 1024;
+const MAX_PARAM: usize = 1024;
 /// Most parameters kept per statement.
-pub(crate) const MAX_PARAMS: usize = 100;
+const MAX_PARAMS: usize = 100;
 
 const TRUNCATED: &str = "…[truncated]";
 
 /// The parameters of `bind` (at most [`MAX_PARAMS`]), `types` being the statement's
 /// parameter type OIDs as far as they are known (0 or missing: unknown).
-pub(crate) fn values(bind: &Bind<'_>, types: &[u32]) -> Vec<Value> {
+pub(crate) fn values(bind: &Bind<'_>, types: &[u32]) -> Arc<[Value]> {
     bind.params()
         .take(MAX_PARAMS)
         .enumerate()
@@ -34,6 +35,7 @@ fn value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>, oid: u32) -> Value {
         return Value::Null;
     };
     let binary = bind.param_format(i) != 0;
+    // Text types are capped here, before anything is copied.
     let text = if !binary || is_text_type(oid) {
         capped_utf8(v)
     } else {
@@ -156,8 +158,8 @@ mod tests {
                 result_formats: &[],
             };
             assert_eq!(
-                values(&b, &[*oid]),
-                vec![want.clone()],
+                *values(&b, &[*oid]),
+                *std::slice::from_ref(want),
                 "{binary} {v:?} {oid}"
             );
         }
@@ -179,8 +181,8 @@ mod tests {
             result_formats: &[],
         };
         assert_eq!(
-            values(&b, &[oid::INT4, oid::TEXT]),
-            vec![Value::from("2"), Value::from("n2"), Value::from("\\x0001")]
+            *values(&b, &[oid::INT4, oid::TEXT]),
+            [Value::from("2"), Value::from("n2"), Value::from("\\x0001")]
         );
     }
 }
