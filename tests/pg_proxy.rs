@@ -61,7 +61,16 @@ async fn psql_works_with_and_without_tls() {
         );
     }
 
-    // \copy out and back in.
+    // A login's own settings (libpq's PGOPTIONS, application_name) reach the upstream and
+    // are in the session's audit record: a role or setting chosen at login is seen there.
+    let mut cmd = h.psql("alice", ALICE_PW, "pg", "prefer");
+    cmd.env("PGOPTIONS", "-c statement_timeout=12345")
+        .env("PGAPPNAME", "startup-check")
+        .args(["-c", "show statement_timeout"]);
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("12345ms"), "{out}");
+
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.csv");
     let mut cmd = h.psql("alice", ALICE_PW, "pg", "prefer");
@@ -135,6 +144,15 @@ async fn psql_works_with_and_without_tls() {
     assert_eq!(err["user"], "alice");
     assert_eq!(err["target"], "pg");
     assert!(events.iter().any(|e| e["type"] == "session.started"));
+    let started = events
+        .iter()
+        .find(|e| {
+            e["type"] == "session.started" && e["startup"]["application_name"] == "startup-check"
+        })
+        .unwrap_or_else(|| panic!("no session.started naming the login's settings: {events:#?}"));
+    assert_eq!(started["startup"]["options"], "-c statement_timeout=12345");
+    assert!(started["startup"].get("user").is_none(), "{started:?}");
+    assert!(started["startup"].get("database").is_none(), "{started:?}");
     assert!(
         events
             .iter()

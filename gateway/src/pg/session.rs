@@ -1,6 +1,7 @@
 //! One client session from login to close: SCRAM, the grant check, the upstream login, the
 //! relay `select!`-ed against the lease, and the kill path.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +41,20 @@ fn param(params: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| k == name.as_bytes())
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The startup parameters the client set upstream, as `session.started` shows them; none
+/// (no field) when the client set none. The startup packet's own size limit bounds them.
+fn startup_params(params: &[(Vec<u8>, Vec<u8>)]) -> Option<BTreeMap<String, String>> {
+    let m: BTreeMap<String, String> = upstream::forwarded(params)
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    (!m.is_empty()).then_some(m)
 }
 
 fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
@@ -282,7 +297,8 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             .event("session.started")
             .with("tls", tls)
             .with("database", target.database.as_deref())
-            .with("upstream_tls", target.tls != PgTlsMode::Disable),
+            .with("upstream_tls", target.tls != PgTlsMode::Disable)
+            .with("startup", startup_params(&params)),
     )
     .await;
     tracing::info!(upstream_pid = up.pid, "postgres session started");

@@ -128,8 +128,21 @@ pub(crate) async fn open_stream(target: &Target) -> Result<BoxIo, UpstreamError>
     }
 }
 
-/// Connects and logs in as the role, passing the client's startup parameters through
-/// (except `user` and `database`, which the gateway sets).
+/// The client's startup parameters that go on to the upstream: all but `user` and
+/// `database`, which the gateway sets, and `_pq_.` protocol options, which it declined.
+/// `session.started` lists exactly these, so what a login set (`options=-c role=...`,
+/// say) is in the log.
+pub(crate) fn forwarded(
+    client_params: &[(Vec<u8>, Vec<u8>)],
+) -> impl Iterator<Item = (&[u8], &[u8])> {
+    client_params
+        .iter()
+        .filter(|(k, _)| k != b"user" && k != b"database" && !k.starts_with(b"_pq_."))
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+}
+
+/// Connects and logs in as the role, passing the client's [`forwarded`] startup
+/// parameters through.
 pub(crate) async fn connect(
     target: &Target,
     role: &Role,
@@ -151,12 +164,7 @@ async fn login(
         (b"user", role.user.as_bytes()),
         (b"database", database.as_bytes()),
     ];
-    for (k, v) in client_params {
-        let skip = k == b"user" || k == b"database" || k.starts_with(b"_pq_.");
-        if !skip {
-            params.push((k, v));
-        }
-    }
+    params.extend(forwarded(client_params));
     let mut out = Vec::with_capacity(256);
     encode_startup(&mut out, params);
     io.write_all(&out).await.map_err(UpstreamError::Io)?;
