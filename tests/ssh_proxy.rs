@@ -171,6 +171,44 @@ fn role_allow_list_is_enforced_with_a_clear_sentence() {
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
 }
 
+/// Requests are answered by the target, in order: a pty the target refuses is refused to
+/// the client as sshd itself refuses it (with `-tt` OpenSSH then says so and gives up).
+/// The gateway used to answer yes before it asked, so the command ran without a terminal
+/// and the client never knew.
+#[test]
+fn a_pty_the_target_refuses_is_refused_to_the_client() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let keys = env.sshd.dir().join("authorized_keys");
+    let line = std::fs::read_to_string(&keys).expect("authorized_keys");
+    std::fs::write(&keys, format!("no-pty {line}")).expect("authorized_keys");
+    let run = |mut cmd: Command| {
+        cmd.args(["-tt", "tty; echo ran"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh runs")
+    };
+    let direct = run(env.sshd.ssh());
+    let through = run(env.ssh("alice+web-1"));
+    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
+        assert!(
+            text(&out.stderr).contains("PTY allocation request failed"),
+            "{path}: stdout {:?}, stderr {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(through.status.code(), direct.status.code());
+
+    // Without a pty the same login runs commands as before.
+    let out = env
+        .ssh("alice+web-1")
+        .arg("echo still-fine")
+        .output()
+        .expect("ssh runs");
+    assert_eq!(text(&out.stdout), "still-fine\n", "{}", text(&out.stderr));
+}
+
 /// An `ssh-agent` holding alice's key; killed (by its own pid) on drop.
 struct Agent {
     child: std::process::Child,

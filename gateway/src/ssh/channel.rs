@@ -22,14 +22,14 @@ use tracing::debug;
 
 use super::audit;
 use super::policy::{self, Start};
+pub use super::replies::refuse;
+use super::replies::{Asked, Replies, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{PtyTap, SftpTap};
 use portcullis_config::Allow;
 
 /// Once one direction of a channel is done, how long the other may take to finish.
 const OTHER_HALF_GRACE: Duration = Duration::from_secs(5);
-/// How long a refused channel waits for the client's start request before closing.
-const START_WAIT: Duration = Duration::from_secs(10);
 
 /// What both directions of a session channel know about it.
 #[derive(Debug, Default)]
@@ -71,7 +71,7 @@ pub async fn session(
         Ok(up) => up,
         Err(message) => {
             reply.accept().await;
-            refuse(chan, message).await;
+            refuse(&ctx.client, chan, message).await;
             return;
         }
     };
@@ -80,6 +80,7 @@ pub async fn session(
         Err(e) => {
             reply.accept().await;
             refuse(
+                &ctx.client,
                 chan,
                 format!("portcullis: {} refused a session: {e}", ctx.ident.target),
             )
@@ -100,10 +101,11 @@ pub async fn session(
         },
     );
     let state = Arc::new(Mutex::new(State::default()));
+    let replies = Replies::default();
     let started = Instant::now();
     both_halves(
-        client_to_upstream(&ctx, id, c_rx, &u_tx, &state),
-        upstream_to_client(&ctx, id, u_rx, c_tx, &state),
+        client_to_upstream(&ctx, id, c_rx, &u_tx, &state, &replies),
+        upstream_to_client(&ctx, id, u_rx, c_tx, &state, &replies),
     )
     .await;
     ctx.unregister(id);
@@ -167,52 +169,13 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
     audit::append(&ctx.gw, ev).await;
 }
 
-/// Says `message` on the channel's stderr once the client asks to start something, then
-/// exits 1 and closes: how a user without access, or whose target is down, is told why.
-pub async fn refuse(chan: Channel<DownMsg>, message: String) {
-    let (mut rx, tx) = chan.split();
-    let waited = tokio::time::timeout(START_WAIT, async {
-        while let Some(msg) = rx.wait().await {
-            if matches!(
-                msg,
-                ChannelMsg::RequestShell { .. }
-                    | ChannelMsg::Exec { .. }
-                    | ChannelMsg::RequestSubsystem { .. }
-            ) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    if waited == Ok(false) {
-        return;
-    }
-    let _ = tx
-        .extended_data_bytes(1, format!("{message}\r\n").into_bytes())
-        .await;
-    let _ = tx.exit_status(1).await;
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
-}
-
-/// Refuses a started request on an accepted channel through the session handle.
-async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &str) {
-    let _ = ctx
-        .client
-        .extended_data(id, 1, format!("{message}\r\n").into_bytes())
-        .await;
-    let _ = ctx.client.exit_status_request(id, 1).await;
-    let _ = ctx.client.eof(id).await;
-    let _ = ctx.client.close(id).await;
-}
-
 async fn client_to_upstream(
     ctx: &SessionCtx,
     id: ChannelId,
     mut rx: ChannelReadHalf,
     up: &ChannelWriteHalf<UpMsg>,
     state: &Mutex<State>,
+    replies: &Replies,
 ) {
     while let Some(msg) = rx.wait().await {
         // Nothing of the client's goes on once the log has failed. With batched durability
@@ -263,13 +226,13 @@ async fn client_to_upstream(
                 break;
             }
             ChannelMsg::RequestPty {
+                want_reply,
                 term,
                 col_width,
                 row_height,
                 pix_width,
                 pix_height,
                 terminal_modes,
-                ..
             } => {
                 let tap = PtyTap::new(
                     &ctx.gw.data_dir.join("recordings"),
@@ -285,8 +248,9 @@ async fn client_to_upstream(
                     s.pty = Some(tap);
                 }
                 ctx.update(id, |r| r.interactive = true);
+                replies.ask(want_reply, Asked::Pty);
                 up.request_pty(
-                    false,
+                    want_reply,
                     &term,
                     col_width,
                     row_height,
@@ -298,13 +262,20 @@ async fn client_to_upstream(
                 .is_ok()
             }
             ChannelMsg::SetEnv {
+                want_reply,
                 variable_name,
                 variable_value,
-                ..
-            } => up
-                .set_env(false, variable_name, variable_value)
-                .await
-                .is_ok(),
+            } => {
+                replies.ask(want_reply, Asked::Env);
+                up.set_env(want_reply, variable_name, variable_value)
+                    .await
+                    .is_ok()
+            }
+            // X11 forwarding is not relayed.
+            ChannelMsg::RequestX11 { want_reply, .. } => {
+                replies.answer_here(ctx, id, want_reply, false).await;
+                true
+            }
             ChannelMsg::WindowChange {
                 col_width,
                 row_height,
@@ -327,13 +298,34 @@ async fn client_to_upstream(
                 }
                 up.agent_forward(false).await.is_ok()
             }
-            ChannelMsg::RequestShell { .. } => start(ctx, id, up, state, Start::Shell).await,
-            ChannelMsg::Exec { command, .. } => {
-                let command = String::from_utf8_lossy(&command).into_owned();
-                start(ctx, id, up, state, Start::Exec(command)).await
+            ChannelMsg::RequestShell { want_reply } => {
+                start(ctx, id, up, (state, replies), Start::Shell, want_reply).await
             }
-            ChannelMsg::RequestSubsystem { name, .. } => {
-                start(ctx, id, up, state, Start::Subsystem(name)).await
+            ChannelMsg::Exec {
+                want_reply,
+                command,
+            } => {
+                let command = String::from_utf8_lossy(&command).into_owned();
+                start(
+                    ctx,
+                    id,
+                    up,
+                    (state, replies),
+                    Start::Exec(command),
+                    want_reply,
+                )
+                .await
+            }
+            ChannelMsg::RequestSubsystem { want_reply, name } => {
+                start(
+                    ctx,
+                    id,
+                    up,
+                    (state, replies),
+                    Start::Subsystem(name),
+                    want_reply,
+                )
+                .await
             }
             _ => true,
         };
@@ -345,18 +337,24 @@ async fn client_to_upstream(
 }
 
 /// Checks, audits and forwards the channel's one start request. False ends the channel.
+/// A refusal is answered yes, so that the client shows the sentence on stderr that says
+/// why, and then the channel ends.
 async fn start(
     ctx: &SessionCtx,
     id: ChannelId,
     up: &ChannelWriteHalf<UpMsg>,
-    state: &Mutex<State>,
+    (state, replies): (&Mutex<State>, &Replies),
     what: Start,
+    want_reply: bool,
 ) -> bool {
     let already = state.lock().map(|s| s.start.is_some()).unwrap_or(true);
     if already {
+        // A channel runs one thing; sshd refuses a second start request too.
+        replies.answer_here(ctx, id, want_reply, false).await;
         return true;
     }
     if !ctx.is_live().await {
+        replies.answer_here(ctx, id, want_reply, true).await;
         refuse_started(ctx, id, "portcullis: the grant is no longer live").await;
         return false;
     }
@@ -382,6 +380,7 @@ async fn start(
             .with("reason", &sentence)
             .with("channel", id.to_string());
         audit::append(&ctx.gw, ev).await;
+        replies.answer_here(ctx, id, want_reply, true).await;
         refuse_started(ctx, id, &format!("portcullis: {sentence}")).await;
         return false;
     }
@@ -398,10 +397,11 @@ async fn start(
             return false;
         }
     }
+    replies.ask(want_reply, Asked::Start(what.kind()));
     let sent = match &what {
-        Start::Shell => up.request_shell(true).await,
-        Start::Exec(command) => up.exec(true, command.as_bytes()).await,
-        Start::Subsystem(name) => up.request_subsystem(true, name.as_str()).await,
+        Start::Shell => up.request_shell(want_reply).await,
+        Start::Exec(command) => up.exec(want_reply, command.as_bytes()).await,
+        Start::Subsystem(name) => up.request_subsystem(want_reply, name.as_str()).await,
     };
     if let Ok(mut s) = state.lock() {
         if matches!(&what, Start::Subsystem(n) if n == "sftp") {
@@ -418,6 +418,7 @@ async fn upstream_to_client(
     mut rx: ChannelReadHalf,
     down: ChannelWriteHalf<DownMsg>,
     state: &Mutex<State>,
+    replies: &Replies,
 ) {
     while let Some(msg) = rx.wait().await {
         let ok = match msg {
@@ -446,23 +447,8 @@ async fn upstream_to_client(
                     .await
                     .is_ok()
             }
-            ChannelMsg::Failure => {
-                let what = state
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.start.as_ref().map(|w| w.kind()))
-                    .unwrap_or("request");
-                refuse_started(
-                    ctx,
-                    id,
-                    &format!(
-                        "portcullis: {} refused the {what} request",
-                        ctx.ident.target
-                    ),
-                )
-                .await;
-                false
-            }
+            ChannelMsg::Success => replies.relay(ctx, id, true).await,
+            ChannelMsg::Failure => replies.relay(ctx, id, false).await,
             ChannelMsg::Close => break,
             _ => true,
         };

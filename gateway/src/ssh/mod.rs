@@ -15,6 +15,7 @@ mod channel;
 mod forward;
 mod policy;
 mod recording;
+mod replies;
 mod server;
 mod session;
 mod tap;

@@ -245,7 +245,7 @@ impl russh::server::Handler for ClientHandler {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         match &self.state {
             State::Active(ctx) => {
@@ -254,9 +254,10 @@ impl russh::server::Handler for ClientHandler {
             }
             State::Refused(sentence) => {
                 let sentence = sentence.clone();
+                let client = session.handle();
                 tokio::spawn(async move {
                     reply.accept().await;
-                    channel::refuse(channel, sentence).await;
+                    channel::refuse(&client, channel, sentence).await;
                 });
             }
             _ => drop(reply),
@@ -314,57 +315,9 @@ impl russh::server::Handler for ClientHandler {
         Ok(())
     }
 
-    // Start requests are answered here, at once and in order (russh tracks one pending reply
-    // per channel); the channel task then enforces the role and tells the user on stderr.
-    async fn pty_request(
-        &mut self,
-        channel: ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
-        _pw: u32,
-        _ph: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        Ok(session.channel_success(channel)?)
-    }
-
-    async fn env_request(
-        &mut self,
-        channel: ChannelId,
-        _name: &str,
-        _value: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        Ok(session.channel_success(channel)?)
-    }
-
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        Ok(session.channel_success(channel)?)
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        _data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        Ok(session.channel_success(channel)?)
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        channel: ChannelId,
-        _name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        Ok(session.channel_success(channel)?)
-    }
+    // Session channel requests (pty-req, env, x11-req, shell, exec, subsystem) are not
+    // answered here: the channel task answers each in order, with the target's own answer
+    // where it forwarded the request (`ssh/channel.rs`). russh's defaults do not reply.
 
     async fn agent_request(
         &mut self,

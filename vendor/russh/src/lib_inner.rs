@@ -506,8 +506,10 @@ pub(crate) struct ChannelParams {
     sender_maximum_packet_size: u32,
     /// Has the other side confirmed the channel?
     pub confirmed: bool,
+    /// Replies owed to the peer's channel requests (those sent with want-reply), answered
+    /// in the order they came: a relay may answer each only once its own upstream has.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    wants_reply: bool,
+    replies_owed: u32,
     /// (buffer, extended stream #, data offset in buffer)
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,

@@ -1607,16 +1607,20 @@ impl Session {
             msg::CHANNEL_REQUEST => {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 let req_type = map_err!(String::decode(r))?;
-                let wants_reply = map_err!(u8::decode(r))?;
-                if let Some(ref mut enc) = self.common.encrypted
-                    && let Some(channel) = enc.channels.get_mut(&channel_num)
-                {
-                    channel.wants_reply = wants_reply != 0;
-                }
+                let want_reply = map_err!(u8::decode(r))? != 0;
                 if !self.common.is_established_channel(channel_num) {
                     // Request for a channel that was never opened (or whose open
                     // was denied): drop it without invoking any handler callback.
                     return Ok(());
+                }
+                // Portcullis: each request that wants a reply is owed one, in order, and the
+                // channel's reader is told which do (below), so a relay can answer them only
+                // as its own upstream does.
+                if want_reply
+                    && let Some(ref mut enc) = self.common.encrypted
+                    && let Some(channel) = enc.channels.get_mut(&channel_num)
+                {
+                    channel.replies_owed = channel.replies_owed.saturating_add(1);
                 }
                 match req_type.as_str() {
                     "pty-req" => {
@@ -1676,7 +1680,7 @@ impl Session {
                             let terminal_modes = modes[..i].to_vec();
                             let _ = chan
                                 .send(ChannelMsg::RequestPty {
-                                    want_reply: true,
+                                    want_reply,
                                     term: term.clone(),
                                     col_width,
                                     row_height,
@@ -1712,7 +1716,7 @@ impl Session {
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
                                 .send(ChannelMsg::RequestX11 {
-                                    want_reply: true,
+                                    want_reply,
                                     single_connection,
                                     x11_authentication_cookie: x11_auth_cookie.clone(),
                                     x11_authentication_protocol: x11_auth_protocol.clone(),
@@ -1740,7 +1744,7 @@ impl Session {
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
                                 .send(ChannelMsg::SetEnv {
-                                    want_reply: true,
+                                    want_reply,
                                     variable_name: env_variable.clone(),
                                     variable_value: env_value.clone(),
                                 })
@@ -1756,7 +1760,7 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::RequestShell { want_reply: true })
+                                .send(ChannelMsg::RequestShell { want_reply })
                                 .await;
                         }
                         debug!("handler.shell_request {channel_num:?}");
@@ -1766,15 +1770,17 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::AgentForward { want_reply: true })
+                                .send(ChannelMsg::AgentForward { want_reply })
                                 .await;
                         }
                         debug!("handler.agent_request {channel_num:?}");
 
                         let response = handler.agent_request(channel_num, self).await?;
-                        if response {
+                        // Portcullis: only a request that asked is answered; an answer to
+                        // one that did not would take an earlier request's place.
+                        if want_reply && response {
                             self.channel_success(channel_num)?
-                        } else {
+                        } else if want_reply {
                             self.channel_failure(channel_num)?
                         }
                         Ok(())
@@ -1785,7 +1791,7 @@ impl Session {
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
                                 .send(ChannelMsg::Exec {
-                                    want_reply: true,
+                                    want_reply,
                                     command: req.to_vec(),
                                 })
                                 .await;
@@ -1800,7 +1806,7 @@ impl Session {
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
                                 .send(ChannelMsg::RequestSubsystem {
-                                    want_reply: true,
+                                    want_reply,
                                     name: name.clone(),
                                 })
                                 .await;
@@ -1853,7 +1859,10 @@ impl Session {
                     }
                     x => {
                         warn!("unknown channel request {x}");
-                        self.channel_failure(channel_num)?;
+                        // Portcullis: see auth-agent-req above.
+                        if want_reply {
+                            self.channel_failure(channel_num)?;
+                        }
                         Ok(())
                     }
                 }
@@ -2057,7 +2066,7 @@ impl Session {
             recipient_maximum_packet_size: msg.recipient_maximum_packet_size,
             sender_maximum_packet_size: self.common.config.maximum_packet_size,
             confirmed: true,
-            wants_reply: false,
+            replies_owed: 0,
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,

@@ -1101,8 +1101,8 @@ impl Session {
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
             assert!(channel.confirmed);
-            if channel.wants_reply {
-                channel.wants_reply = false;
+            if channel.replies_owed > 0 {
+                channel.replies_owed -= 1;
                 debug!("channel_success {channel:?}");
                 push_packet!(enc.write, {
                     msg::CHANNEL_SUCCESS.encode(&mut enc.write)?;
@@ -1119,8 +1119,8 @@ impl Session {
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
             assert!(channel.confirmed);
-            if channel.wants_reply {
-                channel.wants_reply = false;
+            if channel.replies_owed > 0 {
+                channel.replies_owed -= 1;
                 push_packet!(enc.write, {
                     enc.write.push(msg::CHANNEL_FAILURE);
                     channel.recipient_channel.encode(&mut enc.write)?;

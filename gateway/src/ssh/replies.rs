@@ -1,0 +1,186 @@
+//! Answers to a session channel's requests (pty-req, env, x11-req, shell, exec, subsystem),
+//! each given in the order the client asked: SSH matches an answer to its request by order
+//! alone.
+//!
+//! A request the gateway forwards is forwarded wanting the same answer, and the target's
+//! answer is relayed as the client's, so a pty or a command the target refuses is refused
+//! to the client as sshd itself would refuse it. A request the gateway decides itself (a
+//! policy refusal, X11, a second start request) is answered only once the target has
+//! answered every request forwarded before it. The patched russh counts the answers owed
+//! per channel (`vendor/russh/PORTCULLIS.md`). Also here: how a refused channel or start
+//! request is told why, on stderr.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use russh::server::Msg as DownMsg;
+use russh::{Channel, ChannelId, ChannelMsg};
+use tokio::sync::Notify;
+
+use super::session::SessionCtx;
+
+/// How long a refused channel waits for the client's start request before closing.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// Once the target has not answered for this long, a request the gateway decides itself is
+/// answered anyway (the client would otherwise wait on a target that stopped answering).
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// A forwarded request whose answer the client waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asked {
+    Pty,
+    Env,
+    /// The channel's start request (its kind, for the refusal sentence).
+    Start(&'static str),
+}
+
+/// One channel's forwarded requests still waiting for the target's answer, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Replies {
+    asked: Mutex<VecDeque<Asked>>,
+    /// Woken each time an answer from the target is relayed.
+    answered: Notify,
+}
+
+/// Does the client wait for an answer to this request?
+pub(super) fn wants_reply(msg: &ChannelMsg) -> bool {
+    match msg {
+        ChannelMsg::RequestPty { want_reply, .. }
+        | ChannelMsg::RequestX11 { want_reply, .. }
+        | ChannelMsg::SetEnv { want_reply, .. }
+        | ChannelMsg::RequestShell { want_reply }
+        | ChannelMsg::Exec { want_reply, .. }
+        | ChannelMsg::RequestSubsystem { want_reply, .. } => *want_reply,
+        _ => false,
+    }
+}
+
+impl Replies {
+    fn settled(&self) -> bool {
+        self.asked.lock().map_or(true, |a| a.is_empty())
+    }
+
+    /// Notes a request about to be forwarded, if the client waits for its answer.
+    pub(super) fn ask(&self, want_reply: bool, what: Asked) {
+        if want_reply && let Ok(mut a) = self.asked.lock() {
+            a.push_back(what);
+        }
+    }
+
+    /// Answers a request the gateway decides itself, after every answer owed before it.
+    /// A target that never answers holds this up for [`ANSWER_WAIT`] at most.
+    pub(super) async fn answer_here(
+        &self,
+        ctx: &SessionCtx,
+        id: ChannelId,
+        want_reply: bool,
+        ok: bool,
+    ) {
+        if !want_reply {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        while !self.settled() {
+            // Registered before the re-check, so an answer relayed in between wakes us.
+            let next = self.answered.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if self.settled() || tokio::time::timeout_at(deadline, next).await.is_err() {
+                break;
+            }
+        }
+        let _ = if ok {
+            ctx.client.channel_success(id).await
+        } else {
+            ctx.client.channel_failure(id).await
+        };
+    }
+
+    /// Relays the target's answer to the oldest forwarded request as the client's answer.
+    /// A refused start request is also said on stderr, naming the target, and ends the
+    /// channel; other refusals (a pty, an environment variable) leave it running, as they
+    /// do in sshd. An answer to nothing asked is dropped. False ends the channel.
+    pub(super) async fn relay(&self, ctx: &SessionCtx, id: ChannelId, ok: bool) -> bool {
+        let asked = self.asked.lock().ok().and_then(|mut a| a.pop_front());
+        let go_on = match asked {
+            None => true,
+            Some(Asked::Start(what)) if !ok => {
+                let line = format!(
+                    "portcullis: {} refused the {what} request",
+                    ctx.ident.target
+                );
+                say(ctx, id, &line).await;
+                let _ = ctx.client.channel_failure(id).await;
+                let _ = ctx.client.exit_status_request(id, 1).await;
+                let _ = ctx.client.eof(id).await;
+                false
+            }
+            Some(_) => {
+                let _ = if ok {
+                    ctx.client.channel_success(id).await
+                } else {
+                    ctx.client.channel_failure(id).await
+                };
+                true
+            }
+        };
+        self.answered.notify_waiters();
+        go_on
+    }
+}
+
+/// Says `message` on the channel's stderr once the client asks to start something, then
+/// exits 1 and closes: how a user without access, or whose target is down, is told why.
+/// The requests before it are answered yes but X11 (nothing is set up, and a "PTY
+/// allocation failed" would only hide the sentence), as is the start itself, so the client
+/// shows the sentence.
+pub async fn refuse(client: &russh::server::Handle, chan: Channel<DownMsg>, message: String) {
+    let id = chan.id();
+    let (mut rx, tx) = chan.split();
+    let waited = tokio::time::timeout(START_WAIT, async {
+        while let Some(msg) = rx.wait().await {
+            if matches!(msg, ChannelMsg::RequestX11 { .. }) && wants_reply(&msg) {
+                let _ = client.channel_failure(id).await;
+            } else if wants_reply(&msg) {
+                let _ = client.channel_success(id).await;
+            }
+            if matches!(
+                msg,
+                ChannelMsg::RequestShell { .. }
+                    | ChannelMsg::Exec { .. }
+                    | ChannelMsg::RequestSubsystem { .. }
+            ) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if waited == Ok(false) {
+        return;
+    }
+    let _ = tx
+        .extended_data_bytes(1, format!("{message}\r\n").into_bytes())
+        .await;
+    let _ = tx.exit_status(1).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+/// Refuses a started request on an accepted channel through the session handle.
+pub(super) async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &str) {
+    say(ctx, id, message).await;
+    let _ = ctx.client.exit_status_request(id, 1).await;
+    let _ = ctx.client.eof(id).await;
+    let _ = ctx.client.close(id).await;
+}
+
+/// Writes one line on the channel's stderr.
+async fn say(ctx: &SessionCtx, id: ChannelId, line: &str) {
+    let _ = ctx
+        .client
+        .extended_data(id, 1, format!("{line}\r\n").into_bytes())
+        .await;
+}
