@@ -48,6 +48,23 @@ fn exec_relays_stdout_stderr_and_exit_status() {
         event_str(e, "reason") == "client_closed"
     });
     env.wait_event("auth.succeeded", |e| event_str(e, "user") == "alice");
+
+    // The environment the client sets reaches the target (its AcceptEnv allows
+    // PORTCULLIS_*), and the exec's record lists it.
+    let out = env
+        .ssh("alice+web-1")
+        .args([
+            "-o",
+            "SetEnv=PORTCULLIS_CHECK=42",
+            "echo env=$PORTCULLIS_CHECK",
+        ])
+        .output()
+        .expect("ssh runs");
+    assert_eq!(text(&out.stdout), "env=42\n", "{}", text(&out.stderr));
+    let ev = env.wait_event("ssh.exec", |e| {
+        event_str(e, "command") == "echo env=$PORTCULLIS_CHECK"
+    });
+    assert_eq!(ev["env"]["PORTCULLIS_CHECK"], "42", "{ev:?}");
 }
 
 #[test]

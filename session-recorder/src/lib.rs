@@ -39,6 +39,24 @@ pub use verify::{Summary, VerifyError, verify};
 
 use writer::{Cmd, Writer};
 
+/// What a field cut short to its cap ends with.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// `s` cut to at most `max` bytes on a character boundary and marked [`TRUNCATED`], or `s`
+/// itself when it fits: how a field of unbounded size (a parameter, an environment value)
+/// enters an event.
+pub fn capped(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(TRUNCATED);
+    }
+    s
+}
+
 /// One audit event: a JSON object whose `type` is a SPEC §7 event type.
 #[derive(Debug, Clone)]
 pub struct Event(pub serde_json::Map<String, serde_json::Value>);
@@ -318,5 +336,25 @@ impl AuditLog {
             return Ok(());
         }
         rx.await.unwrap_or(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_cuts_on_a_character_boundary_and_marks_the_cut() {
+        let cases = [
+            ("", 4, ""),
+            ("abcd", 4, "abcd"),
+            ("abcde", 4, "abcd…[truncated]"),
+            // "é" is two bytes: a cap inside it keeps the whole characters before it.
+            ("aéé", 4, "aé…[truncated]"),
+            ("ééé", 1, "…[truncated]"),
+        ];
+        for (s, max, want) in cases {
+            assert_eq!(capped(s.to_owned(), max), want, "{s:?} at {max}");
+        }
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
     let cut = bytes.get(..max).unwrap_or(bytes);
     let mut s = String::from_utf8_lossy(cut).into_owned();
     if bytes.len() > max {
-        s.push_str("…[truncated]");
+        s.push_str(portcullis_recorder::TRUNCATED);
     }
     s
 }

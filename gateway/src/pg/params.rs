@@ -11,14 +11,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use portcullis_protocol::pg::{Bind, binary_as_text, is_text_type};
+use portcullis_recorder::{TRUNCATED, capped};
 use serde_json::Value;
 
 /// Longest parameter kept (bytes of text, or bytes before hex encoding).
 const MAX_PARAM: usize = 1024;
 /// Most parameters kept per statement.
 const MAX_PARAMS: usize = 100;
-
-const TRUNCATED: &str = "…[truncated]";
 
 /// The parameters of `bind` (at most [`MAX_PARAMS`]), `types` being the statement's
 /// parameter type OIDs as far as they are known (0 or missing: unknown).
@@ -39,7 +38,7 @@ fn value(bind: &Bind<'_>, i: usize, value: Option<&[u8]>, oid: u32) -> Value {
     let text = if !binary || is_text_type(oid) {
         capped_utf8(v)
     } else {
-        binary_as_text(oid, v).map(|s| cap(s, MAX_PARAM))
+        binary_as_text(oid, v).map(|s| capped(s, MAX_PARAM))
     };
     Value::String(text.unwrap_or_else(|| hex(v)))
 }
@@ -59,18 +58,6 @@ fn capped_utf8(v: &[u8]) -> Option<String> {
         Err(_) => return None,
     };
     Some(format!("{text}{TRUNCATED}"))
-}
-
-fn cap(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str(TRUNCATED);
-    }
-    s
 }
 
 /// `\x` and the hex of the first half of [`MAX_PARAM`] bytes.

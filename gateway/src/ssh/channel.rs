@@ -7,12 +7,13 @@
 //! Session channels are watched on the way through: the start request is checked against
 //! the role and audited, pty channels feed a [`PtyTap`], sftp channels a [`SftpTap`].
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use portcullis_protocol::sftp::Op;
-use portcullis_recorder::Durability;
+use portcullis_recorder::{Durability, capped};
 use russh::client::Msg as UpMsg;
 use russh::server::Msg as DownMsg;
 use russh::{
@@ -28,6 +29,11 @@ use super::session::{Registered, SessionCtx};
 use super::tap::{PtyTap, SftpTap};
 use portcullis_config::Allow;
 
+/// Most environment variables a channel's events list (the first ones set).
+const MAX_ENV: usize = 64;
+/// Longest environment variable name and value kept in an event, in bytes.
+const MAX_ENV_TEXT: usize = 1024;
+
 /// Once one direction of a channel is done, how long the other may take to finish.
 const OTHER_HALF_GRACE: Duration = Duration::from_secs(5);
 
@@ -42,6 +48,24 @@ struct State {
     exit_signal: Option<String>,
     bytes_in: u64,
     bytes_out: u64,
+    /// The environment the client set (`env` requests), as its events list it.
+    env: BTreeMap<String, String>,
+}
+
+impl State {
+    /// Notes an `env` request, capped (see [`MAX_ENV`]); a name set again keeps its last value.
+    fn set_env(&mut self, name: &str, value: &str) {
+        let name = capped(name.to_owned(), MAX_ENV_TEXT);
+        if self.env.len() < MAX_ENV || self.env.contains_key(&name) {
+            self.env
+                .insert(name, capped(value.to_owned(), MAX_ENV_TEXT));
+        }
+    }
+
+    /// The `env` field of the channel's events; none when the client set nothing.
+    fn env_field(&self) -> Option<&BTreeMap<String, String>> {
+        (!self.env.is_empty()).then_some(&self.env)
+    }
 }
 
 pub(super) fn refusal(reason: impl Into<String>) -> ChannelOpenFailure {
@@ -124,7 +148,7 @@ pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Outp
 
 /// Writes the channel's closing audit event and keeps its recording.
 async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: Instant) {
-    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken) = {
+    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken, env) = {
         let Ok(mut s) = state.lock() else { return };
         (
             s.start.take(),
@@ -134,6 +158,7 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
             s.bytes_out,
             s.pty.take(),
             s.sftp.as_ref().map(|t| t.broken),
+            s.env_field().cloned(),
         )
     };
     if let Some((file, sha)) = pty.and_then(PtyTap::finish)
@@ -163,6 +188,7 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
     };
     let ev = ev
         .with("channel", id.to_string())
+        .with("env", env)
         .with("bytes_in", bytes_in)
         .with("bytes_out", bytes_out)
         .with("duration_ms", duration_ms);
@@ -266,6 +292,9 @@ async fn client_to_upstream(
                 variable_name,
                 variable_value,
             } => {
+                if let Ok(mut s) = state.lock() {
+                    s.set_env(&variable_name, &variable_value);
+                }
                 replies.ask(want_reply, Asked::Env);
                 up.set_env(want_reply, variable_name, variable_value)
                     .await
@@ -385,12 +414,16 @@ async fn start(
         return false;
     }
     if matches!(what, Start::Shell) {
-        let term = state.lock().map(|s| s.term.clone()).unwrap_or_default();
+        let (term, env) = state
+            .lock()
+            .map(|s| (s.term.clone(), s.env_field().cloned()))
+            .unwrap_or_default();
         let ev = ctx
             .ident
             .event("ssh.shell")
             .with("phase", "started")
             .with("term", term)
+            .with("env", env)
             .with("channel", id.to_string());
         if !audit::append(&ctx.gw, ev).await {
             ctx.audit_failed().await;
@@ -574,4 +607,44 @@ async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: 
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The environment a channel lists is bounded however much the client sends: the first
+    /// 64 names, each name and value cut at 1 KiB, a name set again keeping its last value.
+    #[test]
+    fn the_listed_environment_is_bounded() {
+        let mut s = State::default();
+        assert!(s.env_field().is_none());
+        for i in 0..100 {
+            s.set_env(&format!("V{i}"), "x");
+        }
+        s.set_env("V0", "again");
+        s.set_env("LONG", &"é".repeat(MAX_ENV_TEXT));
+        let env = s.env_field().expect("env");
+        assert_eq!(env.len(), MAX_ENV);
+        assert_eq!(env["V0"], "again");
+        assert!(env.contains_key("V63") && !env.contains_key("V64"));
+        assert!(!env.contains_key("LONG"));
+
+        let mut s = State::default();
+        s.set_env(&"N".repeat(5000), &"é".repeat(MAX_ENV_TEXT));
+        let (name, value) = s.env.iter().next().expect("one");
+        assert_eq!(
+            name.len(),
+            MAX_ENV_TEXT + portcullis_recorder::TRUNCATED.len()
+        );
+        // 512 two-byte characters fit in the cap exactly.
+        assert_eq!(
+            value,
+            &format!(
+                "{}{}",
+                "é".repeat(MAX_ENV_TEXT / 2),
+                portcullis_recorder::TRUNCATED
+            )
+        );
+    }
 }
