@@ -59,14 +59,20 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
         oid::OID => Some(u32::from_be_bytes(v.try_into().ok()?).to_string()),
         // Finite values in the shortest form that reads back to the same value at the
         // value's own precision (a float4 0.1 is `0.1`, not the `0.10000000149011612` of the
-        // same value widened).
+        // same value widened), laid out as PostgreSQL lays it out.
         oid::FLOAT4 => {
             let f = f32::from_be_bytes(v.try_into().ok()?);
-            Some(non_finite(f64::from(f)).unwrap_or_else(|| format!("{f:?}")))
+            match non_finite(f64::from(f)) {
+                Some(s) => Some(s),
+                None => pg_float(&format!("{f:e}"), 6),
+            }
         }
         oid::FLOAT8 => {
             let f = f64::from_be_bytes(v.try_into().ok()?);
-            Some(non_finite(f).unwrap_or_else(|| format!("{f:?}")))
+            match non_finite(f) {
+                Some(s) => Some(s),
+                None => pg_float(&format!("{f:e}"), 15),
+            }
         }
         oid::JSONB => match v.split_first() {
             Some((1, json)) => std::str::from_utf8(json).ok().map(str::to_owned),
@@ -110,6 +116,41 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
 }
 
 const DAY_US: i64 = 86_400_000_000;
+
+/// A finite float as PostgreSQL prints it (`float8out`/`float4out` with the default
+/// `extra_float_digits`): the shortest digits that read back to the value, in fixed
+/// notation when the decimal exponent is from -4 up to below `max_exp` (15 for float8, 6
+/// for float4, as printf's `%g` would), otherwise as `1.5e-07` / `1e+300`. `sci` is Rust's
+/// shortest scientific form of the value (`-1.5e-7`, `1e300`).
+fn pg_float(sci: &str, max_exp: i32) -> Option<String> {
+    let (mantissa, exp) = sci.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    if !(-4..max_exp).contains(&exp) {
+        let (esign, e) = if exp < 0 { ('-', -exp) } else { ('+', exp) };
+        return Some(format!("{sign}{mantissa}e{esign}{e:02}"));
+    }
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    Some(match usize::try_from(exp) {
+        // 0.000ddd
+        Err(_) => {
+            let zeros = "0".repeat(usize::try_from(-exp - 1).ok()?);
+            format!("{sign}0.{zeros}{digits}")
+        }
+        Ok(e) => {
+            let (int, frac) = (digits.get(..=e), digits.get(e + 1..));
+            match (int, frac) {
+                (Some(int), Some(frac)) if !frac.is_empty() => format!("{sign}{int}.{frac}"),
+                (Some(int), _) => format!("{sign}{int}"),
+                // Fewer digits than the integer part: pad with zeros.
+                (None, _) => format!("{sign}{digits}{}", "0".repeat(e + 1 - digits.len())),
+            }
+        }
+    })
+}
 
 /// PostgreSQL's spelling of a non-finite float.
 fn non_finite(f: f64) -> Option<String> {
@@ -249,7 +290,50 @@ mod tests {
             ),
             (oid::OID, &[0xff, 0xff, 0xff, 0xff], Some("4294967295")),
             (oid::FLOAT8, &1.5f64.to_be_bytes(), Some("1.5")),
-            (oid::FLOAT8, &1e300f64.to_be_bytes(), Some("1e300")),
+            (oid::FLOAT8, &1e300f64.to_be_bytes(), Some("1e+300")),
+            // Each as PostgreSQL 15 prints the same value (`'…'::float8::text`).
+            (oid::FLOAT8, &1.0f64.to_be_bytes(), Some("1")),
+            (oid::FLOAT8, &(-0.0f64).to_be_bytes(), Some("-0")),
+            (oid::FLOAT8, &100.0f64.to_be_bytes(), Some("100")),
+            (oid::FLOAT8, &1e14f64.to_be_bytes(), Some("100000000000000")),
+            (oid::FLOAT8, &1e15f64.to_be_bytes(), Some("1e+15")),
+            (oid::FLOAT8, &1.5e-7f64.to_be_bytes(), Some("1.5e-07")),
+            (oid::FLOAT8, &1e-5f64.to_be_bytes(), Some("1e-05")),
+            (
+                oid::FLOAT8,
+                &0.00012345f64.to_be_bytes(),
+                Some("0.00012345"),
+            ),
+            (oid::FLOAT8, &123.456f64.to_be_bytes(), Some("123.456")),
+            (
+                oid::FLOAT8,
+                &12345678901234.5f64.to_be_bytes(),
+                Some("12345678901234.5"),
+            ),
+            (
+                oid::FLOAT8,
+                &123456789012345678.0f64.to_be_bytes(),
+                Some("1.2345678901234568e+17"),
+            ),
+            (oid::FLOAT8, &5e-324f64.to_be_bytes(), Some("5e-324")),
+            (
+                oid::FLOAT8,
+                &(0.1f64 + 0.2).to_be_bytes(),
+                Some("0.30000000000000004"),
+            ),
+            (oid::FLOAT4, &1.0f32.to_be_bytes(), Some("1")),
+            (oid::FLOAT4, &1e5f32.to_be_bytes(), Some("100000")),
+            (oid::FLOAT4, &1e6f32.to_be_bytes(), Some("1e+06")),
+            (
+                oid::FLOAT4,
+                &1234567.0f32.to_be_bytes(),
+                Some("1.234567e+06"),
+            ),
+            (
+                oid::FLOAT4,
+                &3.4028235e38f32.to_be_bytes(),
+                Some("3.4028235e+38"),
+            ),
             (
                 oid::FLOAT8,
                 &f64::NEG_INFINITY.to_be_bytes(),
