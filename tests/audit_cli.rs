@@ -279,7 +279,9 @@ fn replay_prints_a_postgres_timeline() {
     write_log(
         d.path(),
         vec![
-            sess("session.started", "s_pg").with("proto", "postgres"),
+            sess("session.started", "s_pg")
+                .with("proto", "postgres")
+                .with("startup", serde_json::json!({"options": "-c role=admin"})),
             sess("pg.query", "s_pg")
                 .with("sql", "select $1::int")
                 .with("params", ["7"])
@@ -306,6 +308,8 @@ fn replay_prints_a_postgres_timeline() {
         "1.500 ms",
         "SELECT 1",
         "ERROR column \"nope\" does not exist",
+        "-- session.started  startup: {\"options\":\"-c role=admin\"}",
+        "-- session.ended  reason: client_closed",
     ] {
         assert!(t.contains(want), "{want} in {t}");
     }

@@ -271,7 +271,19 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
             continue;
         }
         if r.kind() != "pg.query" {
-            println!("{}  -- {}", r.ts, r.kind());
+            // What the login set upstream, and why the session ended, belong on the
+            // timeline; the rest of those records is in `audit search`.
+            let detail = ["startup", "reason"]
+                .iter()
+                .filter_map(|k| {
+                    let v = r.event.get(*k)?;
+                    Some(match v.as_str() {
+                        Some(text) => format!("  {k}: {text}"),
+                        None => format!("  {k}: {v}"),
+                    })
+                })
+                .collect::<String>();
+            println!("{}  -- {}{detail}", r.ts, r.kind());
             continue;
         }
         let outcome_rec = r
