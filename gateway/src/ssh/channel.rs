@@ -23,8 +23,7 @@ use tracing::debug;
 
 use super::audit;
 use super::policy::{self, Start};
-pub use super::replies::refuse;
-use super::replies::{Asked, Replies, refuse_started};
+use super::replies::{Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{PtyTap, SftpTap};
 use portcullis_config::Allow;
@@ -274,7 +273,7 @@ async fn client_to_upstream(
                     s.pty = Some(tap);
                 }
                 ctx.update(id, |r| r.interactive = true);
-                replies.ask(want_reply, Asked::Pty);
+                replies.ask(want_reply, Asked::Setting);
                 up.request_pty(
                     want_reply,
                     &term,
@@ -295,7 +294,7 @@ async fn client_to_upstream(
                 if let Ok(mut s) = state.lock() {
                     s.set_env(&variable_name, &variable_value);
                 }
-                replies.ask(want_reply, Asked::Env);
+                replies.ask(want_reply, Asked::Setting);
                 up.set_env(want_reply, variable_name, variable_value)
                     .await
                     .is_ok()
@@ -328,7 +327,7 @@ async fn client_to_upstream(
                 up.agent_forward(false).await.is_ok()
             }
             ChannelMsg::RequestShell { want_reply } => {
-                start(ctx, id, up, (state, replies), Start::Shell, want_reply).await
+                start(ctx, id, up, state, replies, Start::Shell, want_reply).await
             }
             ChannelMsg::Exec {
                 want_reply,
@@ -339,7 +338,8 @@ async fn client_to_upstream(
                     ctx,
                     id,
                     up,
-                    (state, replies),
+                    state,
+                    replies,
                     Start::Exec(command),
                     want_reply,
                 )
@@ -350,7 +350,8 @@ async fn client_to_upstream(
                     ctx,
                     id,
                     up,
-                    (state, replies),
+                    state,
+                    replies,
                     Start::Subsystem(name),
                     want_reply,
                 )
@@ -372,7 +373,8 @@ async fn start(
     ctx: &SessionCtx,
     id: ChannelId,
     up: &ChannelWriteHalf<UpMsg>,
-    (state, replies): (&Mutex<State>, &Replies),
+    state: &Mutex<State>,
+    replies: &Replies,
     what: Start,
     want_reply: bool,
 ) -> bool {

@@ -30,8 +30,8 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// A forwarded request whose answer the client waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Asked {
-    Pty,
-    Env,
+    /// A pty or an environment variable: refused, the channel goes on.
+    Setting,
     /// The channel's start request (its kind, for the refusal sentence).
     Start(&'static str),
 }
@@ -91,11 +91,7 @@ impl Replies {
                 break;
             }
         }
-        let _ = if ok {
-            ctx.client.channel_success(id).await
-        } else {
-            ctx.client.channel_failure(id).await
-        };
+        answer(ctx, id, ok).await;
     }
 
     /// Relays the target's answer to the oldest forwarded request as the client's answer.
@@ -118,11 +114,7 @@ impl Replies {
                 false
             }
             Some(_) => {
-                let _ = if ok {
-                    ctx.client.channel_success(id).await
-                } else {
-                    ctx.client.channel_failure(id).await
-                };
+                answer(ctx, id, ok).await;
                 true
             }
         };
@@ -136,15 +128,21 @@ impl Replies {
 /// The requests before it are answered yes but X11 (nothing is set up, and a "PTY
 /// allocation failed" would only hide the sentence), as is the start itself, so the client
 /// shows the sentence.
-pub async fn refuse(client: &russh::server::Handle, chan: Channel<DownMsg>, message: String) {
+pub(super) async fn refuse(
+    client: &russh::server::Handle,
+    chan: Channel<DownMsg>,
+    message: String,
+) {
     let id = chan.id();
     let (mut rx, tx) = chan.split();
     let waited = tokio::time::timeout(START_WAIT, async {
         while let Some(msg) = rx.wait().await {
-            if matches!(msg, ChannelMsg::RequestX11 { .. }) && wants_reply(&msg) {
-                let _ = client.channel_failure(id).await;
-            } else if wants_reply(&msg) {
-                let _ = client.channel_success(id).await;
+            if wants_reply(&msg) {
+                let _ = if matches!(msg, ChannelMsg::RequestX11 { .. }) {
+                    client.channel_failure(id).await
+                } else {
+                    client.channel_success(id).await
+                };
             }
             if matches!(
                 msg,
@@ -175,6 +173,15 @@ pub(super) async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &st
     let _ = ctx.client.exit_status_request(id, 1).await;
     let _ = ctx.client.eof(id).await;
     let _ = ctx.client.close(id).await;
+}
+
+/// Answers the client's oldest request still owed an answer.
+async fn answer(ctx: &SessionCtx, id: ChannelId, ok: bool) {
+    let _ = if ok {
+        ctx.client.channel_success(id).await
+    } else {
+        ctx.client.channel_failure(id).await
+    };
 }
 
 /// Writes one line on the channel's stderr.

@@ -18,6 +18,7 @@ use super::SshError;
 use super::audit;
 use super::channel;
 use super::forward;
+use super::replies;
 use super::session::{self, Authorized, SessionCtx};
 use crate::context::Shared;
 use crate::grants::{Proto, SessionInfo};
@@ -257,7 +258,7 @@ impl russh::server::Handler for ClientHandler {
                 let client = session.handle();
                 tokio::spawn(async move {
                     reply.accept().await;
-                    channel::refuse(&client, channel, sentence).await;
+                    replies::refuse(&client, channel, sentence).await;
                 });
             }
             _ => drop(reply),

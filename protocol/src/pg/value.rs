@@ -62,17 +62,11 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
         // same value widened), laid out as PostgreSQL lays it out.
         oid::FLOAT4 => {
             let f = f32::from_be_bytes(v.try_into().ok()?);
-            match non_finite(f64::from(f)) {
-                Some(s) => Some(s),
-                None => pg_float(&format!("{f:e}"), 6),
-            }
+            non_finite(f64::from(f)).or_else(|| pg_float(&format!("{f:e}"), 6))
         }
         oid::FLOAT8 => {
             let f = f64::from_be_bytes(v.try_into().ok()?);
-            match non_finite(f) {
-                Some(s) => Some(s),
-                None => pg_float(&format!("{f:e}"), 15),
-            }
+            non_finite(f).or_else(|| pg_float(&format!("{f:e}"), 15))
         }
         oid::JSONB => match v.split_first() {
             Some((1, json)) => std::str::from_utf8(json).ok().map(str::to_owned),
