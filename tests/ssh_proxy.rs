@@ -226,6 +226,40 @@ fn a_pty_the_target_refuses_is_refused_to_the_client() {
     assert_eq!(text(&out.stdout), "still-fine\n", "{}", text(&out.stderr));
 }
 
+/// A start request the target itself refuses (here: sftp, on a server without that
+/// subsystem) fails for the client as it does direct, with a line naming the target, and
+/// the log says the target refused it.
+#[test]
+fn a_start_the_target_refuses_is_refused_to_the_client() {
+    let env = Env::start_without_sftp();
+    env.grant("web-1", "deploy", "1h");
+    let run = |mut cmd: Command| {
+        cmd.args(["-s", "sftp"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh runs")
+    };
+    let direct = run(env.sshd.ssh());
+    let through = run(env.ssh("alice+web-1"));
+    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
+        assert!(
+            text(&out.stderr).contains("subsystem request failed"),
+            "{path}: stdout {:?}, stderr {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(through.status.code(), direct.status.code());
+
+    let ev = env.wait_event("ssh.subsystem", |_| true);
+    assert_eq!(
+        event_str(&ev, "error"),
+        "web-1 refused the sftp request",
+        "{ev:?}"
+    );
+    assert_eq!(ev.get("decoded"), None, "nothing was decoded: {ev:?}");
+}
+
 /// An `ssh-agent` holding alice's key; killed (by its own pid) on drop.
 struct Agent {
     child: std::process::Child,

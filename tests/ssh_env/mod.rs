@@ -34,6 +34,11 @@ impl Env {
         Env::with(Sshd::start_unprivileged().expect("sshd starts"))
     }
 
+    /// Like `start`, against an sshd that refuses to start the sftp subsystem.
+    pub fn start_without_sftp() -> Env {
+        Env::with(Sshd::start_without_sftp().expect("sshd starts"))
+    }
+
     fn with(sshd: Sshd) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, alice_pub) = testbed::ssh_keygen(dir.path(), "alice").expect("keygen");

@@ -23,7 +23,7 @@ use tracing::debug;
 
 use super::audit;
 use super::policy::{self, Start};
-use super::replies::{Asked, Replies, refuse, refuse_started};
+use super::replies::{self, Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{PtyTap, SftpTap};
 use portcullis_config::Allow;
@@ -49,6 +49,8 @@ struct State {
     bytes_out: u64,
     /// The environment the client set (`env` requests), as its events list it.
     env: BTreeMap<String, String>,
+    /// The target refused the start request: nothing ran, and the closing event says so.
+    refused: bool,
 }
 
 impl State {
@@ -147,7 +149,7 @@ pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Outp
 
 /// Writes the channel's closing audit event and keeps its recording.
 async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: Instant) {
-    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken, env) = {
+    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken, env, refused) = {
         let Ok(mut s) = state.lock() else { return };
         (
             s.start.take(),
@@ -158,6 +160,7 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
             s.pty.take(),
             s.sftp.as_ref().map(|t| t.broken),
             s.env_field().cloned(),
+            s.refused,
         )
     };
     if let Some((file, sha)) = pty.and_then(PtyTap::finish)
@@ -166,6 +169,10 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
         r.push((file.display().to_string(), sha));
     }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let error = match &start {
+        Some(what) if refused => Some(replies::refused(&ctx.ident.target, what.kind())),
+        _ => None,
+    };
     let ev = match start {
         Some(Start::Exec(command)) => ctx
             .ident
@@ -188,6 +195,7 @@ async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: 
     let ev = ev
         .with("channel", id.to_string())
         .with("env", env)
+        .with("error", error)
         .with("bytes_in", bytes_in)
         .with("bytes_out", bytes_out)
         .with("duration_ms", duration_ms);
@@ -483,7 +491,14 @@ async fn upstream_to_client(
                     .is_ok()
             }
             ChannelMsg::Success => replies.relay(ctx, id, true).await,
-            ChannelMsg::Failure => replies.relay(ctx, id, false).await,
+            ChannelMsg::Failure => {
+                let go_on = replies.relay(ctx, id, false).await;
+                if !go_on && let Ok(mut s) = state.lock() {
+                    s.refused = true;
+                    s.sftp = None;
+                }
+                go_on
+            }
             ChannelMsg::Close => break,
             _ => true,
         };

@@ -98,15 +98,16 @@ impl Replies {
     /// A refused start request is also said on stderr, naming the target, and ends the
     /// channel; other refusals (a pty, an environment variable) leave it running, as they
     /// do in sshd. An answer to nothing asked is dropped. False ends the channel.
+    ///
+    /// OpenSSH's client exits on the failure before it prints stderr data still buffered,
+    /// so its user sees only its own "subsystem request failed", exactly as direct; the
+    /// line is for clients that go on reading.
     pub(super) async fn relay(&self, ctx: &SessionCtx, id: ChannelId, ok: bool) -> bool {
         let asked = self.asked.lock().ok().and_then(|mut a| a.pop_front());
         let go_on = match asked {
             None => true,
             Some(Asked::Start(what)) if !ok => {
-                let line = format!(
-                    "portcullis: {} refused the {what} request",
-                    ctx.ident.target
-                );
+                let line = format!("portcullis: {}", refused(&ctx.ident.target, what));
                 say(ctx, id, &line).await;
                 let _ = ctx.client.channel_failure(id).await;
                 let _ = ctx.client.exit_status_request(id, 1).await;
@@ -173,6 +174,11 @@ pub(super) async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &st
     let _ = ctx.client.exit_status_request(id, 1).await;
     let _ = ctx.client.eof(id).await;
     let _ = ctx.client.close(id).await;
+}
+
+/// The sentence for a start request the target refused, for the client and the log.
+pub(super) fn refused(target: &str, what: &str) -> String {
+    format!("{target} refused the {what} request")
 }
 
 /// Answers the client's oldest request still owed an answer.

@@ -36,17 +36,23 @@ impl Sshd {
     /// Generates keys, writes a config and starts `sshd -D -e`; returns once it sends its
     /// banner. Logs in as the current OS user.
     pub fn start() -> Result<Sshd> {
-        Sshd::start_as(None)
+        Sshd::start_as(None, true)
+    }
+
+    /// Like `start`, but the server has no sftp subsystem, so it refuses every request to
+    /// start one: a target that says no to a start request itself.
+    pub fn start_without_sftp() -> Result<Sshd> {
+        Sshd::start_as(None, false)
     }
 
     /// Like `start`, but when the tests run as root the login is the `postgres` OS user
     /// (present wherever PostgreSQL is installed): OpenSSH honours `signal` requests only
     /// for privilege-separated, non-root sessions, and the kill tests check exactly that.
     pub fn start_unprivileged() -> Result<Sshd> {
-        Sshd::start_as(is_root().then_some("postgres"))
+        Sshd::start_as(is_root().then_some("postgres"), true)
     }
 
-    fn start_as(login: Option<&str>) -> Result<Sshd> {
+    fn start_as(login: Option<&str>, sftp: bool) -> Result<Sshd> {
         let sshd = find_program("sshd", "openssh-server", &[PathBuf::from("/usr/sbin")])?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-sshd-")
@@ -93,13 +99,18 @@ impl Sshd {
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
                  AllowAgentForwarding yes\nX11Forwarding no\nPrintMotd no\n\
-                 AcceptEnv LANG LC_* PORTCULLIS_*\nSubsystem sftp internal-sftp\n\
+                 AcceptEnv LANG LC_* PORTCULLIS_*\n{subsystem}\
                  MaxSessions 64\nMaxStartups 200\nLogLevel VERBOSE\n",
                 host_key.display(),
                 authorized.display(),
                 // Without PAM, sshd refuses accounts whose password is locked, as the
                 // `postgres` account is; PAM's account check does not.
                 pam = if login.is_some() { "yes" } else { "no" },
+                subsystem = if sftp {
+                    "Subsystem sftp internal-sftp\n"
+                } else {
+                    ""
+                },
             ),
         )?;
         let log = dir.path().join("sshd.log");
