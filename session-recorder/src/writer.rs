@@ -189,7 +189,6 @@ impl Writer {
         appends: &mut Vec<(Payload, Option<Reply>)>,
     ) -> std::io::Result<()> {
         let mut replies: Vec<(u64, Reply)> = Vec::with_capacity(appends.len());
-        let now = record::format_ts(chrono::Utc::now());
         let mut rest = appends.drain(..);
         let mut result = Ok(());
         for (event, reply) in rest.by_ref() {
@@ -202,6 +201,9 @@ impl Writer {
             }
             let seq = self.chain.last_seq + 1;
             let prev = &self.chain.last_hash;
+            // Each record is stamped as it is written, not once per batch: records of one
+            // batch keep their order in time, and a reviewer sorting by `ts` sees no ties.
+            let now = record::format_ts(chrono::Utc::now());
             let hash = match &event {
                 Payload::Map(ev) => record::encode(seq, &now, prev, &ev.0, &mut self.buf),
                 Payload::Json(ev) => {

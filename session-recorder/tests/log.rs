@@ -202,6 +202,31 @@ async fn submitted_events_are_written_in_order_before_a_later_append_returns() {
     }
 }
 
+/// 500 events submitted at once are written in a few batches; each record is still stamped
+/// as it is written, so the timestamps rise along the chain and none are shared.
+#[tokio::test]
+async fn records_of_one_batch_have_their_own_rising_timestamps() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (dir, key) = paths(t.path());
+    let log = AuditLog::open_with(&dir, &key, opts(Durability::Batched, 1 << 20)).expect("open");
+    for i in 0..500 {
+        log.submit(Event::new("pg.query").with("n", i))
+            .await
+            .expect("submit");
+    }
+    log.close().await.expect("close");
+    let times: Vec<_> = records(&dir)
+        .expect("records")
+        .map(|r| r.expect("record"))
+        .filter(|r| r.event.contains_key("n"))
+        .map(|r| r.time().expect("an RFC 3339 ts"))
+        .collect();
+    assert_eq!(times.len(), 500);
+    for w in times.windows(2) {
+        assert!(w[0] < w[1], "{} then {}", w[0], w[1]);
+    }
+}
+
 /// A typed event, handed over pre-serialised, lands as the same line an `Event` map with the
 /// same fields does, interleaved with map events in one chain that verifies and reads back.
 #[tokio::test]
