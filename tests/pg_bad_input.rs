@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pg_support::{ALICE_PW, Harness, output};
 use portcullis_protocol::pg::{
-    BackendMessage, encode_password, encode_sasl_initial_response, encode_sasl_response,
-    encode_startup, next_frame,
+    BackendMessage, Bind, FrontendMessage, Parse, encode_password, encode_sasl_initial_response,
+    encode_sasl_response, encode_startup, next_frame,
 };
 use portcullis_protocol::scram::ScramClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -250,5 +250,165 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
             .iter()
             .any(|e| e["type"] == "auth.failed" && e["user"] == "mallory"),
         "failed logins are audited"
+    );
+}
+
+/// Sends `msgs` and reads up to the ReadyForQuery answering the last of `syncs` of them;
+/// returns each CommandComplete tag and error code, in order.
+async fn exchange(s: &mut TcpStream, msgs: &[FrontendMessage<'_>], syncs: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in msgs {
+        m.encode(&mut out);
+    }
+    s.write_all(&out).await.unwrap();
+    let (mut buf, mut seen, mut ready) = (Vec::new(), Vec::new(), 0);
+    while ready < syncs {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "gateway closed; so far {seen:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((f, used))) = next_frame(&buf) {
+            match BackendMessage::decode(f.tag, f.body).unwrap() {
+                BackendMessage::CommandComplete { tag } => {
+                    seen.push(String::from_utf8_lossy(tag).into_owned())
+                }
+                BackendMessage::ErrorResponse(e) => {
+                    seen.push(String::from_utf8_lossy(e.code().unwrap_or_default()).into_owned())
+                }
+                BackendMessage::ReadyForQuery { .. } => ready += 1,
+                _ => {}
+            }
+            buf.drain(..used);
+        }
+    }
+    seen
+}
+
+/// A client cannot make the log name other SQL than the statement that ran: not with a
+/// Parse the server refused, not with a Close and Parse it skipped, not by redefining a
+/// statement in SQL. A query of several statements lists every tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_names_the_sql_that_ran_whatever_the_client_redefines() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let mut s = raw_login(&h, "pg+rw").await;
+    let q = |sql: &'static str| FrontendMessage::Query {
+        sql: sql.as_bytes(),
+    };
+    let parse = |name: &'static str, sql: &'static str| {
+        FrontendMessage::Parse(Parse {
+            name: name.as_bytes(),
+            sql: sql.as_bytes(),
+            param_types: &[],
+        })
+    };
+    let bind = |name: &'static str| {
+        FrontendMessage::Bind(Bind {
+            portal: b"",
+            statement: name.as_bytes(),
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    let exec = FrontendMessage::Execute {
+        portal: b"",
+        max_rows: 0,
+    };
+    let sync = FrontendMessage::Sync;
+    let run = |name| [bind(name), exec, FrontendMessage::Sync];
+
+    let several = "create table victim (i int); insert into victim select generate_series(1, 9); \
+                   delete from victim where i > 7; select * from victim";
+    assert_eq!(
+        exchange(&mut s, &[q(several)], 1).await,
+        ["CREATE TABLE", "INSERT 0 9", "DELETE 2", "SELECT 7"]
+    );
+    // A refused re-Parse (42P05: the name is taken) leaves s1 running the DELETE.
+    let del = "delete from victim where i <= 1";
+    assert_eq!(
+        exchange(&mut s, &[parse("s1", del), sync], 1).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        exchange(&mut s, &[parse("s1", "select 1"), sync], 1).await,
+        ["42P05"]
+    );
+    assert_eq!(exchange(&mut s, &run("s1"), 1).await, ["DELETE 1"]);
+    // A Close and a Parse the server skips after an earlier error change nothing.
+    assert_eq!(exchange(&mut s, &[q("select 1/0")], 1).await, ["22012"]);
+    let batch = [
+        FrontendMessage::Execute {
+            portal: b"nope",
+            max_rows: 0,
+        },
+        FrontendMessage::Close {
+            kind: b'S',
+            name: b"s1",
+        },
+        parse("s1", "select 'harmless'"),
+        sync,
+    ];
+    assert_eq!(exchange(&mut s, &batch, 1).await, ["34000"]);
+    assert_eq!(exchange(&mut s, &run("s1"), 1).await, ["DELETE 0"]);
+    // Redefined in SQL: the execution runs, and is logged as, the new body.
+    let redefine = q("deallocate s1");
+    assert_eq!(exchange(&mut s, &[redefine], 1).await, ["DEALLOCATE"]);
+    let prepare = q("prepare s1 as delete from victim where i <= 3");
+    assert_eq!(exchange(&mut s, &[prepare], 1).await, ["PREPARE"]);
+    assert_eq!(exchange(&mut s, &run("s1"), 1).await, ["DELETE 2"]);
+    assert_eq!(
+        exchange(&mut s, &[q("discard all")], 1).await,
+        ["DISCARD ALL"]
+    );
+    assert_eq!(
+        exchange(
+            &mut s,
+            &[q("prepare s9 as delete from victim; select 1")],
+            1
+        )
+        .await,
+        ["PREPARE", "SELECT 1"]
+    );
+    assert_eq!(exchange(&mut s, &run("s9"), 1).await, ["DELETE 4"]);
+    drop(s);
+
+    let events = h.audit_events().await;
+    let queries: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query")
+        .map(|e| {
+            let outcome = e.get("tag").or(e.get("error")).cloned().unwrap_or_default();
+            (e["sql"].as_str().unwrap_or("").to_owned(), outcome)
+        })
+        .collect();
+    let want: Vec<(String, serde_json::Value)> = [
+        (several, "SELECT 7"),
+        ("select 1", "42P05"),
+        (del, "DELETE 1"),
+        ("select 1/0", "22012"),
+        ("<portal \"nope\">", "34000"),
+        (del, "DELETE 0"),
+        ("deallocate s1", "DEALLOCATE"),
+        ("prepare s1 as delete from victim where i <= 3", "PREPARE"),
+        ("delete from victim where i <= 3", "DELETE 2"),
+        ("discard all", "DISCARD ALL"),
+        ("prepare s9 as delete from victim; select 1", "SELECT 1"),
+        // Which statement a query of several defined is not known: logged by name.
+        ("<prepared statement \"s9\">", "DELETE 4"),
+    ]
+    .into_iter()
+    .map(|(s, o)| (s.to_owned(), o.into()))
+    .collect();
+    assert_eq!(queries, want);
+    let first = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e["sql"] == several)
+        .unwrap();
+    assert_eq!(
+        first["tags"],
+        serde_json::json!(["CREATE TABLE", "INSERT 0 9", "DELETE 2", "SELECT 7"])
     );
 }

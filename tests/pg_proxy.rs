@@ -280,6 +280,23 @@ async fn tokio_postgres_extended_protocol_copy_and_notify() {
             .any(|e| e["type"] == "pg.query" && e.get("copy_bytes") == Some(&22.into())),
         "COPY IN counted"
     );
+    // tokio-postgres sends a Sync behind the COPY's Execute and another after CopyDone; the
+    // server ignores the first. Every statement after it keeps its own outcome.
+    let outcome = |sql: &str| {
+        let e = events
+            .iter()
+            .find(|e| e["type"] == "pg.query" && e["sql"] == sql)
+            .unwrap_or_else(|| panic!("no pg.query for {sql}: {all:#?}"));
+        e.get("tag").or(e.get("error")).cloned().unwrap_or_default()
+    };
+    assert_eq!(outcome("copy k (id, name) from stdin"), "COPY 2");
+    assert_eq!(
+        outcome("copy (select name from k where id >= 100 order by id) to stdout"),
+        "COPY 2"
+    );
+    assert_eq!(outcome("listen chan"), "LISTEN");
+    assert_eq!(outcome("select 1/0"), "22012");
+    assert_eq!(outcome("select 7"), "SELECT 1");
 }
 
 /// A parameter sent as the raw binary bytes given, whatever type the server asks for.

@@ -18,53 +18,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis_protocol::pg::{BackendMessage, FrontendMessage};
-use portcullis_recorder::{Event, Payload};
+use portcullis_recorder::Payload;
 use serde_json::Value;
 
-use super::event::{PgEvent, SessionFields};
+use super::event::{Common, PgEvent, SessionFields};
 use super::params;
+use statements::{MAX_NAMES, Statements, Undone};
+
+mod statements;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
-/// Most named statements and portals remembered; beyond that the SQL of new ones is not
-/// tracked (their executions are still logged, with the statement name).
-const MAX_NAMES: usize = 10_000;
-
-/// The fields every event of a session carries.
-#[derive(Debug, Clone)]
-pub(crate) struct Common {
-    pub session: String,
-    pub user: String,
-    pub target: String,
-    pub role: String,
-    pub grant: String,
-    pub client: String,
-}
-
-impl Common {
-    pub(crate) fn event(&self, kind: &str) -> Event {
-        Event::new(kind)
-            .with("session", &self.session)
-            .with("user", &self.user)
-            .with("target", &self.target)
-            .with("role", &self.role)
-            .with("grant", &self.grant)
-            .with("client", &self.client)
-            .with("proto", "postgres")
-    }
-
-    /// The fields escaped once, for the session's statement events.
-    pub(crate) fn escaped(&self) -> SessionFields {
-        SessionFields::new(
-            &self.session,
-            &self.user,
-            &self.target,
-            &self.role,
-            &self.grant,
-            &self.client,
-        )
-    }
-}
 
 /// Lossy UTF-8, capped at `max` bytes on a char boundary.
 pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
@@ -91,12 +55,22 @@ struct Query {
     /// The statement's number in the session (strict mode links `pg.result` to it).
     stmt: u64,
     sql: Arc<str>,
+    /// The prepared statement definition it runs, if it runs one the tap knows.
+    parse: Option<u64>,
+    /// The SQL was corrected after the statement was sent (its Parse did not hold), so
+    /// strict mode's `pg.result` repeats it.
+    sql_corrected: bool,
     params: Option<Arc<[Value]>>,
     start: Instant,
     end: Option<Instant>,
     tag: Option<String>,
+    /// Every tag of a simple Query that ran several statements, in order.
+    tags: Vec<String>,
     error: Option<(String, String)>,
     copy_bytes: Option<u64>,
+    /// CopyDone and CopyFail messages the client had sent before this statement: the next
+    /// one ends its copy-in, if it starts one.
+    copy_ends_before: u64,
 }
 
 impl Query {
@@ -104,25 +78,18 @@ impl Query {
         Query {
             stmt,
             sql,
+            parse: None,
+            sql_corrected: false,
             params,
             start: Instant::now(),
             end: None,
             tag: None,
+            tags: Vec::new(),
             error: None,
             copy_bytes: None,
+            copy_ends_before: 0,
         }
     }
-}
-
-/// A prepared statement: its SQL, shared with its portals and executions, and its parameter
-/// types as far as they are known (for rendering binary parameters).
-#[derive(Debug)]
-struct Prepared {
-    sql: Arc<str>,
-    types: Vec<u32>,
-    /// Which Parse made it (the session's count of Parses): a description sent for an
-    /// earlier statement of the same name is not this one's.
-    parse: u64,
 }
 
 /// A `Describe S` waiting for its ParameterDescription.
@@ -135,8 +102,22 @@ struct Described {
     parse: Option<u64>,
 }
 
-/// A bound portal: its statement's SQL and its parameters, shared with each execution.
-type Portal = (Arc<str>, Arc<[Value]>);
+/// A bound portal: its statement's SQL and definition, and its parameters, shared with each
+/// execution.
+#[derive(Debug, Clone)]
+struct Portal {
+    sql: Arc<str>,
+    parse: Option<u64>,
+    params: Arc<[Value]>,
+}
+
+/// How an execution of a statement the tap does not know is logged.
+fn unknown_statement(name: &[u8]) -> Arc<str> {
+    Arc::from(format!(
+        "<prepared statement {:?}>",
+        String::from_utf8_lossy(name)
+    ))
+}
 
 #[derive(Debug)]
 enum Pending {
@@ -145,8 +126,9 @@ enum Pending {
     /// An extended Execute: done at CommandComplete, ErrorResponse, EmptyQueryResponse or
     /// PortalSuspended.
     Execute(Query),
-    /// A Sync: the ReadyForQuery that answers it ends the batch.
-    Sync,
+    /// A Sync: the ReadyForQuery that answers it ends the batch. `copy_ends_before` as
+    /// for [`Query`]: a Sync sent during a copy-in is ignored by the server.
+    Sync { copy_ends_before: u64 },
 }
 
 /// Per-session query tracking between the two relay directions.
@@ -155,13 +137,11 @@ pub(crate) struct Tracker {
     fields: SessionFields,
     /// Strict durability: statement records before forwarding, outcomes after.
     strict: bool,
-    statements: HashMap<Vec<u8>, Prepared>,
+    statements: Statements,
     /// Statements described (`Describe S`) whose ParameterDescription has not come yet, in
     /// order, each with the batch it was sent in (see `batches_sent`). The server answers in
     /// order within a batch; what an error made it skip is dropped once the batch has ended.
     described: VecDeque<Described>,
-    /// Parses seen (numbers the prepared statements).
-    parses: u64,
     /// Messages sent that the server answers with a ReadyForQuery (Sync, Query,
     /// FunctionCall): the batch a message belongs to is the count before it.
     batches_sent: u64,
@@ -176,6 +156,10 @@ pub(crate) struct Tracker {
     started: u64,
     /// Statements completed (for session.ended).
     pub queries: u64,
+    /// CopyDone and CopyFail messages the client sent.
+    copy_ends_sent: u64,
+    /// The server is in copy-in mode and the client has not ended it: it ignores Syncs.
+    copy_in: bool,
 }
 
 impl Tracker {
@@ -183,9 +167,8 @@ impl Tracker {
         Tracker {
             fields: common.escaped(),
             strict,
-            statements: HashMap::new(),
+            statements: Statements::default(),
             described: VecDeque::new(),
-            parses: 0,
             batches_sent: 0,
             batches_answered: 0,
             described_lost: None,
@@ -193,6 +176,8 @@ impl Tracker {
             pending: VecDeque::new(),
             started: 0,
             queries: 0,
+            copy_ends_sent: 0,
+            copy_in: false,
         }
     }
 
@@ -203,6 +188,7 @@ impl Tracker {
         simple: bool,
         sql: Arc<str>,
         params: Option<Arc<[Value]>>,
+        parse: Option<u64>,
     ) -> Option<Payload> {
         self.started += 1;
         let record = self.strict.then(|| {
@@ -214,7 +200,9 @@ impl Tracker {
             }
             .payload()
         });
-        let q = Query::new(self.started, sql, params);
+        let mut q = Query::new(self.started, sql, params);
+        q.parse = parse;
+        q.copy_ends_before = self.copy_ends_sent;
         self.pending.push_back(if simple {
             Pending::Simple(q)
         } else {
@@ -227,6 +215,10 @@ impl Tracker {
     /// the record to append durably before forwarding it.
     pub(crate) fn frontend(&mut self, msg: &FrontendMessage<'_>) -> Option<Payload> {
         let batch = self.batches_sent;
+        if self.copy_in && matches!(msg, FrontendMessage::Sync) {
+            // The server ignores a Sync during copy-in: it ends no batch and gets no answer.
+            return None;
+        }
         if matches!(
             msg,
             FrontendMessage::Sync
@@ -237,16 +229,12 @@ impl Tracker {
         }
         match msg {
             FrontendMessage::Query { sql } => {
-                return self.start(true, capped_sql(sql, MAX_SQL), None);
+                return self.start(true, capped_sql(sql, MAX_SQL), None, None);
             }
-            FrontendMessage::Parse(p) if p.name.is_empty() || self.statements.len() < MAX_NAMES => {
-                self.parses += 1;
-                let prepared = Prepared {
-                    sql: capped_sql(p.sql, MAX_SQL),
-                    types: p.param_types().collect(),
-                    parse: self.parses,
-                };
-                self.statements.insert(p.name.to_vec(), prepared);
+            FrontendMessage::Parse(p) => {
+                let sql = capped_sql(p.sql, MAX_SQL);
+                self.statements
+                    .parse(batch, p.name, sql, p.param_types().collect());
             }
             FrontendMessage::Describe { kind: b'S', name }
                 if self.described_lost != Some(batch) =>
@@ -255,7 +243,7 @@ impl Tracker {
                     self.described.push_back(Described {
                         batch,
                         name: name.to_vec(),
-                        parse: self.statements.get(*name).map(|p| p.parse),
+                        parse: self.statements.get(name).map(|p| p.parse),
                     });
                 } else {
                     self.described.clear();
@@ -263,37 +251,49 @@ impl Tracker {
                 }
             }
             FrontendMessage::Bind(b) => {
-                let (sql, params) = match self.statements.get(b.statement) {
-                    Some(p) => (p.sql.clone(), params::values(b, &p.types)),
-                    None => (
-                        Arc::from(format!(
-                            "<prepared statement {:?}>",
-                            String::from_utf8_lossy(b.statement)
-                        )),
-                        params::values(b, &[]),
-                    ),
+                let portal = match self.statements.get(b.statement) {
+                    Some(p) => Portal {
+                        sql: p.sql.clone(),
+                        parse: Some(p.parse),
+                        params: params::values(b, &p.types),
+                    },
+                    None => Portal {
+                        sql: unknown_statement(b.statement),
+                        parse: None,
+                        params: params::values(b, &[]),
+                    },
                 };
                 if b.portal.is_empty() || self.portals.len() < MAX_NAMES {
-                    self.portals.insert(b.portal.to_vec(), (sql, params));
+                    self.portals.insert(b.portal.to_vec(), portal);
                 }
             }
             FrontendMessage::Execute { portal, .. } => {
-                let (sql, params) = self.portals.get(*portal).cloned().unwrap_or_else(|| {
-                    (
-                        Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
-                        Arc::from([]),
-                    )
-                });
-                return self.start(false, sql, Some(params));
+                let p = self
+                    .portals
+                    .get(*portal)
+                    .cloned()
+                    .unwrap_or_else(|| Portal {
+                        sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
+                        parse: None,
+                        params: Arc::from([]),
+                    });
+                return self.start(false, p.sql, Some(p.params), p.parse);
             }
             FrontendMessage::Close { kind, name } => {
                 if *kind == b'S' {
-                    self.statements.remove(*name);
+                    self.statements.close(batch, name);
                 } else {
+                    self.statements.close_portal(batch);
                     self.portals.remove(*name);
                 }
             }
-            FrontendMessage::Sync => self.pending.push_back(Pending::Sync),
+            FrontendMessage::Sync => self.pending.push_back(Pending::Sync {
+                copy_ends_before: self.copy_ends_sent,
+            }),
+            FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => {
+                self.copy_ends_sent += 1;
+                self.copy_in = false;
+            }
             FrontendMessage::FunctionCall { oid, args } => {
                 // Answered like a simple Query: a result or an error, then ReadyForQuery.
                 let params = params::values(args, &[]);
@@ -301,6 +301,7 @@ impl Tracker {
                     true,
                     Arc::from(format!("<fastpath function call: oid {oid}>")),
                     Some(params),
+                    None,
                 );
             }
             _ => {}
@@ -316,36 +317,34 @@ impl Tracker {
             self.batches_sent += 1;
         }
         match tag {
-            b'Q' => return self.start(true, capped_sql(prefix, MAX_SQL), None),
+            b'Q' => return self.start(true, capped_sql(prefix, MAX_SQL), None, None),
             b'F' => {
                 let call = Arc::from("<fastpath function call: arguments too large>");
                 let params = Arc::from([Value::String("<too large>".into())]);
-                return self.start(true, call, Some(params));
+                return self.start(true, call, Some(params), None);
             }
             b'E' => {
                 let portal = format!("<portal {:?}>", capped_text(prefix, 64));
-                return self.start(false, Arc::from(portal), Some(Arc::from([])));
+                return self.start(false, Arc::from(portal), Some(Arc::from([])), None);
             }
             b'P' => {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
                 let sql = capped_sql(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
-                self.parses += 1;
-                let (types, parse) = (Vec::new(), self.parses);
-                self.statements.insert(name, Prepared { sql, types, parse });
+                let batch = self.batches_sent;
+                self.statements.parse(batch, &name, sql, Vec::new());
             }
             b'B' => {
                 // Huge parameters: keep the portal and statement names, drop the values.
                 let mut parts = prefix.splitn(3, |&b| b == 0);
                 let portal = parts.next().unwrap_or_default().to_vec();
                 let stmt = parts.next().unwrap_or_default();
-                let sql = self
-                    .statements
-                    .get(stmt)
-                    .map(|p| p.sql.clone())
-                    .unwrap_or_default();
+                let (sql, parse) = match self.statements.get(stmt) {
+                    Some(p) => (p.sql.clone(), Some(p.parse)),
+                    None => (unknown_statement(stmt), None),
+                };
                 let params = Arc::from([Value::String("<too large>".into())]);
-                self.portals.insert(portal, (sql, params));
+                self.portals.insert(portal, Portal { sql, parse, params });
             }
             _ => {}
         }
@@ -366,14 +365,23 @@ impl Tracker {
             BackendMessage::EmptyQueryResponse => self.complete(Some(b""), None, out),
             BackendMessage::PortalSuspended => self.complete(Some(b"suspended"), None, out),
             BackendMessage::ErrorResponse(f) => {
+                // An error ends a copy-in; the server honours Syncs again.
+                self.copy_in = false;
                 let code = String::from_utf8_lossy(f.code().unwrap_or_default()).into_owned();
                 let message = capped_text(f.message().unwrap_or_default(), 1024);
                 self.complete(None, Some((code, message)), out);
             }
-            BackendMessage::CopyResponse { .. } => {
+            BackendMessage::CopyResponse { tag, .. } => {
                 if let Some(Pending::Simple(q) | Pending::Execute(q)) = self.pending.front_mut() {
                     q.copy_bytes.get_or_insert(0);
+                    let copy_ends_before = q.copy_ends_before;
+                    if *tag == b'G' {
+                        self.copy_in_started(copy_ends_before);
+                    }
                 }
+            }
+            BackendMessage::ParseComplete | BackendMessage::CloseComplete => {
+                self.statements.confirmed(self.batches_answered);
             }
             BackendMessage::ParameterDescription { .. } => {
                 let batch = self.batches_answered;
@@ -390,8 +398,10 @@ impl Tracker {
                 }
             }
             BackendMessage::ReadyForQuery { .. } => {
+                self.copy_in = false;
                 self.batches_answered += 1;
                 self.drop_described_before(self.batches_answered);
+                let undone = self.statements.batch_ended(self.batches_answered);
                 // Ends one simple Query, or a batch up to its Sync; executions the server
                 // skipped after an error in the batch are logged as not executed.
                 while let Some(p) = self.pending.pop_front() {
@@ -407,11 +417,57 @@ impl Tracker {
                             ));
                             self.emit(q, out);
                         }
-                        Pending::Sync => break,
+                        Pending::Sync { .. } => break,
                     }
+                }
+                for u in undone {
+                    self.bound_to_undone(&u);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The server started a copy-in for the statement in front. It ignores the Syncs the
+    /// client sent from that statement until its CopyDone or CopyFail (libpq sends one
+    /// behind an extended COPY and another after CopyDone): those are no batch ends.
+    fn copy_in_started(&mut self, copy_ends_before: u64) {
+        let before = self.pending.len();
+        let mut first = true;
+        self.pending.retain(|p| {
+            let keep = first
+                || !matches!(p, Pending::Sync { copy_ends_before: c } if *c == copy_ends_before);
+            first = false;
+            keep
+        });
+        // Messages sent after an ignored Sync were counted in the next batch; the server
+        // answers them in this one.
+        let ignored = (before - self.pending.len()) as u64;
+        self.batches_answered += ignored;
+        self.copy_in = self.copy_ends_sent == copy_ends_before;
+    }
+
+    /// A Parse the server did not take was undone: executions bound to it since, in later
+    /// batches, run what the name meant before.
+    fn bound_to_undone(&mut self, u: &Undone) {
+        let (sql, parse) = match &u.instead {
+            Some(p) => (p.sql.clone(), Some(p.parse)),
+            None => (unknown_statement(&u.name), None),
+        };
+        for p in self.portals.values_mut() {
+            if p.parse == Some(u.parse) {
+                p.sql = sql.clone();
+                p.parse = parse;
+            }
+        }
+        for p in &mut self.pending {
+            if let Pending::Simple(q) | Pending::Execute(q) = p
+                && q.parse == Some(u.parse)
+            {
+                q.sql = sql.clone();
+                q.parse = parse;
+                q.sql_corrected = true;
+            }
         }
     }
 
@@ -428,28 +484,54 @@ impl Tracker {
         error: Option<(String, String)>,
         out: &mut Vec<Payload>,
     ) {
-        match self.pending.front_mut() {
+        let sql = match self.pending.front_mut() {
             Some(Pending::Simple(q)) => {
-                // Several statements in one Query: the last tag wins, the first error stays.
+                // Several statements in one Query: the last tag stands as `tag`, every one
+                // is in `tags`, and the first error stays.
                 q.end = Some(Instant::now());
                 if let Some(t) = tag {
-                    q.tag = Some(String::from_utf8_lossy(t).into_owned());
+                    let t = String::from_utf8_lossy(t).into_owned();
+                    q.tags.push(t.clone());
+                    q.tag = Some(t);
                 }
                 if q.error.is_none() {
                     q.error = error;
                 }
+                q.sql.clone()
             }
             Some(Pending::Execute(_)) => {
-                if let Some(Pending::Execute(mut q)) = self.pending.pop_front() {
-                    q.end = Some(Instant::now());
-                    q.tag = tag.map(|t| String::from_utf8_lossy(t).into_owned());
-                    q.error = error;
-                    self.emit(q, out);
-                }
+                let Some(Pending::Execute(mut q)) = self.pending.pop_front() else {
+                    return;
+                };
+                q.end = Some(Instant::now());
+                q.tag = tag.map(|t| String::from_utf8_lossy(t).into_owned());
+                q.error = error;
+                let sql = q.sql.clone();
+                self.emit(q, out);
+                sql
             }
-            // An error outside any statement (e.g. in a Parse before an Execute, answered
-            // at the Sync): nothing to attach it to.
-            Some(Pending::Sync) | None => {}
+            // An error outside any statement: a Parse's (sent with no Execute behind it) is
+            // logged with its SQL; another (a Describe's, say) has nothing to attach to.
+            Some(Pending::Sync { .. }) | None => {
+                if let Some((code, message)) = error
+                    && let Some(sql) = self.statements.failing_parse(self.batches_answered)
+                {
+                    let ev = PgEvent {
+                        sql: Some(&sql),
+                        error: Some(&code),
+                        error_message: Some(&message),
+                        ..self.fields.pg_event("pg.query")
+                    };
+                    out.push(ev.payload());
+                }
+                return;
+            }
+        };
+        if let Some(tag) = tag
+            && self.statements.sql_command(&sql, tag)
+        {
+            // DISCARD ALL closed the portals too.
+            self.portals.retain(|name, _| name.is_empty());
         }
     }
 
@@ -473,13 +555,20 @@ impl Tracker {
             Some((code, message)) => (Some(code.as_str()), Some(message.as_str()), None),
             None => (None, None, Some(q.tag.as_deref().unwrap_or_default())),
         };
+        // One tag says it all, unless the Query ran several statements or failed after
+        // some ran.
+        let several = q.tags.len() > 1 || (q.error.is_some() && !q.tags.is_empty());
         out.push(
             PgEvent {
                 duration_us: Some(end.duration_since(q.start).as_micros() as u64),
                 copy_bytes: q.copy_bytes,
                 error,
                 error_message,
+                // Strict mode recorded the SQL as sent; it is repeated when it turned out
+                // to run another statement's.
+                sql: ev.sql.or(q.sql_corrected.then_some(&*q.sql)),
                 tag,
+                tags: several.then_some(q.tags.as_slice()),
                 ..ev
             }
             .payload(),

@@ -24,6 +24,42 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// The fields every event of a session carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub session: String,
+    pub user: String,
+    pub target: String,
+    pub role: String,
+    pub grant: String,
+    pub client: String,
+}
+
+impl Common {
+    pub(crate) fn event(&self, kind: &str) -> Event {
+        Event::new(kind)
+            .with("session", &self.session)
+            .with("user", &self.user)
+            .with("target", &self.target)
+            .with("role", &self.role)
+            .with("grant", &self.grant)
+            .with("client", &self.client)
+            .with("proto", "postgres")
+    }
+
+    /// The fields escaped once, for the session's statement events.
+    pub(crate) fn escaped(&self) -> SessionFields {
+        SessionFields::new(
+            &self.session,
+            &self.user,
+            &self.target,
+            &self.role,
+            &self.grant,
+            &self.client,
+        )
+    }
+}
+
 /// A session's fixed event fields, each held as its JSON string (quoted and escaped).
 #[derive(Debug, Clone)]
 pub(crate) struct SessionFields {
@@ -79,6 +115,7 @@ impl SessionFields {
             sql: None,
             stmt: None,
             tag: None,
+            tags: None,
             target: &self.target,
             kind,
             user: &self.user,
@@ -111,6 +148,9 @@ pub(crate) struct PgEvent<'a> {
     pub stmt: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<&'a str>,
+    /// Every statement's tag, when one simple Query ran several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<&'a [String]>,
     pub target: &'a RawValue,
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -152,6 +192,7 @@ impl PgEvent<'_> {
             .with("error", self.error)
             .with("error_message", self.error_message)
             .with("tag", self.tag)
+            .with("tags", self.tags)
     }
 }
 

@@ -108,14 +108,14 @@ impl Ctx<'_> {
 fn frontend_needs(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X' | b'F' | b'D'
+        b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'X' | b'F' | b'D' | b'c' | b'f'
     )
 }
 
 fn backend_needs(tag: u8) -> bool {
     matches!(
         tag,
-        b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W' | b't'
+        b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W' | b't' | b'1' | b'3'
     )
 }
 

@@ -17,9 +17,10 @@ use portcullis_recorder::{AuditLog, Event};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
-use super::audit::{Common, Tracker};
+use super::audit::Tracker;
 use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
 use super::cancel::{CancelTarget, send_cancel};
+use super::event::Common;
 use super::gate::Gated;
 use super::listener::{STARTUP_TIMEOUT, Started};
 use super::relay::{Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};

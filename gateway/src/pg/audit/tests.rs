@@ -186,6 +186,7 @@ fn binary_params_are_rendered_by_their_types() {
     let describe = |name| FrontendMessage::Describe { kind: b'S', name };
     let described = BackendMessage::ParameterDescription { types: &int4_text };
     let done = BackendMessage::CommandComplete { tag: b"SELECT 1" };
+    let parsed = BackendMessage::ParseComplete;
     let ready = BackendMessage::ReadyForQuery { status: b'I' };
     let mut err = Vec::new();
     portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "26000", "no such");
@@ -207,13 +208,13 @@ fn binary_params_are_rendered_by_their_types() {
             exec,
             FrontendMessage::Sync,
         ],
-        &[&done, &ready],
+        &[&parsed, &done, &ready],
     );
     // Left to the server, described first (tokio-postgres). An unknown statement's
     // Describe, answered by an error, leaves nothing behind to shift a later match.
     round(
         &[parse(b"b", &[]), describe(b"b"), FrontendMessage::Sync],
-        &[&described, &ready],
+        &[&parsed, &described, &ready],
     );
     round(
         &[describe(b"nope"), FrontendMessage::Sync],
@@ -224,7 +225,7 @@ fn binary_params_are_rendered_by_their_types() {
     // Never described: unknown types, hex.
     round(
         &[parse(b"c", &[]), bind(b"c"), exec, FrontendMessage::Sync],
-        &[&done, &ready],
+        &[&parsed, &done, &ready],
     );
     let params: Vec<_> = out.iter().map(|e| m(e)["params"].clone()).collect();
     assert_eq!(
@@ -261,9 +262,10 @@ const INT4: BackendMessage<'static> = BackendMessage::ParameterDescription {
     types: &[0, 0, 0, 23],
 };
 const READY: BackendMessage<'static> = BackendMessage::ReadyForQuery { status: b'I' };
+const PARSED: BackendMessage<'static> = BackendMessage::ParseComplete;
 
 fn types_of_s(t: &Tracker) -> &[u32] {
-    &t.statements[b"s".as_slice()].types
+    &t.statements.get(b"s").unwrap().types
 }
 
 /// A client that describes more statements in one batch than are kept: no description
@@ -277,6 +279,7 @@ fn too_many_describes_match_no_description() {
         describe_s(&mut t);
     }
     t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &PARSED);
     server(&mut t, &INT4);
     assert!(types_of_s(&t).is_empty());
     server(&mut t, &READY);
@@ -296,6 +299,7 @@ fn a_describe_pipelined_behind_a_sync_meets_its_description() {
     describe_s(&mut t);
     t.frontend(&FrontendMessage::Sync);
     server(&mut t, &READY);
+    server(&mut t, &PARSED);
     server(&mut t, &INT4);
     assert_eq!(types_of_s(&t), [23]);
 }
@@ -357,8 +361,8 @@ fn prepared_statement_sql_is_shared_not_copied() {
     });
     t.frontend(&bind);
     let stmt = t.statements.get(b"s1".as_slice()).unwrap();
-    let (portal_sql, _) = t.portals.get(b"".as_slice()).unwrap();
-    assert!(Arc::ptr_eq(&stmt.sql, portal_sql));
+    let portal = t.portals.get(b"".as_slice()).unwrap();
+    assert!(Arc::ptr_eq(&stmt.sql, &portal.sql));
 }
 
 /// A Query too large to buffer is answered by a ReadyForQuery like any other, so it counts
@@ -375,6 +379,7 @@ fn an_oversize_query_counts_as_a_batch() {
         &BackendMessage::CommandComplete { tag: b"SELECT 1" },
     );
     server(&mut t, &READY);
+    server(&mut t, &PARSED);
     server(&mut t, &INT4);
     assert_eq!(types_of_s(&t), [23]);
 }
