@@ -20,7 +20,7 @@ pub use startup::{
     CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE, StartupPacket,
     StartupParams, next_startup,
 };
-pub use value::{binary_as_text, is_text_type, oid};
+pub use value::{MAX_ARRAY_TEXT, binary_as_text, is_text_type, oid};
 pub use write::{
     encode_authentication_ok, encode_authentication_sasl, encode_authentication_sasl_continue,
     encode_authentication_sasl_final, encode_backend_key_data, encode_cancel_request,

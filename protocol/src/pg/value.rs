@@ -6,13 +6,25 @@
 //! (from the Parse, or from the server's ParameterDescription), the common scalar types
 //! are rendered as PostgreSQL would print them. Anything else, or any value whose length
 //! does not fit its type (the server will refuse it), is left to the caller's hex.
+//!
+//! This file owns the dispatch on the type OID and the scalar types; `interval`, `timetz`,
+//! `inet`/`cidr` and arrays have a module each below it.
+
+mod array;
+mod inet;
+mod interval;
+mod timetz;
 
 use std::fmt::Write as _;
+
+pub use array::MAX_ARRAY_TEXT;
 
 /// Type OIDs (`pg_type.oid`, fixed since PostgreSQL 7) of the types rendered here.
 pub mod oid {
     pub const BOOL: u32 = 16;
     pub const BYTEA: u32 = 17;
+    /// The one-byte `"char"`, not `char(n)` (that is [`BPCHAR`]).
+    pub const CHAR: u32 = 18;
     pub const NAME: u32 = 19;
     pub const INT8: u32 = 20;
     pub const INT2: u32 = 21;
@@ -21,18 +33,49 @@ pub mod oid {
     pub const OID: u32 = 26;
     pub const JSON: u32 = 114;
     pub const XML: u32 = 142;
+    pub const CIDR: u32 = 650;
     pub const FLOAT4: u32 = 700;
     pub const FLOAT8: u32 = 701;
     pub const UNKNOWN: u32 = 705;
+    pub const INET: u32 = 869;
     pub const BPCHAR: u32 = 1042;
     pub const VARCHAR: u32 = 1043;
     pub const DATE: u32 = 1082;
     pub const TIME: u32 = 1083;
     pub const TIMESTAMP: u32 = 1114;
     pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const TIMETZ: u32 = 1266;
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+
+    /// Array types, named for their element type (`pg_type.typarray` of each).
+    pub const JSON_ARRAY: u32 = 199;
+    pub const CIDR_ARRAY: u32 = 651;
+    pub const BOOL_ARRAY: u32 = 1000;
+    pub const BYTEA_ARRAY: u32 = 1001;
+    pub const CHAR_ARRAY: u32 = 1002;
+    pub const NAME_ARRAY: u32 = 1003;
+    pub const INT2_ARRAY: u32 = 1005;
+    pub const INT4_ARRAY: u32 = 1007;
+    pub const TEXT_ARRAY: u32 = 1009;
+    pub const BPCHAR_ARRAY: u32 = 1014;
+    pub const VARCHAR_ARRAY: u32 = 1015;
+    pub const INT8_ARRAY: u32 = 1016;
+    pub const FLOAT4_ARRAY: u32 = 1021;
+    pub const FLOAT8_ARRAY: u32 = 1022;
+    pub const OID_ARRAY: u32 = 1028;
+    pub const INET_ARRAY: u32 = 1041;
+    pub const TIMESTAMP_ARRAY: u32 = 1115;
+    pub const DATE_ARRAY: u32 = 1182;
+    pub const TIME_ARRAY: u32 = 1183;
+    pub const TIMESTAMPTZ_ARRAY: u32 = 1185;
+    pub const INTERVAL_ARRAY: u32 = 1187;
+    pub const NUMERIC_ARRAY: u32 = 1231;
+    pub const TIMETZ_ARRAY: u32 = 1270;
+    pub const UUID_ARRAY: u32 = 2951;
+    pub const JSONB_ARRAY: u32 = 3807;
 }
 
 /// Types whose binary format is their text, in the client encoding (UTF-8 here).
@@ -46,11 +89,20 @@ pub fn is_text_type(oid: u32) -> bool {
 /// The text of binary value `v` of type `oid`, if the type is one rendered here and `v` is
 /// well formed for it. Types whose binary format is their text ([`is_text_type`]) are not
 /// rendered here: the caller reads them as text, and can cap them before copying.
+///
+/// An array's text is cut after about [`MAX_ARRAY_TEXT`] bytes (ending mid-array, without
+/// its closing braces), so a caller that caps what it logs at less than that still sees
+/// the text as longer than its cap. Elements after the cut have their framing checked, but
+/// are not parsed.
 pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
+    if let Some(element) = array::element_type(oid) {
+        return array::array(element, v);
+    }
     match oid {
+        // `boolrecv` reads any byte other than zero as true.
         oid::BOOL => match v {
             [0] => Some("false".into()),
-            [1] => Some("true".into()),
+            [_] => Some("true".into()),
             _ => None,
         },
         oid::INT2 => Some(i16::from_be_bytes(v.try_into().ok()?).to_string()),
@@ -105,11 +157,33 @@ pub fn binary_as_text(oid: u32, v: &[u8]) -> Option<String> {
             })
         }
         oid::NUMERIC => numeric(v),
+        oid::CHAR => match v {
+            [c] => Some(char_text(*c)),
+            _ => None,
+        },
+        oid::INTERVAL => interval::interval(v),
+        oid::TIMETZ => timetz::timetz(v),
+        oid::INET => inet::inet(v, false),
+        oid::CIDR => inet::inet(v, true),
         _ => None,
     }
 }
 
 const DAY_US: i64 = 86_400_000_000;
+
+/// A `"char"` as `charout` prints it: ASCII as itself (NUL as nothing), any other byte as
+/// a backslash and three octal digits, since on its own it is not a character.
+fn char_text(c: u8) -> String {
+    if c.is_ascii() {
+        if c == 0 {
+            String::new()
+        } else {
+            char::from(c).to_string()
+        }
+    } else {
+        format!("\\{c:03o}")
+    }
+}
 
 /// A finite float as PostgreSQL prints it (`float8out`/`float4out` with the default
 /// `extra_float_digits`): the shortest digits that read back to the value, in fixed
@@ -268,12 +342,27 @@ fn numeric(v: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Checks [`binary_as_text`] against rows of type OID, value as hex (as PostgreSQL's
+    /// `encode(…_send(v), 'hex')` prints it) and the text expected.
+    pub(super) fn check(rows: &[(u32, &str, Option<&str>)]) {
+        for &(oid, hex, want) in rows {
+            let v: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2).expect("whole bytes"), 16))
+                .collect::<Result<_, _>>()
+                .expect("hex");
+            assert_eq!(binary_as_text(oid, &v).as_deref(), want, "oid {oid}, {hex}");
+        }
+    }
+
     #[test]
     fn renders_the_common_types_as_postgres_prints_them() {
         let cases: &[(u32, &[u8], Option<&str>)] = &[
             (oid::BOOL, &[1], Some("true")),
             (oid::BOOL, &[0], Some("false")),
-            (oid::BOOL, &[2], None),
+            // PostgreSQL 15 reads any nonzero byte as true (checked by binary COPY).
+            (oid::BOOL, &[2], Some("true")),
+            (oid::BOOL, &[], None),
             (oid::INT2, &[0xff, 0xfe], Some("-2")),
             (oid::INT4, &[0, 0, 0, 7], Some("7")),
             (oid::INT4, &[0, 0, 7], None),
@@ -429,8 +518,35 @@ mod tests {
         fn arbitrary_values_never_panic(oid in proptest::sample::select(vec![
             oid::BOOL, oid::INT2, oid::INT4, oid::INT8, oid::FLOAT8, oid::TEXT, oid::JSONB,
             oid::UUID, oid::DATE, oid::TIME, oid::TIMESTAMP, oid::TIMESTAMPTZ, oid::NUMERIC,
+            oid::CHAR, oid::INTERVAL, oid::TIMETZ, oid::INET, oid::CIDR, oid::INT4_ARRAY,
+            oid::TEXT_ARRAY, oid::NUMERIC_ARRAY,
         ]), v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
             let _ = binary_as_text(oid, &v);
+        }
+
+        #[test]
+        fn arbitrary_fixed_width_values_never_panic(
+            time in proptest::prelude::any::<i64>(),
+            days in proptest::prelude::any::<i32>(),
+            months in proptest::prelude::any::<i32>(),
+        ) {
+            let interval = [&time.to_be_bytes()[..], &days.to_be_bytes(), &months.to_be_bytes()];
+            let _ = binary_as_text(oid::INTERVAL, &interval.concat());
+            let timetz = [&time.to_be_bytes()[..], &days.to_be_bytes()];
+            let _ = binary_as_text(oid::TIMETZ, &timetz.concat());
+        }
+
+        #[test]
+        fn arbitrary_addresses_never_panic(
+            family in 0u8..5,
+            bits in proptest::prelude::any::<u8>(),
+            is_cidr in proptest::prelude::any::<u8>(),
+            len in proptest::sample::select(vec![0u8, 4, 16, 255]),
+            addr in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+        ) {
+            let v = [&[family, bits, is_cidr, len][..], &addr].concat();
+            let _ = binary_as_text(oid::INET, &v);
+            let _ = binary_as_text(oid::CIDR, &v);
         }
 
         #[test]
