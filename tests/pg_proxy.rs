@@ -333,6 +333,23 @@ async fn binary_parameters_are_logged_as_postgres_prints_them() {
     let numeric = |words: &[u16]| RawBinary(words.iter().flat_map(|w| w.to_be_bytes()).collect());
     let uuid = RawBinary((0u8..16).map(|b| b * 17).collect());
     let jsonb = RawBinary(b"\x01{\"a\": [1, 2]}".to_vec());
+    // 1 year 2 mons 1 day 01:01:01.000005, and 13:14:15 at +05:30 (the wire counts the
+    // offset in seconds west of UTC).
+    let interval = RawBinary(
+        [
+            &3_661_000_005i64.to_be_bytes()[..],
+            &1i32.to_be_bytes(),
+            &14i32.to_be_bytes(),
+        ]
+        .concat(),
+    );
+    let timetz = RawBinary(
+        [
+            &47_655_000_000i64.to_be_bytes()[..],
+            &(-19_800i32).to_be_bytes(),
+        ]
+        .concat(),
+    );
     let cases: Vec<(&str, Box<dyn tokio_postgres::types::ToSql + Sync>)> = vec![
         ("int2", Box::new(-7i16)),
         ("int4", Box::new(i32::MIN)),
@@ -365,6 +382,28 @@ async fn binary_parameters_are_logged_as_postgres_prints_them() {
         ("numeric", Box::new(numeric(&[1, 2, 0, 0, 42]))),
         ("numeric", Box::new(numeric(&[1, 0xfffe, 0, 10, 12]))),
         ("jsonb", Box::new(jsonb)),
+        ("int4[]", Box::new(vec![Some(1i32), None, Some(-3)])),
+        (
+            "text[]",
+            Box::new(vec![
+                "plain",
+                "a b",
+                "",
+                "NULL",
+                "q\"uote",
+                "back\\slash",
+                "{,}",
+            ]),
+        ),
+        ("interval", Box::new(interval)),
+        ("timetz", Box::new(timetz)),
+        ("inet", Box::new(RawBinary(vec![2, 24, 0, 4, 10, 1, 2, 3]))),
+        (
+            "cidr",
+            Box::new(RawBinary(vec![
+                3, 64, 1, 16, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ])),
+        ),
     ];
     let mut printed = Vec::new();
     for (i, (ty, value)) in cases.iter().enumerate() {
