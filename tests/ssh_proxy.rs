@@ -188,6 +188,60 @@ fn role_allow_list_is_enforced_with_a_clear_sentence() {
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
 }
 
+/// A role that allows scp runs scp and nothing else: the target's shell runs the whole
+/// exec line, so a command that merely starts like scp is an exec, refused.
+#[test]
+fn an_scp_role_runs_nothing_but_scp() {
+    let env = Env::start();
+    env.grant("web-1", "scp-only", "1h");
+    let marker = env.dir.path().join("injected");
+    for cmd in [
+        format!("scp -t /tmp && touch {}", marker.display()),
+        format!("scp -t /tmp; touch {}", marker.display()),
+        format!("scp -f $(touch {})", marker.display()),
+    ] {
+        let out = env
+            .ssh("alice+web-1+scp-only")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh runs");
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("role scp-only on web-1 does not allow exec"),
+            "{cmd}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!marker.exists(), "an injected command ran");
+    // Real legacy scp still works both ways under the role.
+    let src = env.dir.path().join("src.txt");
+    std::fs::write(&src, "scp payload\n").expect("write");
+    let dst = env.dir.path().join("dst.txt");
+    let back = env.dir.path().join("back.txt");
+    let remote = |p: &std::path::Path| format!("alice+web-1+scp-only@127.0.0.1:{}", p.display());
+    let up = env
+        .scp()
+        .arg("-O")
+        .arg(&src)
+        .arg(remote(&dst))
+        .output()
+        .expect("scp runs");
+    assert!(up.status.success(), "scp -O up: {}", text(&up.stderr));
+    let down = env
+        .scp()
+        .arg("-O")
+        .arg(remote(&dst))
+        .arg(&back)
+        .output()
+        .expect("scp runs");
+    assert!(down.status.success(), "scp -O down: {}", text(&down.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("read"),
+        "scp payload\n"
+    );
+}
+
 /// Requests are answered by the target, in order: a pty the target refuses is refused to
 /// the client as sshd itself refuses it (with `-tt` OpenSSH then says so and gives up).
 /// The gateway used to answer yes before it asked, so the command ran without a terminal

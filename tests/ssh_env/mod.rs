@@ -23,8 +23,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// sshd + gateway; targets: `web-1` (roles `deploy`: everything, `ro`: sftp only),
-    /// `exec-only`), `web-badkey` (wrong pinned host key), `web-down` (nothing listening).
+    /// sshd + gateway; targets: `web-1` (roles `deploy`: everything, `ro`: sftp only,
+    /// `exec-only`, `scp-only`), `web-badkey` (wrong pinned host key), `web-down` (nothing listening).
     pub fn start() -> Env {
         Env::with(Sshd::start().expect("sshd starts"))
     }
@@ -58,7 +58,7 @@ impl Env {
              [[users]]\nname = \"alice\"\nssh_keys = [\"{alice_pub}\"]\n\n\
              [[users]]\nname = \"bob\"\nssh_keys = []\n\n\
              [[targets]]\nname = \"web-1\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
-             host_key = \"{host}\"\n{deploy}{ro}{exec_only}\n\
+             host_key = \"{host}\"\n{deploy}{ro}{exec_only}{scp_only}\n\
              [[targets]]\nname = \"web-badkey\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{port}\"\n\
              host_key = \"{wrong_host}\"\n{deploy}\n\
              [[targets]]\nname = \"web-down\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{dead_port}\"\n\
@@ -68,6 +68,7 @@ impl Env {
             deploy = role("deploy", all),
             ro = role("ro", r#""sftp""#),
             exec_only = role("exec-only", r#""exec""#),
+            scp_only = role("scp-only", r#""scp""#),
         );
         let gw = GatewayProc::start(BIN, &body).expect("gateway starts");
         Env {

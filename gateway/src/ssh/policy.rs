@@ -39,10 +39,43 @@ impl Start {
     }
 }
 
-/// Is this exec the server side of legacy scp?
+/// Where an scp server may be named by path: system directories only root can write, so
+/// a user cannot put a program of their own there and call it scp.
+const SCP_PATHS: &[&str] = &["scp", "/usr/bin/scp", "/bin/scp", "/usr/local/bin/scp"];
+
+/// Characters that make the upstream's shell run something more than scp: command
+/// separators, pipes, redirections, command substitution (`$(`, backticks) and line breaks.
+/// Quotes, spaces, globs and `~` in the paths are fine: legacy scp hands the remote path to
+/// the shell on purpose, so `host:'*.log'` expands there.
+const SHELL_COMMAND_CHARS: &[char] = &[';', '&', '|', '<', '>', '`', '$', '(', ')', '\n', '\r'];
+
+/// Is this exec the server side of legacy scp, and nothing else?
+///
+/// The target's sshd runs an exec through the login shell, so the whole command line
+/// matters, not its first word: `scp -t /tmp && id` would run `id` under a role that allows
+/// only scp. It is scp when it names the scp program (see [`SCP_PATHS`]), passes only the
+/// flags OpenSSH's client sends to its server side (`-v -r -p -d`, then exactly one of
+/// `-t` (to the target) or `-f` (from it)), and holds none of [`SHELL_COMMAND_CHARS`].
 pub fn is_scp(command: &str) -> bool {
-    let first = command.split_whitespace().next().unwrap_or("");
-    first == "scp" || first.ends_with("/scp")
+    if command.contains(SHELL_COMMAND_CHARS) {
+        return false;
+    }
+    let mut words = command.split_whitespace();
+    if !words.next().is_some_and(|w| SCP_PATHS.contains(&w)) {
+        return false;
+    }
+    let mut direction = 0;
+    for w in words {
+        if w == "--" || !w.starts_with('-') {
+            break;
+        }
+        match w {
+            "-t" | "-f" => direction += 1,
+            "-v" | "-r" | "-p" | "-d" => {}
+            _ => return false,
+        }
+    }
+    direction == 1
 }
 
 /// The name of an allow entry as written in the config.
@@ -98,6 +131,55 @@ mod tests {
                 vec![Allow::Scp, Allow::Exec],
             ),
             (Start::Exec("scpx".into()), "exec", vec![Allow::Exec]),
+            (
+                Start::Exec("scp -v -r -p -d -t -- '/tmp/a b/*.log' ~/x".into()),
+                "scp",
+                vec![Allow::Scp, Allow::Exec],
+            ),
+            // Anything more than scp is an exec, whatever it starts with.
+            (
+                Start::Exec("scp -t /tmp/y && id".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("scp -t /tmp/x; touch m".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("scp -t x | sh".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("scp -t $(id)".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (Start::Exec("scp -t `id`".into()), "exec", vec![Allow::Exec]),
+            (
+                Start::Exec("scp -f x > /etc/passwd".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("scp -t x\nid".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("/tmp/evil/scp -t x".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (
+                Start::Exec("scp -S /tmp/evil -t x".into()),
+                "exec",
+                vec![Allow::Exec],
+            ),
+            (Start::Exec("scp x".into()), "exec", vec![Allow::Exec]),
+            (Start::Exec("scp -t -f x".into()), "exec", vec![Allow::Exec]),
             (
                 Start::Exec("rsync --server .".into()),
                 "exec",
