@@ -221,3 +221,45 @@ fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
     drop(_held);
     let _ = pusher.join();
 }
+
+/// Commands multiplexed over one ControlMaster connection get their own exit status, and
+/// each one's `ssh.exec` (with that status) is logged when it ends, not when the connection
+/// does. The master closes a channel as soon as it has the target's EOF: the gateway used
+/// to pass that EOF on ahead of the exit status, which russh then dropped (the client
+/// exited 255), and its end of the channel then waited out a grace period.
+#[test]
+fn multiplexed_commands_keep_their_exit_status_and_are_logged_as_they_end() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let control = env.dir.path().join("ctl");
+    let mut master = env
+        .ssh("alice+web-1")
+        .args(["-o", "ControlMaster=yes", "-o"])
+        .arg(format!("ControlPath={}", control.display()))
+        .arg("-N")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh master");
+    wait_for(Duration::from_secs(20), || control.exists().then_some(())).expect("master up");
+
+    let mut wrong = Vec::new();
+    for code in 1..=40 {
+        let out = mux(&env, &control)
+            .arg(format!("exit {code}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh runs");
+        if out.status.code() != Some(code) {
+            wrong.push((code, out.status.code(), text(&out.stderr)));
+        }
+    }
+    assert!(wrong.is_empty(), "exit statuses lost: {wrong:?}");
+    // Still on the open connection: every command is in the log with its status.
+    for code in 1..=40u64 {
+        let cmd = format!("exit {code}");
+        let ev = env.wait_event("ssh.exec", |e| ssh_env::event_str(e, "command") == cmd);
+        assert_eq!(ev.get("exit_status"), Some(&code.into()), "{ev:?}");
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+}

@@ -455,6 +455,14 @@ async fn start(
     sent.is_ok()
 }
 
+/// Relays the target's side of a session channel to the client.
+///
+/// The target's EOF is held back until its exit status (or signal, or close) has gone on.
+/// sshd sends EOF when the command's output ends and the exit status when it is reaped,
+/// usually in that order; a client that has sent its own EOF may close the channel as soon
+/// as it sees ours (OpenSSH's ControlMaster does), and russh answers that close at once,
+/// after which an exit status is dropped and the client reports 255. Direct, sshd still
+/// sends the status before its own CLOSE; holding the EOF keeps that order through the hop.
 async fn upstream_to_client(
     ctx: &SessionCtx,
     id: ChannelId,
@@ -463,18 +471,25 @@ async fn upstream_to_client(
     state: &Mutex<State>,
     replies: &Replies,
 ) {
+    let (mut eof_held, mut exited) = (false, false);
     while let Some(msg) = rx.wait().await {
         let ok = match msg {
             ChannelMsg::Data { data } => output(ctx, id, &down, state, data, None).await,
             ChannelMsg::ExtendedData { data, ext } => {
                 output(ctx, id, &down, state, data, Some(ext)).await
             }
+            ChannelMsg::Eof if !exited => {
+                eof_held = true;
+                true
+            }
             ChannelMsg::Eof => down.eof().await.is_ok(),
             ChannelMsg::ExitStatus { exit_status } => {
                 if let Ok(mut s) = state.lock() {
                     s.exit_status = Some(exit_status);
                 }
+                exited = true;
                 down.exit_status(exit_status).await.is_ok()
+                    && (!std::mem::take(&mut eof_held) || down.eof().await.is_ok())
             }
             ChannelMsg::ExitSignal {
                 signal_name,
@@ -485,10 +500,12 @@ async fn upstream_to_client(
                 if let Ok(mut s) = state.lock() {
                     s.exit_signal = Some(format!("{signal_name:?}"));
                 }
+                exited = true;
                 ctx.client
                     .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                     .await
                     .is_ok()
+                    && (!std::mem::take(&mut eof_held) || down.eof().await.is_ok())
             }
             ChannelMsg::Success => replies.relay(ctx, id, true).await,
             ChannelMsg::Failure => {
@@ -505,6 +522,9 @@ async fn upstream_to_client(
         if !ok {
             break;
         }
+    }
+    if eof_held {
+        let _ = down.eof().await;
     }
     let _ = down.close().await;
 }

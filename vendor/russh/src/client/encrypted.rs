@@ -527,6 +527,11 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // Portcullis patch: the answer to a CLOSE we sent. The channel is gone
+                    // from `encrypted` already; release its reader too, or it waits forever.
+                    if let Some(chan) = self.channels.remove(&channel_num) {
+                        let _ = chan.send(ChannelMsg::Close).await;
+                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {

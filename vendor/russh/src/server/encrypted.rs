@@ -1445,6 +1445,11 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // Portcullis patch: the answer to a CLOSE we sent. The channel is gone
+                    // from `encrypted` already; release its reader too, or it waits forever.
+                    if let Some(chan) = self.channels.remove(&channel_num) {
+                        chan.send(ChannelMsg::Close).await.unwrap_or(())
+                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
