@@ -263,3 +263,59 @@ fn multiplexed_commands_keep_their_exit_status_and_are_logged_as_they_end() {
     let _ = master.kill();
     let _ = master.wait();
 }
+
+/// A session channel the target refuses to open (sshd's `MaxSessions`, here 1) is refused to
+/// the client too, as direct: OpenSSH's multiplexing client then runs its command over a
+/// connection of its own. The gateway used to accept the channel and then fail it with an
+/// internal error name, and the command never ran.
+#[test]
+fn a_session_the_target_will_not_open_is_refused_as_direct() {
+    let env = Env::start_with_max_sessions(1);
+    env.grant("web-1", "deploy", "1h");
+    let control = env.dir.path().join("ctl");
+    let direct_control = env.dir.path().join("direct-ctl");
+    let start = |mut cmd: Command, control: &std::path::Path| {
+        cmd.args(["-o", "ControlMaster=yes", "-o"])
+            .arg(format!("ControlPath={}", control.display()))
+            .arg("sleep 60")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh master")
+    };
+    // Each master holds the one session its connection may have.
+    let mut masters = [
+        start(env.ssh("alice+web-1"), &control),
+        start(env.sshd.ssh(), &direct_control),
+    ];
+    wait_for(Duration::from_secs(20), || {
+        (control.exists() && direct_control.exists()).then_some(())
+    })
+    .expect("masters up");
+    let second = |mut cmd: Command, control: &std::path::Path| {
+        cmd.args(["-o", "ControlMaster=no", "-o"])
+            .arg(format!("ControlPath={}", control.display()))
+            .arg("echo ran")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh runs")
+    };
+    let direct = second(env.sshd.ssh(), &direct_control);
+    let through = second(env.ssh("alice+web-1"), &control);
+    // The master's open is refused, and the client runs the command over a connection
+    // of its own instead.
+    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
+        assert!(
+            text(&out.stderr).contains("Session open refused by peer")
+                && text(&out.stdout) == "ran\n",
+            "{path}: stdout {:?}, stderr {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(through.status.code(), direct.status.code());
+    for m in &mut masters {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+}

@@ -39,6 +39,11 @@ impl Env {
         Env::with(Sshd::start_without_sftp().expect("sshd starts"))
     }
 
+    /// Like `start`, against an sshd that opens at most `n` session channels per connection.
+    pub fn start_with_max_sessions(n: u32) -> Env {
+        Env::with(Sshd::start_with_max_sessions(n).expect("sshd starts"))
+    }
+
     fn with(sshd: Sshd) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, alice_pub) = testbed::ssh_keygen(dir.path(), "alice").expect("keygen");

@@ -102,6 +102,17 @@ pub async fn session(
     };
     let up_chan = match up.channel_open_session().await {
         Ok(c) => c,
+        // The target itself said no (sshd's MaxSessions, say): so does the gateway, with
+        // the target's reason code, as the client would hear direct. OpenSSH then prints
+        // "open failed", and a ControlMaster client falls back to a connection of its own.
+        Err(russh::Error::ChannelOpenFailure(why)) => {
+            let reason = format!("{} refused a session channel", ctx.ident.target);
+            let code = why.code();
+            reply
+                .reject(ChannelOpenFailure::Other { code, reason })
+                .await;
+            return;
+        }
         Err(e) => {
             reply.accept().await;
             refuse(

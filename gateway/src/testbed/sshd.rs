@@ -36,23 +36,29 @@ impl Sshd {
     /// Generates keys, writes a config and starts `sshd -D -e`; returns once it sends its
     /// banner. Logs in as the current OS user.
     pub fn start() -> Result<Sshd> {
-        Sshd::start_as(None, true)
+        Sshd::start_as(None, true, 64)
     }
 
     /// Like `start`, but the server has no sftp subsystem, so it refuses every request to
     /// start one: a target that says no to a start request itself.
     pub fn start_without_sftp() -> Result<Sshd> {
-        Sshd::start_as(None, false)
+        Sshd::start_as(None, false, 64)
+    }
+
+    /// Like `start`, but one connection may hold at most `n` session channels (sshd's
+    /// `MaxSessions`): a target that refuses to open a channel.
+    pub fn start_with_max_sessions(n: u32) -> Result<Sshd> {
+        Sshd::start_as(None, true, n)
     }
 
     /// Like `start`, but when the tests run as root the login is the `postgres` OS user
     /// (present wherever PostgreSQL is installed): OpenSSH honours `signal` requests only
     /// for privilege-separated, non-root sessions, and the kill tests check exactly that.
     pub fn start_unprivileged() -> Result<Sshd> {
-        Sshd::start_as(is_root().then_some("postgres"), true)
+        Sshd::start_as(is_root().then_some("postgres"), true, 64)
     }
 
-    fn start_as(login: Option<&str>, sftp: bool) -> Result<Sshd> {
+    fn start_as(login: Option<&str>, sftp: bool, max_sessions: u32) -> Result<Sshd> {
         let sshd = find_program("sshd", "openssh-server", &[PathBuf::from("/usr/sbin")])?;
         let dir = tempfile::Builder::new()
             .prefix("portcullis-sshd-")
@@ -100,7 +106,7 @@ impl Sshd {
                  PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
                  AllowAgentForwarding yes\nX11Forwarding no\nPrintMotd no\n\
                  AcceptEnv LANG LC_* PORTCULLIS_*\n{subsystem}\
-                 MaxSessions 64\nMaxStartups 200\nLogLevel VERBOSE\n",
+                 MaxSessions {max_sessions}\nMaxStartups 200\nLogLevel VERBOSE\n",
                 host_key.display(),
                 authorized.display(),
                 // Without PAM, sshd refuses accounts whose password is locked, as the
