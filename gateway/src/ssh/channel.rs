@@ -25,7 +25,7 @@ use super::audit;
 use super::policy::{self, Start};
 use super::replies::{self, Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
-use super::tap::{PtyTap, SftpTap};
+use super::tap::{self, PtyTap, SftpTap};
 use portcullis_config::Allow;
 
 /// Most environment variables a channel's events list (the first ones set).
@@ -458,7 +458,7 @@ async fn start(
         Start::Subsystem(name) => up.request_subsystem(want_reply, name.as_str()).await,
     };
     if let Ok(mut s) = state.lock() {
-        if matches!(&what, Start::Subsystem(n) if n == "sftp") {
+        if tap::speaks_sftp(&what) {
             s.sftp = Some(SftpTap::default());
         }
         s.start = Some(what);
@@ -628,22 +628,10 @@ async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: 
                 .with("derived", true)
                 .with("channel", id.to_string())
         })
-        .chain(ops.into_iter().map(|op| {
-            ctx.ident
-                .event("ssh.sftp")
-                .with("op", op.op)
-                .with("path", op.path)
-                .with("to", op.to)
-                .with("pflags", op.pflags)
-                .with("bytes_read", op.bytes_read)
-                .with("bytes_written", op.bytes_written)
-                .with(
-                    "bytes",
-                    op.bytes_read.zip(op.bytes_written).map(|(r, w)| r + w),
-                )
-                .with("error", op.error)
-                .with("channel", id.to_string())
-        }));
+        .chain(
+            ops.into_iter()
+                .map(|op| tap::sftp_event(&ctx.ident, op, &id.to_string())),
+        );
     for ev in events {
         let taken = if strict {
             audit::append(&ctx.gw, ev).await

@@ -1,7 +1,7 @@
 //! What the audit derives from a channel's bytes without changing them: for a terminal, the
 //! asciicast recording and the command lines typed (read off a `vt100` screen when the
-//! shell echoes the user's Enter); for the sftp subsystem, one operation per request/reply
-//! pair.
+//! shell echoes the user's Enter); for sftp (the subsystem, or an exec of an sftp-server
+//! binary), one `ssh.sftp` event per auditable request/reply pair.
 //!
 //! Which output newline is the echo of which Enter: the user may type ahead or paste several
 //! lines, and output of an earlier command may still be arriving when Enter is pressed. So
@@ -15,7 +15,10 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use portcullis_protocol::sftp::{Decoder, Op, Request, Response, Tracker};
+use portcullis_recorder::Event;
 
+use super::audit::Ident;
+use super::policy::Start;
 use super::recording::Rec;
 
 /// Scrollback is not needed: only the cursor's line is ever read.
@@ -226,7 +229,61 @@ fn strip_prompt(line: &str) -> &str {
     }
 }
 
-/// Taps one sftp subsystem channel.
+/// Does this start request run an SFTP server, so the channel's bytes are SFTP packets?
+///
+/// The sftp subsystem, and an exec of the server binary itself: `sftp -s
+/// /usr/lib/openssh/sftp-server` runs it as a command, which a role allowing only `exec`
+/// permits, and its file operations must be logged as the subsystem's are. `internal-sftp`
+/// is matched too, for servers whose forced command maps it. A command that only looks like
+/// one and does not speak SFTP stops the decoder at its first bad length, and nothing more
+/// is derived from it; an sftp-server started some other way (`sh -c ...`) is an exec like
+/// any other, logged by its command line.
+pub fn speaks_sftp(start: &Start) -> bool {
+    match start {
+        Start::Subsystem(name) => name == "sftp",
+        Start::Exec(command) => {
+            let first = command.split_whitespace().next().unwrap_or("");
+            ["sftp-server", "internal-sftp"]
+                .iter()
+                .any(|name| first == *name || first.ends_with(&format!("/{name}")))
+        }
+        Start::Shell => false,
+    }
+}
+
+/// The `ssh.sftp` event for one operation on channel `channel`.
+///
+/// A link's target is `link_target`: `target` is every event's SSH target.
+pub fn sftp_event(ident: &Ident, op: Op, channel: &str) -> Event {
+    let attrs = op.attrs.unwrap_or_default();
+    let bytes = op
+        .bytes_copied
+        .or_else(|| op.bytes_read.zip(op.bytes_written).map(|(r, w)| r + w));
+    ident
+        .event("ssh.sftp")
+        .with("op", op.op)
+        .with("path", op.path)
+        .with("to", op.to)
+        .with("link_target", op.link_target)
+        .with("extension", op.extension)
+        .with("pflags", op.pflags)
+        .with("mode", attrs.mode())
+        .with("uid", attrs.uid)
+        .with("gid", attrs.gid)
+        .with("size", attrs.size)
+        .with("atime", attrs.atime)
+        .with("mtime", attrs.mtime)
+        .with("offset", op.offset)
+        .with("to_offset", op.to_offset)
+        .with("length", op.length)
+        .with("bytes_read", op.bytes_read)
+        .with("bytes_written", op.bytes_written)
+        .with("bytes", bytes)
+        .with("error", op.error)
+        .with("channel", channel)
+}
+
+/// Taps one sftp channel.
 #[derive(Debug, Default)]
 pub struct SftpTap {
     requests: Decoder<Request>,
@@ -360,6 +417,80 @@ mod tests {
         t.typed(b"\r");
         assert!(t.output(b"\r\n").is_empty());
         assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn sftp_servers_started_by_exec_are_tapped_as_sftp() {
+        let exec = |c: &str| speaks_sftp(&Start::Exec(c.into()));
+        assert!(speaks_sftp(&Start::Subsystem("sftp".into())));
+        assert!(exec("/usr/lib/openssh/sftp-server"));
+        assert!(exec("/usr/libexec/sftp-server -l INFO"));
+        assert!(exec("sftp-server"));
+        assert!(exec("internal-sftp"));
+        assert!(!exec("ls /usr/lib/openssh/sftp-server"));
+        assert!(!exec("/tmp/sftp-server.sh"));
+        assert!(!exec("scp -t /tmp"));
+        assert!(!speaks_sftp(&Start::Subsystem("netconf".into())));
+        assert!(!speaks_sftp(&Start::Shell));
+    }
+
+    /// The fields a reviewer reads, and the common `target` (the SSH target) left alone
+    /// by a link's own target.
+    #[test]
+    fn sftp_events_name_links_attributes_and_copies() {
+        let ident = Ident {
+            session: "s1".into(),
+            user: "alice".into(),
+            target: "web-1".into(),
+            role: "deploy".into(),
+            grant: "g1".into(),
+            client: "127.0.0.1".into(),
+        };
+        let link = Op {
+            op: "symlink",
+            path: "/d/b".into(),
+            link_target: Some("a".into()),
+            ..Op::default()
+        };
+        let ev = sftp_event(&ident, link, "0").0;
+        assert_eq!(ev["target"], "web-1");
+        assert_eq!(ev["link_target"], "a");
+        assert_eq!(ev["path"], "/d/b");
+        assert!(!ev.contains_key("bytes"));
+
+        let chmod = Op {
+            op: "setstat",
+            path: "/f".into(),
+            attrs: Some(portcullis_protocol::sftp::Attrs {
+                permissions: Some(0o100640),
+                size: Some(0),
+                ..Default::default()
+            }),
+            ..Op::default()
+        };
+        let ev = sftp_event(&ident, chmod, "0").0;
+        assert_eq!((&ev["mode"], &ev["size"]), (&"0640".into(), &0.into()));
+        assert!(!ev.contains_key("uid") && !ev.contains_key("mtime"));
+
+        let copy = Op {
+            op: "copy",
+            path: "/a".into(),
+            to: Some("/b".into()),
+            length: Some(0),
+            bytes_copied: Some(10),
+            ..Op::default()
+        };
+        let ev = sftp_event(&ident, copy, "0").0;
+        assert_eq!((&ev["to"], &ev["bytes"]), (&"/b".into(), &10.into()));
+
+        let close = Op {
+            op: "close",
+            path: "/e".into(),
+            bytes_read: Some(0),
+            bytes_written: Some(0),
+            ..Op::default()
+        };
+        assert_eq!(sftp_event(&ident, close, "0").0["bytes"], 0);
     }
 
     #[test]
