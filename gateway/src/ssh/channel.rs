@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_protocol::sftp::Op;
 use portcullis_recorder::{Durability, capped};
 use russh::client::Msg as UpMsg;
 use russh::server::Msg as DownMsg;
@@ -23,10 +22,13 @@ use tracing::debug;
 
 use super::audit;
 use super::policy::{self, Start};
-use super::replies::{self, Asked, Replies, refuse, refuse_started};
+use super::replies::{Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{self, PtyTap, SftpTap};
+use events::{finish, record, tap_output};
 use portcullis_config::Allow;
+
+mod events;
 
 /// Most environment variables a channel's events list (the first ones set).
 const MAX_ENV: usize = 64;
@@ -156,61 +158,6 @@ pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Outp
         () = &mut a => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, b).await; }
         () = &mut b => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, a).await; }
     }
-}
-
-/// Writes the channel's closing audit event and keeps its recording.
-async fn finish(ctx: &SessionCtx, id: ChannelId, state: &Mutex<State>, started: Instant) {
-    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken, env, refused) = {
-        let Ok(mut s) = state.lock() else { return };
-        (
-            s.start.take(),
-            s.exit_status,
-            s.exit_signal.take(),
-            s.bytes_in,
-            s.bytes_out,
-            s.pty.take(),
-            s.sftp.as_ref().map(|t| t.broken),
-            s.env_field().cloned(),
-            s.refused,
-        )
-    };
-    if let Some((file, sha)) = pty.and_then(PtyTap::finish)
-        && let Ok(mut r) = ctx.recordings.lock()
-    {
-        r.push((file.display().to_string(), sha));
-    }
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let error = match &start {
-        Some(what) if refused => Some(replies::refused(&ctx.ident.target, what.kind())),
-        _ => None,
-    };
-    let ev = match start {
-        Some(Start::Exec(command)) => ctx
-            .ident
-            .event("ssh.exec")
-            .with("command", command)
-            .with("exit_status", exit_status)
-            .with("exit_signal", exit_signal),
-        Some(Start::Shell) => ctx
-            .ident
-            .event("ssh.shell")
-            .with("phase", "ended")
-            .with("exit_status", exit_status),
-        Some(Start::Subsystem(name)) => ctx
-            .ident
-            .event("ssh.subsystem")
-            .with("name", name)
-            .with("decoded", sftp_broken.map(|b| !b)),
-        None => return,
-    };
-    let ev = ev
-        .with("channel", id.to_string())
-        .with("env", env)
-        .with("error", error)
-        .with("bytes_in", bytes_in)
-        .with("bytes_out", bytes_out)
-        .with("duration_ms", duration_ms);
-    audit::append(&ctx.gw, ev).await;
 }
 
 async fn client_to_upstream(
@@ -590,59 +537,6 @@ async fn output(
         }
         sent
     }
-}
-
-/// What one chunk of upstream output completed: typed command lines, sftp operations.
-type Facts = (Vec<String>, Vec<Op>);
-
-fn tap_output(state: &Mutex<State>, data: &[u8], stderr: bool) -> Facts {
-    let Ok(mut s) = state.lock() else {
-        return (Vec::new(), Vec::new());
-    };
-    // A terminal shows stderr too, so the screen and the recording take it; commands are
-    // read off stdout's echo only.
-    let command = match &mut s.pty {
-        Some(p) if stderr => {
-            p.output_stderr(data);
-            Vec::new()
-        }
-        Some(p) => p.output(data),
-        None => Vec::new(),
-    };
-    let ops = match &mut s.sftp {
-        Some(t) if !stderr => t.server(data),
-        _ => Vec::new(),
-    };
-    (command, ops)
-}
-
-/// Audits what [`tap_output`] derived: appended (durable) when `strict`, else queued. False
-/// when the log refused an event (the caller closes the session).
-async fn record(ctx: &SessionCtx, id: ChannelId, (command, ops): Facts, strict: bool) -> bool {
-    let events = command
-        .into_iter()
-        .map(|command| {
-            ctx.ident
-                .event("ssh.command")
-                .with("command", command)
-                .with("derived", true)
-                .with("channel", id.to_string())
-        })
-        .chain(
-            ops.into_iter()
-                .map(|op| tap::sftp_event(&ctx.ident, op, &id.to_string())),
-        );
-    for ev in events {
-        let taken = if strict {
-            audit::append(&ctx.gw, ev).await
-        } else {
-            audit::submit(&ctx.gw, ev).await
-        };
-        if !taken {
-            return false;
-        }
-    }
-    true
 }
 
 #[cfg(test)]
