@@ -457,6 +457,31 @@ async fn cancel_request_stops_a_running_query() {
     s.write_all(&msg).await.unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).await.unwrap(), 0);
+
+    // Over TLS (libpq 17 sends its cancel so) the gateway ends the stream with close_notify,
+    // whatever the key: a clean end, not an unexpected EOF.
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut tls = ssl_request(&h, tcp).await;
+    tls.write_all(&msg).await.unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .await
+        .unwrap_or_else(|e| panic!("a cancel over TLS did not end cleanly: {e}"));
+}
+
+/// An SSLRequest on `tcp`, then the TLS handshake the gateway's 'S' invites.
+async fn ssl_request(
+    h: &Harness,
+    mut tcp: tokio::net::TcpStream,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut s = [0u8; 1];
+    tcp.read_exact(&mut s).await.unwrap();
+    assert_eq!(s[0], b'S');
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    client_tls(h, false).connect(name, tcp).await.unwrap()
 }
 
 /// The gateway's self-signed certificate, trusted as its own root.

@@ -190,6 +190,9 @@ async fn startup(shared: &PgShared, tcp: TcpStream) -> Result<Option<Started>, S
                 } else {
                     tracing::info!("cancel request with an unknown key ignored");
                 }
+                // Closed as PostgreSQL closes it: over TLS with close_notify first. libpq
+                // 17's encrypted cancel reads to the end and reports a bare EOF as failure.
+                let _ = io.shutdown().await;
                 return Ok(None);
             }
             StartupPacket::Startup { minor, params } => {
