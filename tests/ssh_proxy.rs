@@ -188,6 +188,43 @@ fn role_allow_list_is_enforced_with_a_clear_sentence() {
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
 }
 
+/// A shell without a terminal (`ssh -T`, a script on stdin) reads its commands from its
+/// input: each line is logged as an `ssh.command`, before the shell gets it.
+#[test]
+fn a_shell_without_a_terminal_logs_its_input_lines() {
+    use std::io::Write as _;
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let mut child = env
+        .ssh("alice+web-1")
+        .arg("-T")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"echo no-pty-$((6*7))\n\nexit 5")
+        .expect("write");
+    let out = child.wait_with_output().expect("ssh ends");
+    assert_eq!(text(&out.stdout), "no-pty-42\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5));
+    env.wait_event("ssh.shell", |e| event_str(e, "phase") == "ended");
+    let commands: Vec<String> = env
+        .events()
+        .iter()
+        .filter(|e| event_str(e, "type") == "ssh.command")
+        .map(|e| {
+            assert_eq!(event_str(e, "from"), "stdin", "{e:?}");
+            event_str(e, "command").to_owned()
+        })
+        .collect();
+    assert_eq!(commands, ["echo no-pty-$((6*7))", "exit 5"]);
+}
+
 /// A role that allows scp runs scp and nothing else: the target's shell runs the whole
 /// exec line, so a command that merely starts like scp is an exec, refused.
 #[test]

@@ -24,8 +24,8 @@ use super::audit;
 use super::policy::{self, Start};
 use super::replies::{Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
-use super::tap::{self, PtyTap, SftpTap};
-use events::{finish, record, tap_output};
+use super::tap::{self, PtyTap, SftpTap, StdinLines};
+use events::{finish, record, stdin_commands, tap_output};
 use portcullis_config::Allow;
 
 mod events;
@@ -53,6 +53,8 @@ struct State {
     env: BTreeMap<String, String>,
     /// The target refused the start request: nothing ran, and the closing event says so.
     refused: bool,
+    /// A shell without a terminal: its input lines are its commands.
+    stdin: Option<StdinLines>,
 }
 
 impl State {
@@ -185,16 +187,24 @@ async fn client_to_upstream(
                 // What must be seen before the bytes go on: an sftp request (its reply must
                 // never be tapped first) and whether Enter was pressed (likewise its echo).
                 // The recording waits until the keystroke is on its way.
-                let pty = match state.lock() {
+                let (pty, lines) = match state.lock() {
                     Ok(mut s) => {
                         s.bytes_in += len;
                         if let Some(t) = &mut s.sftp {
                             t.client(&data);
                         }
-                        s.pty.as_mut().map(|p| p.typed(&data)).is_some()
+                        let lines = s.stdin.as_mut().map(|t| t.push(&data));
+                        (s.pty.as_mut().map(|p| p.typed(&data)).is_some(), lines)
                     }
-                    Err(_) => false,
+                    Err(_) => (false, None),
                 };
+                // A command goes to the log before it goes to the shell.
+                if let Some(lines) = lines
+                    && !stdin_commands(ctx, id, lines).await
+                {
+                    ctx.audit_failed().await;
+                    return;
+                }
                 if pty {
                     let sent = up.data_bytes(data.clone()).await.is_ok();
                     if let Ok(mut s) = state.lock()
@@ -211,7 +221,19 @@ async fn client_to_upstream(
                 ctx.counters.add_in(data.len() as u64);
                 up.extended_data_bytes(ext, data).await.is_ok()
             }
-            ChannelMsg::Eof => up.eof().await.is_ok(),
+            ChannelMsg::Eof => {
+                let last = state
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.stdin.as_mut()?.finish());
+                if let Some(line) = last
+                    && !stdin_commands(ctx, id, vec![line]).await
+                {
+                    ctx.audit_failed().await;
+                    return;
+                }
+                up.eof().await.is_ok()
+            }
             ChannelMsg::Close => {
                 let _ = up.close().await;
                 break;
@@ -407,6 +429,9 @@ async fn start(
     if let Ok(mut s) = state.lock() {
         if tap::speaks_sftp(&what) {
             s.sftp = Some(SftpTap::default());
+        }
+        if matches!(what, Start::Shell) && s.pty.is_none() {
+            s.stdin = Some(StdinLines::default());
         }
         s.start = Some(what);
     }

@@ -325,6 +325,70 @@ impl SftpTap {
     }
 }
 
+/// Most lines a shell without a terminal logs from its input; past that one event says the
+/// rest was not logged (a script of this many lines is an upload, not commands).
+const MAX_STDIN_LINES: usize = 10_000;
+
+/// Taps the input of a shell that has no terminal (`ssh -T host`, `ssh host < script`):
+/// there is no echo to read commands off, and none is needed, since the shell reads its
+/// commands from exactly these bytes. Each line is one command, cut at [`MAX_COMMAND`].
+#[derive(Debug, Default)]
+pub struct StdinLines {
+    partial: Vec<u8>,
+    /// The partial line was cut: the rest up to its newline is dropped.
+    cut: bool,
+    logged: usize,
+}
+
+impl StdinLines {
+    /// The lines `data` completes.
+    pub fn push(&mut self, data: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for part in data.split_inclusive(|&b| b == b'\n') {
+            let (body, ends) = match part.strip_suffix(b"\n") {
+                Some(b) => (b, true),
+                None => (part, false),
+            };
+            let room = MAX_COMMAND.saturating_sub(self.partial.len());
+            if body.len() > room {
+                self.cut = true;
+            }
+            self.partial
+                .extend_from_slice(body.get(..room.min(body.len())).unwrap_or_default());
+            if ends {
+                lines.extend(self.take());
+            }
+        }
+        lines
+    }
+
+    /// The last line, when the input ended without a newline.
+    pub fn finish(&mut self) -> Option<String> {
+        self.take()
+    }
+
+    fn take(&mut self) -> Option<String> {
+        let bytes = std::mem::take(&mut self.partial);
+        let cut = std::mem::take(&mut self.cut);
+        let mut line = String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\r')
+            .to_owned();
+        if line.trim().is_empty() || self.logged > MAX_STDIN_LINES {
+            return None;
+        }
+        self.logged += 1;
+        if self.logged > MAX_STDIN_LINES {
+            return Some(format!(
+                "<more input lines not logged after {MAX_STDIN_LINES}>"
+            ));
+        }
+        if cut {
+            line.push_str(portcullis_recorder::TRUNCATED);
+        }
+        Some(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +562,28 @@ mod tests {
         assert_eq!(strip_prompt("u@h:/tmp$ echo a$ b"), "echo a$ b");
         assert_eq!(strip_prompt("root@h:~# id"), "id");
         assert_eq!(strip_prompt("no prompt"), "no prompt");
+    }
+
+    #[test]
+    fn stdin_lines_are_the_commands_of_a_shell_without_a_terminal() {
+        let mut t = StdinLines::default();
+        assert_eq!(t.push(b"echo one\nech"), ["echo one"]);
+        assert_eq!(t.push(b"o two\r\n\n  \nexit 5"), ["echo two"]);
+        assert_eq!(t.finish().as_deref(), Some("exit 5"));
+        assert_eq!(t.finish(), None);
+        let long = vec![b'x'; MAX_COMMAND + 10];
+        let lines = t.push(&[&long[..], b"\nnext\n"].concat());
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with(portcullis_recorder::TRUNCATED));
+        assert_eq!(
+            lines[0].len(),
+            MAX_COMMAND + portcullis_recorder::TRUNCATED.len()
+        );
+        assert_eq!(lines[1], "next");
+        let mut t = StdinLines::default();
+        let many = "true\n".repeat(MAX_STDIN_LINES + 5);
+        let lines = t.push(many.as_bytes());
+        assert_eq!(lines.len(), MAX_STDIN_LINES + 1);
+        assert!(lines[MAX_STDIN_LINES].starts_with("<more input lines"));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use portcullis_protocol::sftp::Op;
+use portcullis_recorder::{Durability, Event};
 use russh::ChannelId;
 
 use super::super::audit;
@@ -120,6 +121,12 @@ pub(super) async fn record(
             ops.into_iter()
                 .map(|op| tap::sftp_event(&ctx.ident, op, &id.to_string())),
         );
+    log_all(ctx, events, strict).await
+}
+
+/// Appends each event (durable before returning) when `strict`, else queues it. False
+/// when the log refused one.
+async fn log_all(ctx: &SessionCtx, events: impl IntoIterator<Item = Event>, strict: bool) -> bool {
     for ev in events {
         let taken = if strict {
             audit::append(&ctx.gw, ev).await
@@ -131,4 +138,18 @@ pub(super) async fn record(
         }
     }
     true
+}
+
+/// Logs the input lines of a shell without a terminal as its commands (`ssh.command` with
+/// `from: "stdin"`), durably first in strict mode. False when the log refused one.
+pub(super) async fn stdin_commands(ctx: &SessionCtx, id: ChannelId, lines: Vec<String>) -> bool {
+    let strict = ctx.gw.audit.durability() == Durability::Strict;
+    let events = lines.into_iter().map(|command| {
+        ctx.ident
+            .event("ssh.command")
+            .with("command", command)
+            .with("from", "stdin")
+            .with("channel", id.to_string())
+    });
+    log_all(ctx, events, strict).await
 }
