@@ -422,4 +422,34 @@ fn agent_forwarding_follows_the_role() {
         text(&out.stdout)
     );
     assert!(!text(&out.stdout).contains("alice (ED25519)"));
+    // OpenSSH never hears of the refusal (it asks without wanting an answer); the log does.
+    let denied = env.wait_event("ssh.denied", |e| event_str(e, "request") == "agent-forward");
+    assert_eq!(event_str(&denied, "role"), "exec-only");
+    assert!(
+        event_str(&denied, "reason").contains("does not allow agent-forward"),
+        "{denied:?}"
+    );
+
+    // Remote forwarding is not offered: refused as an sshd without it refuses, and logged.
+    let out = env
+        .ssh("alice+web-1+deploy")
+        .args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "0:127.0.0.1:9",
+            "-N",
+        ])
+        .output()
+        .expect("ssh runs");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("remote port forwarding failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let denied = env.wait_event("ssh.denied", |e| {
+        event_str(e, "request") == "remote-forward"
+    });
+    assert_eq!(denied.get("port"), Some(&0.into()), "{denied:?}");
 }

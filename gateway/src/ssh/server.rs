@@ -322,12 +322,58 @@ impl russh::server::Handler for ClientHandler {
 
     async fn agent_request(
         &mut self,
-        _channel: ChannelId,
+        channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        Ok(match &self.state {
-            State::Active(ctx) => ctx.role.allow.contains(&Allow::AgentForward),
-            _ => false,
-        })
+        let State::Active(ctx) = &self.state else {
+            return Ok(false);
+        };
+        let checked = super::policy::check(
+            &ctx.role.allow,
+            &[Allow::AgentForward],
+            "agent-forward",
+            &ctx.ident.role,
+            &ctx.ident.target,
+        );
+        // OpenSSH asks without wanting an answer, so the client never hears of a refusal;
+        // the log does.
+        if let Err(sentence) = &checked {
+            let ev = ctx
+                .ident
+                .event("ssh.denied")
+                .with("request", "agent-forward")
+                .with("reason", sentence)
+                .with("channel", channel.to_string());
+            let gw = ctx.gw.clone();
+            tokio::spawn(async move { audit::append(&gw, ev).await });
+        }
+        Ok(checked.is_ok())
+    }
+
+    /// Remote forwarding (`ssh -R`) is not offered: the target would have to listen on the
+    /// gateway's behalf, and nothing in a role grants that. The client hears "remote port
+    /// forwarding failed", as from an sshd with `AllowTcpForwarding local`; the log records
+    /// the attempt.
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let State::Active(ctx) = &self.state {
+            let ev = ctx
+                .ident
+                .event("ssh.denied")
+                .with("request", "remote-forward")
+                .with("host", address)
+                .with("port", *port)
+                .with(
+                    "reason",
+                    "remote port forwarding (ssh -R) is not offered by the gateway",
+                );
+            let gw = ctx.gw.clone();
+            tokio::spawn(async move { audit::append(&gw, ev).await });
+        }
+        Ok(false)
     }
 }
