@@ -314,7 +314,10 @@ fn pg_line(query: &Record, outcome: &Record) -> String {
         .and_then(|v| v.as_u64())
         .map_or("?".into(), |us| format!("{:.3} ms", us as f64 / 1000.0));
     let text = match (outcome.str_field("error"), outcome.str_field("tag")) {
-        (Some(err), _) => format!("ERROR {err}"),
+        (Some(code), _) => match outcome.str_field("error_message") {
+            Some(message) => format!("ERROR {code}: {message}"),
+            None => format!("ERROR {code}"),
+        },
         (None, Some(tag)) => tag.to_string(),
         (None, None) => "(no outcome recorded)".to_string(),
     };
@@ -340,6 +343,12 @@ mod tests {
         );
         assert_eq!(pg_line(&q, &r), "T      1.500 ms  SELECT 1");
         assert_eq!(pg_line(&q, &q), "T             ?  (no outcome recorded)");
+        let failed = rec(serde_json::json!({"type":"pg.query","duration_us":20,
+            "error":"42703","error_message":"column \"nope\" does not exist"}));
+        assert_eq!(
+            pg_line(&failed, &failed),
+            "T      0.020 ms  ERROR 42703: column \"nope\" does not exist"
+        );
     }
 
     #[test]
