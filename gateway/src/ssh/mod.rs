@@ -13,6 +13,7 @@
 mod audit;
 mod channel;
 mod forward;
+mod login_grace;
 mod policy;
 mod recording;
 mod replies;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::context::Shared;
+use login_grace::{LOGIN_GRACE, LoginGrace};
 
 /// Why an SSH session could not be set up or went wrong; Display is shown to the user on
 /// stderr, so it names the problem and never a secret.
@@ -130,7 +132,11 @@ pub async fn listen(
             async move {
                 let _tracked = tracked;
                 let gone = CancellationToken::new();
-                let handler = server::ClientHandler::new(gw.clone(), peer, gone.clone());
+                let logged_in = CancellationToken::new();
+                let login_by = tokio::time::Instant::now() + LOGIN_GRACE;
+                let socket = LoginGrace::new(socket, logged_in.clone(), login_by);
+                let handler =
+                    server::ClientHandler::new(gw.clone(), peer, gone.clone(), logged_in.clone());
                 let socket = tokio::io::BufReader::with_capacity(READ_BUFFER, socket);
                 let running = match russh::server::run_stream(config, socket, handler).await {
                     Ok(r) => r,

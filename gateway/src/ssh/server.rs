@@ -42,6 +42,8 @@ pub struct ClientHandler {
     gw: Shared,
     peer: SocketAddr,
     gone: CancellationToken,
+    /// Fired once the client has logged in (see `ssh::within_login_grace`).
+    logged_in: CancellationToken,
     state: State,
     /// The last login name tried, for the `auth.failed` record of a connection that never
     /// authenticated.
@@ -58,11 +60,17 @@ impl std::fmt::Debug for ClientHandler {
 }
 
 impl ClientHandler {
-    pub fn new(gw: Shared, peer: SocketAddr, gone: CancellationToken) -> Self {
+    pub fn new(
+        gw: Shared,
+        peer: SocketAddr,
+        gone: CancellationToken,
+        logged_in: CancellationToken,
+    ) -> Self {
         ClientHandler {
             gw,
             peer,
             gone,
+            logged_in,
             state: State::Unauthenticated,
             tried: None,
         }
@@ -229,6 +237,7 @@ impl russh::server::Handler for ClientHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.logged_in.cancel();
         let state = std::mem::replace(&mut self.state, State::Unauthenticated);
         self.state = match state {
             State::Authorized(auth) => State::Active(session::start(
