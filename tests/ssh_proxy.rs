@@ -279,6 +279,28 @@ fn an_scp_role_runs_nothing_but_scp() {
     );
 }
 
+/// Runs `ssh ARGS` direct to the target and through the gateway (as alice+web-1): both
+/// print OpenSSH's `says` on stderr and exit with the same code.
+fn fails_alike(env: &Env, args: &[&str], says: &str) {
+    let run = |mut cmd: Command| {
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh runs")
+    };
+    let direct = run(env.sshd.ssh());
+    let through = run(env.ssh("alice+web-1"));
+    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
+        assert!(
+            text(&out.stderr).contains(says),
+            "{path}: stdout {:?}, stderr {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(through.status.code(), direct.status.code());
+}
+
 /// Requests are answered by the target, in order: a pty the target refuses is refused to
 /// the client as sshd itself refuses it (with `-tt` OpenSSH then says so and gives up).
 /// The gateway used to answer yes before it asked, so the command ran without a terminal
@@ -290,23 +312,11 @@ fn a_pty_the_target_refuses_is_refused_to_the_client() {
     let keys = env.sshd.dir().join("authorized_keys");
     let line = std::fs::read_to_string(&keys).expect("authorized_keys");
     std::fs::write(&keys, format!("no-pty {line}")).expect("authorized_keys");
-    let run = |mut cmd: Command| {
-        cmd.args(["-tt", "tty; echo ran"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("ssh runs")
-    };
-    let direct = run(env.sshd.ssh());
-    let through = run(env.ssh("alice+web-1"));
-    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
-        assert!(
-            text(&out.stderr).contains("PTY allocation request failed"),
-            "{path}: stdout {:?}, stderr {:?}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-    }
-    assert_eq!(through.status.code(), direct.status.code());
+    fails_alike(
+        &env,
+        &["-tt", "tty; echo ran"],
+        "PTY allocation request failed",
+    );
 
     // Without a pty the same login runs commands as before.
     let out = env
@@ -324,23 +334,7 @@ fn a_pty_the_target_refuses_is_refused_to_the_client() {
 fn a_start_the_target_refuses_is_refused_to_the_client() {
     let env = Env::start_without_sftp();
     env.grant("web-1", "deploy", "1h");
-    let run = |mut cmd: Command| {
-        cmd.args(["-s", "sftp"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("ssh runs")
-    };
-    let direct = run(env.sshd.ssh());
-    let through = run(env.ssh("alice+web-1"));
-    for (path, out) in [("direct", &direct), ("through the gateway", &through)] {
-        assert!(
-            text(&out.stderr).contains("subsystem request failed"),
-            "{path}: stdout {:?}, stderr {:?}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-    }
-    assert_eq!(through.status.code(), direct.status.code());
+    fails_alike(&env, &["-s", "sftp"], "subsystem request failed");
 
     let ev = env.wait_event("ssh.subsystem", |_| true);
     assert_eq!(
