@@ -354,7 +354,9 @@ fn report_reviews_grants_requests_and_sessions() {
                 .with("role", "deploy")
                 .with("reason", "deploy")
                 .with("created_by", "admin")
-                .with("created_at", "2026-11-29T10:00:00Z")
+                // A record stamped just after the grant was made (the event carries no
+                // created_at of its own): the hour granted is still shown as 1h.
+                .with("created_at", "2026-11-29T10:00:00.004Z")
                 .with("expires_at", "2026-11-29T11:00:00Z"),
             Event::new("request.created")
                 .with("request", "r_2")
@@ -402,6 +404,7 @@ fn report_reviews_grants_requests_and_sessions() {
         ),
         (Some(1), Some(2), Some(14_400))
     );
+    assert_eq!(r["grants"][1]["granted_secs"].as_i64(), Some(3_600));
     assert_eq!(r["unused_grants"], serde_json::json!(["g_2"]));
     assert_eq!(r["grants_at_max"], serde_json::json!(["g_1"]));
     assert_eq!(r["denied_requests"][0]["id"], "r_2");

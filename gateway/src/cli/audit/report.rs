@@ -247,7 +247,10 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
     }
     for g in grants.values_mut() {
         if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
-            g.granted_secs = (e - c).num_seconds().max(0);
+            // To the nearest second: without a created_at in the event, the record's own
+            // stamp stands in, a few milliseconds after the grant was made.
+            let ms = (e - c).num_milliseconds();
+            g.granted_secs = (ms + 500).div_euclid(1000).max(0);
             if g.status == "live" && e <= now {
                 g.status = "expired".into();
             }
