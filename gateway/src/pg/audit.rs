@@ -432,14 +432,11 @@ impl Tracker {
     /// client sent from that statement until its CopyDone or CopyFail (libpq sends one
     /// behind an extended COPY and another after CopyDone): those are no batch ends.
     fn copy_in_started(&mut self, copy_ends_before: u64) {
+        // The statement itself is in front; every Sync queued is behind it.
         let before = self.pending.len();
-        let mut first = true;
-        self.pending.retain(|p| {
-            let keep = first
-                || !matches!(p, Pending::Sync { copy_ends_before: c } if *c == copy_ends_before);
-            first = false;
-            keep
-        });
+        self.pending.retain(
+            |p| !matches!(p, Pending::Sync { copy_ends_before: c } if *c == copy_ends_before),
+        );
         // Messages sent after an ignored Sync were counted in the next batch; the server
         // answers them in this one.
         let ignored = (before - self.pending.len()) as u64;

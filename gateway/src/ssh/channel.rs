@@ -199,7 +199,7 @@ async fn client_to_upstream(
                     Err(_) => (false, None),
                 };
                 // A command goes to the log before it goes to the shell.
-                if let Some(lines) = lines
+                if let Some(lines) = lines.filter(|l| !l.is_empty())
                     && !stdin_commands(ctx, id, lines).await
                 {
                     ctx.audit_failed().await;
