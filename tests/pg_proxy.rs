@@ -469,6 +469,44 @@ async fn cancel_request_stops_a_running_query() {
         .unwrap_or_else(|e| panic!("a cancel over TLS did not end cleanly: {e}"));
 }
 
+/// A psql killed mid-query (its terminal closed, `kill -9`) has closed its side, over TLS
+/// (no close_notify) as in the clear: the log says `client_closed`, not a gateway error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_query_closed_the_session_itself() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    for (i, sslmode) in ["require", "disable"].into_iter().enumerate() {
+        let sql = format!("select pg_sleep(60), {i}");
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", sslmode);
+        cmd.args(["-c", &sql]);
+        let mut psql = cmd.spawn().unwrap();
+        let running = format!(
+            "select count(*) from pg_stat_activity where query = '{sql}' and state = 'active'"
+        );
+        while h.pg.sql(&running).unwrap().trim() != "1" {
+            tokio::task::yield_now().await;
+        }
+        psql.start_kill().unwrap();
+        psql.wait().await.unwrap();
+        h.wait_sessions_closed().await;
+    }
+    let events = h.audit_events().await;
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "session.ended")
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ended, ["client_closed", "client_closed"], "{events:#?}");
+    for i in 0..2 {
+        let q = events
+            .iter()
+            .find(|e| e["type"] == "pg.query" && e["sql"] == format!("select pg_sleep(60), {i}"))
+            .unwrap_or_else(|| panic!("query {i} not logged: {events:#?}"));
+        assert_eq!(q["error"], "interrupted", "{q:?}");
+        assert_eq!(q["error_message"], "session closed: client_closed", "{q:?}");
+    }
+}
+
 /// An SSLRequest on `tcp`, then the TLS handshake the gateway's 'S' invites.
 async fn ssl_request(
     h: &Harness,

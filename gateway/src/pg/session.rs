@@ -58,6 +58,16 @@ fn startup_params(params: &[(Vec<u8>, Vec<u8>)]) -> Option<BTreeMap<String, Stri
     (!m.is_empty()).then_some(m)
 }
 
+/// Is this read or write error a peer closing its side without the protocol's goodbye
+/// (TCP reset, broken pipe, or a TLS stream cut short of its close_notify)?
+fn went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
+}
+
 fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
     match reason {
         CloseReason::GrantExpired => {
@@ -410,6 +420,16 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         RelayEnd::UpstreamProtocol(e) => {
             tracing::warn!(error = %e, "upstream protocol error");
             CloseReason::Error
+        }
+        // A peer that went away without saying goodbye (a killed psql, a TLS client gone
+        // without close_notify, a reset) closed its side; it is not a gateway error.
+        RelayEnd::ClientIo(e) if went_away(e) => {
+            tracing::info!(error = %e, "client went away");
+            CloseReason::ClientClosed
+        }
+        RelayEnd::UpstreamIo(e) if went_away(e) => {
+            tracing::info!(error = %e, "upstream went away");
+            CloseReason::UpstreamClosed
         }
         RelayEnd::ClientIo(e) | RelayEnd::UpstreamIo(e) => {
             tracing::info!(error = %e, "connection error");
