@@ -13,24 +13,31 @@ use ssh_env::{Env, event_str, text};
 
 type Ev = Map<String, Value>;
 
-/// Runs `batch` with `sftp -b` as `login`; `-s` starts `server` instead of the subsystem.
-fn sftp(env: &Env, batch: &str, login: &str, server: Option<&str>) -> std::process::Output {
+/// `sftp -b batch` as `login`, with `extra` options before the destination.
+fn sftp_command(env: &Env, batch: &str, login: &str, extra: &[&str]) -> Command {
     let file = env.dir.path().join("batch");
     std::fs::write(&file, batch).expect("batch");
-    let mut cmd = match server {
-        None => env.sftp(&file, login),
-        Some(server) => {
-            let mut cmd = Command::new("sftp");
-            cmd.args(client_options())
-                .args(["-o", "IdentitiesOnly=yes", "-i"])
-                .arg(&env.key)
-                .args(["-P", &env.port(), "-s", server, "-b"])
-                .arg(&file)
-                .arg(format!("{login}@127.0.0.1"));
-            cmd
-        }
+    let mut cmd = Command::new("sftp");
+    cmd.args(client_options())
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&env.key)
+        .args(["-P", &env.port()])
+        .args(extra)
+        .arg("-b")
+        .arg(&file)
+        .arg(format!("{login}@127.0.0.1"));
+    cmd
+}
+
+/// Runs `batch` with `sftp -b` as `login`; `-s` starts `server` instead of the subsystem.
+fn sftp(env: &Env, batch: &str, login: &str, server: Option<&str>) -> std::process::Output {
+    let extra: &[&str] = match &server {
+        None => &[],
+        Some(server) => &["-s", server],
     };
-    let out = cmd.output().expect("sftp runs");
+    let out = sftp_command(env, batch, login, extra)
+        .output()
+        .expect("sftp runs");
     assert!(
         out.status.success(),
         "sftp: {}{}",
@@ -193,4 +200,47 @@ fn sftp_server_run_by_exec_is_audited_as_sftp() {
     op(&env, "remove", &r.join("d/x"));
     op(&env, "rmdir", &r.join("d"));
     env.wait_event("ssh.exec", |e| event_str(e, "command") == SERVER);
+}
+
+/// A put cut short by a revoke still says what it moved: the file the client never got to
+/// close is closed in the log as interrupted, with the bytes written until then.
+#[test]
+fn a_transfer_cut_short_closes_its_file_as_interrupted() {
+    let env = Env::start();
+    let g = env.grant("web-1", "deploy", "1h");
+    let remote = tempfile::tempdir().expect("remote dir");
+    let r = remote.path();
+    let local = env.dir.path().join("big");
+    std::fs::write(&local, vec![7u8; 32 << 20]).expect("local");
+    let batch = format!("put {} {}/big\n", local.display(), r.display());
+    // At 8 Mbit/s the 32 MiB take half a minute: the revoke lands mid-transfer.
+    let mut put = sftp_command(&env, &batch, "alice+web-1", &["-l", "8000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sftp runs");
+    let target = r.join("big");
+    let started = ssh_env::wait_for(std::time::Duration::from_secs(20), || {
+        let len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        (len > 0).then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the put never started: {:#?}",
+        env.events()
+    );
+    let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
+    assert!(out.status.success(), "revoke: {}", text(&out.stderr));
+    let status = put.wait().expect("sftp ends");
+    assert!(!status.success(), "the put was cut short");
+
+    let ev = op(&env, "close", &target);
+    assert_eq!(ev["interrupted"], true, "{ev:?}");
+    let written = ev["bytes_written"].as_u64().expect("bytes_written");
+    assert!(written > 0 && written < 32 << 20, "{ev:?}");
+    // Every byte the target holds went through the gateway and was counted.
+    let held = std::fs::metadata(&target).expect("the partial file").len();
+    assert!(held <= written, "{held} held: {ev:?}");
+    let sub = env.wait_event("ssh.subsystem", |e| event_str(e, "name") == "sftp");
+    assert_eq!(sub["decoded"], true, "{sub:?}");
 }

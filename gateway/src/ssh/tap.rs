@@ -280,6 +280,7 @@ pub fn sftp_event(ident: &Ident, op: Op, channel: &str) -> Event {
         .with("bytes_written", op.bytes_written)
         .with("bytes", bytes)
         .with("error", op.error)
+        .with("interrupted", op.interrupted.then_some(true))
         .with("channel", channel)
 }
 
@@ -322,6 +323,11 @@ impl SftpTap {
             ops.extend(self.tracker.response(r));
         }
         ops
+    }
+
+    /// The channel ended: a close, marked interrupted, for every file still open.
+    pub fn unclosed(&mut self) -> Vec<Op> {
+        self.tracker.unclosed()
     }
 }
 

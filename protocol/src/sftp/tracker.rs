@@ -39,6 +39,10 @@ pub struct Op {
     pub bytes_written: Option<u64>,
     /// The server's answer: None when it said OK, else its status message.
     pub error: Option<String>,
+    /// Close: the client never closed the handle; the channel ended with it open (the
+    /// client went away, or the session was closed mid-transfer). The counts are what went
+    /// through it until then.
+    pub interrupted: bool,
 }
 
 #[derive(Debug)]
@@ -354,6 +358,27 @@ impl Tracker {
             Response::Version { .. } | Response::Other { .. } => None,
         }
     }
+
+    /// The channel ended: a close for every file handle still open (`interrupted`), so a
+    /// transfer cut short still says what it moved. In path order; directories are left out,
+    /// as their closes are.
+    pub fn unclosed(&mut self) -> Vec<Op> {
+        let mut ops: Vec<Op> = self
+            .handles
+            .drain()
+            .filter(|(_, f)| !f.dir)
+            .map(|(_, f)| Op {
+                op: "close",
+                path: f.path,
+                bytes_read: Some(f.read),
+                bytes_written: Some(f.written),
+                interrupted: true,
+                ..Op::default()
+            })
+            .collect();
+        ops.sort_by(|a, b| a.path.cmp(&b.path));
+        ops
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +432,43 @@ mod tests {
         assert_eq!(ops[1].bytes_read, Some(0));
         assert_eq!(ops[2].to.as_deref(), Some("/tmp/up2"));
         assert_eq!(ops[3].error.as_deref(), Some("No such file"));
+    }
+
+    /// A channel that ends mid-transfer still closes, as interrupted, each file left open
+    /// with what went through it; a closed file and a directory are not repeated.
+    #[test]
+    fn files_left_open_close_as_interrupted_when_the_channel_ends() {
+        let mut t = Tracker::default();
+        let mut ops = Vec::new();
+        for (c, s) in [
+            (open(1, "/tmp/b", 0x1a), handle(1, b"B")),
+            (open(2, "/tmp/a", 1), handle(2, b"A")),
+            (with_id(OPENDIR, 3, &[b"/"]), handle(3, b"D")),
+            (open(4, "/tmp/done", 0x1a), handle(4, b"C")),
+            (with_id(CLOSE, 5, &[b"C"]), status(5, 0, "")),
+            (write(6, b"B", &[0u8; 700]), Vec::new()),
+            (read(7, b"A"), with_id(DATA, 7, &[&[0u8; 300]])),
+        ] {
+            for r in decode_all::<Request>(&c) {
+                t.request(r);
+            }
+            for r in decode_all::<Response>(&s) {
+                ops.extend(t.response(r));
+            }
+        }
+        assert!(ops.iter().all(|o| !o.interrupted));
+        let left = t.unclosed();
+        assert_eq!(names(&left), vec![("close", "/tmp/a"), ("close", "/tmp/b")]);
+        assert!(left.iter().all(|o| o.interrupted && o.error.is_none()));
+        assert_eq!(
+            (left[0].bytes_read, left[0].bytes_written),
+            (Some(300), Some(0))
+        );
+        assert_eq!(
+            (left[1].bytes_read, left[1].bytes_written),
+            (Some(0), Some(700))
+        );
+        assert!(t.unclosed().is_empty());
     }
 
     /// An empty file put or got still closes with its counts; a directory listing does not.

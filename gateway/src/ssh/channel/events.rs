@@ -23,7 +23,7 @@ pub(super) async fn finish(
     state: &Mutex<State>,
     started: Instant,
 ) {
-    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp_broken, env, refused) = {
+    let (start, exit_status, exit_signal, bytes_in, bytes_out, pty, sftp, env, refused) = {
         let Ok(mut s) = state.lock() else { return };
         (
             s.start.take(),
@@ -32,7 +32,7 @@ pub(super) async fn finish(
             s.bytes_in,
             s.bytes_out,
             s.pty.take(),
-            s.sftp.as_ref().map(|t| t.broken),
+            s.sftp.take(),
             s.env_field().cloned(),
             s.refused,
         )
@@ -41,6 +41,13 @@ pub(super) async fn finish(
         && let Ok(mut r) = ctx.recordings.lock()
     {
         r.push((file.display().to_string(), sha));
+    }
+    // Files the client never closed (it went away, or the session was closed mid-transfer)
+    // close here, before the channel's own event, with what went through them.
+    let mut sftp_broken = None;
+    if let Some(mut t) = sftp {
+        record(ctx, id, (Vec::new(), t.unclosed()), is_strict(ctx)).await;
+        sftp_broken = Some(t.broken);
     }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let error = match &start {
@@ -143,7 +150,6 @@ async fn log_all(ctx: &SessionCtx, events: impl IntoIterator<Item = Event>, stri
 /// Logs the input lines of a shell without a terminal as its commands (`ssh.command` with
 /// `from: "stdin"`), durably first in strict mode. False when the log refused one.
 pub(super) async fn stdin_commands(ctx: &SessionCtx, id: ChannelId, lines: Vec<String>) -> bool {
-    let strict = ctx.gw.audit.durability() == Durability::Strict;
     let events = lines.into_iter().map(|command| {
         ctx.ident
             .event("ssh.command")
@@ -151,5 +157,10 @@ pub(super) async fn stdin_commands(ctx: &SessionCtx, id: ChannelId, lines: Vec<S
             .with("from", "stdin")
             .with("channel", id.to_string())
     });
-    log_all(ctx, events, strict).await
+    log_all(ctx, events, is_strict(ctx)).await
+}
+
+/// Whether events are appended durably (strict) rather than queued.
+fn is_strict(ctx: &SessionCtx) -> bool {
+    ctx.gw.audit.durability() == Durability::Strict
 }
