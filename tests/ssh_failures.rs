@@ -191,6 +191,34 @@ fn port_forwarding_follows_the_role_and_a_stall_blocks_nothing_else() {
     let _ = pusher.join();
     fwd.kill().expect("kill ssh");
     let _ = fwd.wait();
+    // Its end is logged with what crossed it: the two lines each way. (The readiness probe
+    // in `forward` opened and closed a forward of its own, with nothing in it.)
+    let ended = env.wait_event("ssh.forward", |e| {
+        e["port"] == u64::from(echo_port) && event_str(e, "phase") == "ended" && e["bytes_in"] != 0
+    });
+    let lines = ("through the tunnel\n".len() + "still\n".len()) as u64;
+    assert_eq!(
+        (&ended["bytes_in"], &ended["bytes_out"]),
+        (&lines.into(), &lines.into())
+    );
+    assert!(ended.get("error").is_none(), "{ended:?}");
+
+    // A port nothing listens on: the target refuses, and the log says why.
+    let dead = testbed::free_port().expect("port");
+    let (mut to_dead, local) = forward(&env, "alice+web-1+deploy", dead);
+    let mut s = TcpStream::connect(("127.0.0.1", local)).expect("connect");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "a refused forward carries nothing");
+    let ended = env.wait_event("ssh.forward", |e| {
+        e["port"] == u64::from(dead) && event_str(e, "phase") == "ended"
+    });
+    assert!(
+        event_str(&ended, "error").contains(&format!("cannot connect to 127.0.0.1:{dead}")),
+        "{ended:?}"
+    );
+    to_dead.kill().expect("kill ssh");
+    let _ = to_dead.wait();
 
     // Role ro does not allow port-forward: the channel is refused with the reason.
     env.grant("web-1", "ro", "1h");

@@ -2,6 +2,9 @@
 //! role allows port forwarding, and agent channels the target opens back to the user. As
 //! for session channels, each direction awaits only its own peer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use russh::client::Msg as UpMsg;
 use russh::server::Msg as DownMsg;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
@@ -10,7 +13,10 @@ use super::audit;
 use super::channel::{both_halves, refusal};
 use super::session::{Registered, SessionCtx};
 
-/// A `direct-tcpip` channel (`ssh -L`), when the role allows port forwarding.
+/// A `direct-tcpip` channel (`ssh -L`), when the role allows port forwarding. Logged when
+/// asked for (`phase: "started"`, durable before the target is asked) and when it ends
+/// (`phase: "ended"`, with the bytes each way and how long it lasted, or the target's
+/// refusal as `error`).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     ctx: std::sync::Arc<SessionCtx>,
@@ -25,13 +31,16 @@ pub async fn forward(
         reply.reject(refusal("the grant is no longer live")).await;
         return;
     }
-    let ev = ctx
-        .ident
-        .event("ssh.forward")
-        .with("host", &host)
-        .with("port", port)
-        .with("originator", format!("{origin}:{origin_port}"));
-    if !audit::append(&ctx.gw, ev).await {
+    let originator = format!("{origin}:{origin_port}");
+    let event = |phase: &'static str| {
+        ctx.ident
+            .event("ssh.forward")
+            .with("phase", phase)
+            .with("host", &host)
+            .with("port", port)
+            .with("originator", &originator)
+    };
+    if !audit::append(&ctx.gw, event("started")).await {
         reply.reject(refusal("the audit log is unavailable")).await;
         ctx.audit_failed().await;
         return;
@@ -49,12 +58,9 @@ pub async fn forward(
     {
         Ok(c) => c,
         Err(e) => {
-            reply
-                .reject(refusal(format!(
-                    "{}: cannot connect to {host}:{port}: {e}",
-                    ctx.ident.target
-                )))
-                .await;
+            let why = format!("{}: cannot connect to {host}:{port}: {e}", ctx.ident.target);
+            audit::append(&ctx.gw, event("ended").with("error", &why)).await;
+            reply.reject(refusal(why)).await;
             return;
         }
     };
@@ -68,24 +74,39 @@ pub async fn forward(
             upstream: None,
         },
     );
-    pipe_plain(chan, up_chan, Some(&ctx)).await;
+    let started = Instant::now();
+    let (bytes_in, bytes_out) = pipe_plain(chan, up_chan, Some(&ctx)).await;
     ctx.unregister(id);
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let ev = event("ended")
+        .with("bytes_in", bytes_in)
+        .with("bytes_out", bytes_out)
+        .with("duration_ms", duration_ms);
+    audit::append(&ctx.gw, ev).await;
 }
 
 /// Relays raw data both ways between a user channel and a target channel (forwards, agent).
 /// With `ctx` (a forward the user opened), the user's side stops and the session closes
 /// once the audit log has failed, as on session channels. Agent channels (no `ctx`) carry
 /// only the user's agent's answers to requests the target makes; the session's kill path
-/// ends them with the connection.
-pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<&SessionCtx>) {
+/// ends them with the connection. Returns the bytes relayed each way (in: user to target).
+pub async fn pipe_plain(
+    down: Channel<DownMsg>,
+    up: Channel<UpMsg>,
+    ctx: Option<&SessionCtx>,
+) -> (u64, u64) {
     let (d_rx, d_tx) = down.split();
     let (u_rx, u_tx) = up.split();
+    // Atomics only so the relay's future stays Send; both halves run on this one task.
+    let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
     let count_in = |n: usize| {
+        bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(c) = ctx {
             c.counters.add_in(n as u64);
         }
     };
     let count_out = |n: usize| {
+        bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(c) = ctx {
             c.counters.add_out(n as u64);
         }
@@ -95,6 +116,7 @@ pub async fn pipe_plain(down: Channel<DownMsg>, up: Channel<UpMsg>, ctx: Option<
         pump(u_rx, d_tx, count_out, None),
     )
     .await;
+    (bytes_in.into_inner(), bytes_out.into_inner())
 }
 
 /// Relays one direction; `gate` is the session whose audit log must be healthy before each
