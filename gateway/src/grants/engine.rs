@@ -513,6 +513,7 @@ impl Inner {
 
 pub(crate) fn created_event(g: &GrantRecord) -> Event {
     grant_event("grant.created", g)
+        .with("created_at", g.created_at)
         .with("reason", &g.reason)
         .with("created_by", &g.created_by)
         .with("approved_by", &g.approved_by)

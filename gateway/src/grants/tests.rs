@@ -593,6 +593,15 @@ async fn grant_changes_land_in_the_real_audit_log() {
         ]
     );
     assert_eq!(events[1]["grant"], short.id.as_str());
+    // The grant's own times, so a report computes the granted span exactly.
+    let at = |k: &str| {
+        let t = events[0][k].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(t).unwrap()
+    };
+    assert_eq!(
+        (at("expires_at") - at("created_at")).num_milliseconds(),
+        300
+    );
     assert_eq!(events[3]["approved_by"], "bob");
     assert_eq!(events[5]["reason"], "done");
     portcullis_recorder::verify(&audit_dir, Some(log.public_key())).unwrap();

@@ -247,8 +247,8 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
     }
     for g in grants.values_mut() {
         if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
-            // To the nearest second: without a created_at in the event, the record's own
-            // stamp stands in, a few milliseconds after the grant was made.
+            // To the nearest second: a log written before grant.created carried created_at
+            // has the record's own stamp standing in, a few milliseconds after the grant.
             let ms = (e - c).num_milliseconds();
             g.granted_secs = (ms + 500).div_euclid(1000).max(0);
             if g.status == "live" && e <= now {
