@@ -447,3 +447,32 @@ fn agent_forwarding_follows_the_role() {
     });
     assert_eq!(denied.get("port"), Some(&0.into()), "{denied:?}");
 }
+
+/// Key exchanges in the middle of a stream leave its bytes intact and the session up. The
+/// client re-keys every 64 KiB (about 130 times for these 8 MiB): each exchange stops and
+/// restarts the gateway's session loop traffic and re-aims its rekey timer.
+#[test]
+fn a_client_that_rekeys_mid_transfer_moves_its_bytes_intact() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let local = env.dir.path().join("rekey.bin");
+    let status = Command::new("head")
+        .args(["-c", "8388608", "/dev/urandom"])
+        .stdout(std::fs::File::create(&local).expect("create"))
+        .status()
+        .expect("head");
+    assert!(status.success());
+    let out = env
+        .ssh("alice+web-1")
+        .args(["-v", "-o", "RekeyLimit=64K", "sha256sum"])
+        .stdin(std::fs::File::open(&local).expect("open"))
+        .output()
+        .expect("ssh runs");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let sum = text(&out.stdout);
+    assert_eq!(sum.split_whitespace().next(), Some(sha256(&local).as_str()));
+    // Each exchange after the first is one more NEWKEYS the client sent.
+    let exchanges = stderr.matches("SSH2_MSG_NEWKEYS sent").count();
+    assert!(exchanges > 50, "only {exchanges} key exchanges:\n{stderr}");
+}

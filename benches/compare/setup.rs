@@ -8,7 +8,12 @@ use std::process::Command;
 use anyhow::Context;
 use portcullis_gateway::testbed::{self, Child, GatewayProc, Postgres, Sshd};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+/// The gateway measured: this build's, or the binary `PORTCULLIS_BENCH_BIN` names (to
+/// measure another build, say the commit before a change, with the same runner).
+pub fn bin() -> String {
+    std::env::var("PORTCULLIS_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_portcullis").to_string())
+}
 pub const PG_ROLE: &str = "bench";
 pub const PG_ROLE_PW: &str = "bench-upstream-pw";
 pub const USER: &str = "alice";
@@ -84,7 +89,7 @@ host_key = "{host_key}"
             ssh_key = sshd.client_key_path.display(),
         );
         // Production's log level: the tests' debug logging is not part of what we measure.
-        let gw = GatewayProc::start_logging(BIN, &body, "info")?;
+        let gw = GatewayProc::start_logging(bin(), &body, "info")?;
         let env = Env {
             quick,
             pg,

@@ -2,6 +2,7 @@ use std::convert::TryFrom;
 use std::fmt::{Debug, Display, Formatter};
 use std::future::{Future, Pending};
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::future::Either as EitherFuture;
 use log::{debug, warn};
@@ -543,6 +544,58 @@ pub(crate) async fn flush_or_timeout<W: AsyncWrite + Unpin>(
             debug!("timeout while writing");
             Err(Error::InactivityTimeout)
         }
+    }
+}
+
+/// The session loop's rekey timer, kept across loop iterations (Portcullis patch).
+///
+/// Upstream builds a fresh `sleep` for the rekey time limit on every loop iteration, so each
+/// packet registered a timer in tokio's wheel and removed it again. The wanted deadline
+/// (`last_rekey + limit`) only moves when a key exchange ends or the write limit is reached,
+/// so one `Sleep` is kept and reset only when the deadline moves by more than the wheel's
+/// 1 ms resolution.
+pub(crate) struct RekeyTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<tokio::time::Instant>,
+}
+
+impl RekeyTimer {
+    pub(crate) fn new() -> Self {
+        RekeyTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86400))),
+            armed: None,
+        }
+    }
+
+    /// Aims the timer `remaining` from now, or disarms it (`None`).
+    pub(crate) fn aim(&mut self, remaining: Option<Duration>) {
+        let Some(remaining) = remaining else {
+            self.armed = None;
+            return;
+        };
+        let want = tokio::time::Instant::now() + remaining;
+        let close = |a: tokio::time::Instant| {
+            let d = if a > want { a - want } else { want - a };
+            d < Duration::from_millis(1)
+        };
+        // A zero remainder (rekey due now) is re-aimed every time, as upstream's fresh
+        // `sleep(0)` was, so it fires at once.
+        if remaining.is_zero() || !self.armed.is_some_and(close) {
+            self.sleep.as_mut().reset(want);
+            self.armed = Some(want);
+        }
+    }
+
+    /// Resolves when the aimed deadline passes; never while disarmed.
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping it leaves the timer aimed where it was.
+    pub(crate) async fn elapsed(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
     }
 }
 

@@ -1427,6 +1427,11 @@ impl Session {
         let reading = start_reading(stream_read, buffer, opening_cipher);
         pin!(reading);
         let flow_wake = self.flow_wake.clone();
+        // Portcullis patch: one rekey timer and one flow wake-up registration for the whole
+        // loop, not a fresh timer and a fresh waiter (each a lock) on every packet.
+        let mut rekey_timer = crate::RekeyTimer::new();
+        let flow_woken = flow_wake.notified();
+        pin!(flow_woken);
 
         #[allow(clippy::panic)] // false positive in select! macro
         while !self.common.disconnected {
@@ -1438,9 +1443,7 @@ impl Session {
             // application output in its bounded receivers while a channel is
             // window-blocked.
             let can_receive_outbound = !self.kex.active() && !self.common.has_any_pending_data();
-            let rekey_timer =
-                crate::future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
-            pin!(rekey_timer);
+            rekey_timer.aim(self.rekey_time_remaining());
             tokio::select! {
                 r = &mut reading => {
                     let (stream_read, mut buffer, mut opening_cipher) = match r {
@@ -1483,7 +1486,7 @@ impl Session {
                     std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
                     reading.set(start_reading(stream_read, buffer, opening_cipher));
                 }
-                () = &mut rekey_timer => {
+                () = rekey_timer.elapsed() => {
                     // The flush after the select sees the elapsed limit.
                     debug!("rekey time limit reached");
                 }
@@ -1523,7 +1526,8 @@ impl Session {
                         }
                     }
                 }
-                () = flow_wake.notified(), if !self.kex.active() => {
+                () = &mut flow_woken, if !self.kex.active() => {
+                    flow_woken.set(flow_wake.notified());
                     self.grant_withheld_windows()?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {

@@ -694,6 +694,11 @@ impl Session {
         pin!(reading);
         let mut is_reading = None;
         let flow_wake = self.flow_wake.clone();
+        // Portcullis patch: one rekey timer and one flow wake-up registration for the whole
+        // loop, not a fresh timer and a fresh waiter (each a lock) on every packet.
+        let mut rekey_timer = crate::RekeyTimer::new();
+        let flow_woken = flow_wake.notified();
+        pin!(flow_woken);
 
         #[allow(clippy::panic)] // false positive in macro
         while !self.common.disconnected {
@@ -745,8 +750,7 @@ impl Session {
                 }
             }
 
-            let rekey_timer = future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
-            pin!(rekey_timer);
+            rekey_timer.aim(self.rekey_time_remaining());
 
             tokio::select! {
                 r = &mut reading => {
@@ -797,7 +801,7 @@ impl Session {
                     }
                     reading.set(start_reading(stream_read, buffer, opening_cipher));
                 }
-                () = &mut rekey_timer => {
+                () = rekey_timer.elapsed() => {
                     // The flush after the select sees the elapsed limit.
                     debug!("rekey time limit reached");
                 }
@@ -814,7 +818,8 @@ impl Session {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
                 }
-                () = flow_wake.notified(), if !self.kex.active() => {
+                () = &mut flow_woken, if !self.kex.active() => {
+                    flow_woken.set(flow_wake.notified());
                     self.grant_withheld_windows()?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
