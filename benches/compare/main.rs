@@ -5,7 +5,9 @@
 //! `cargo bench --bench compare` (add `-- --quick` for a short smoke run, `-- --write` to
 //! replace `benches/RESULTS.md`, `-- --hold SECS` to start everything, print its addresses
 //! and wait SECS or until Ctrl-C, for profiling by hand; either way everything it started is
-//! stopped).
+//! stopped). `PORTCULLIS_BENCH_BIN=/path/to/portcullis` measures that gateway binary instead
+//! of this build's (another commit's, say, or one run under `valgrind --tool=callgrind` by a
+//! wrapper script with `--hold`).
 
 mod clients;
 mod floor;
