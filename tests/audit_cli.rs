@@ -418,3 +418,36 @@ fn report_reviews_grants_requests_and_sessions() {
     );
     assert!(md.contains("## Grants never used\n\n- g_2"), "{md}");
 }
+
+/// `portcullis audit search | head` and the like: when the reader of stdout has gone, the
+/// readers stop quietly, as `grep` or `cat` would (exit 141, a SIGPIPE death in the shell's
+/// terms), instead of panicking with a backtrace on stderr.
+#[test]
+fn readers_stop_quietly_when_stdout_is_closed() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut evs = vec![sess("session.started", "s_pg").with("proto", "postgres")];
+    evs.extend((0..50).map(|i| sess("pg.query", "s_pg").with("sql", format!("select {i}"))));
+    write_log(d.path(), evs);
+    let dd = d.path().to_str().expect("utf-8");
+    for args in [
+        &["audit", "search", "--data-dir", dd][..],
+        &["audit", "search", "--data-dir", dd, "--json"],
+        &["audit", "tail", "--data-dir", dd],
+        &["replay", "s_pg", "--data-dir", dd],
+        &["report", "--data-dir", dd],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run portcullis");
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("panicked") && err.is_empty(),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
+}

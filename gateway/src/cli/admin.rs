@@ -119,7 +119,7 @@ pub fn run_grant(cmd: GrantCmd, g: &Global) -> CmdResult {
             let body = json!({"user": user, "target": target, "role": role,
                 "duration": duration, "reason": reason});
             let v = api.call("POST", "/v1/grants", Some(body))?;
-            print_or(g, &v, || println!("{}", s(&v, "id")))
+            print_or(g, &v, || outln!("{}", s(&v, "id")))
         }
         GrantCmd::List { user, target, all } => {
             let mut q = vec![];
@@ -141,7 +141,7 @@ pub fn run_grant(cmd: GrantCmd, g: &Global) -> CmdResult {
                 &format!("/v1/grants/{}/revoke", urlenc(&id)),
                 Some(json!({ "reason": reason })),
             )?;
-            print_or(g, &v, || println!("revoked {}", s(&v, "id")))
+            print_or(g, &v, || outln!("revoked {}", s(&v, "id")))
         }
         GrantCmd::Extend { id, by } => {
             let v = api.call(
@@ -150,7 +150,7 @@ pub fn run_grant(cmd: GrantCmd, g: &Global) -> CmdResult {
                 Some(json!({ "by": by })),
             )?;
             print_or(g, &v, || {
-                println!("extended {} until {}", s(&v, "id"), s(&v, "expires_at"))
+                outln!("extended {} until {}", s(&v, "id"), s(&v, "expires_at"))
             })
         }
     }
@@ -169,7 +169,7 @@ pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
             let body = json!({"user": user, "target": target, "role": role,
                 "duration": duration, "reason": reason});
             let v = api.call("POST", "/v1/requests", Some(body))?;
-            print_or(g, &v, || println!("{}", s(&v, "id")))
+            print_or(g, &v, || outln!("{}", s(&v, "id")))
         }
         RequestCmd::List { pending } => {
             let path = if pending {
@@ -188,7 +188,7 @@ pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
             )?;
             print_or(g, &v, || {
                 let gr = &v["grant"];
-                println!(
+                outln!(
                     "approved {}: grant {} for {} on {} ({}) until {}",
                     s(&v, "id"),
                     s(gr, "id"),
@@ -205,7 +205,7 @@ pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
                 &format!("/v1/requests/{}/deny", urlenc(&id)),
                 Some(json!({ "reason": reason })),
             )?;
-            print_or(g, &v, || println!("denied {}", s(&v, "id")))
+            print_or(g, &v, || outln!("denied {}", s(&v, "id")))
         }
     }
 }
@@ -223,7 +223,7 @@ pub fn run_sessions(cmd: SessionsCmd, g: &Global) -> CmdResult {
                 &format!("/v1/sessions/{}/kill", urlenc(&id)),
                 Some(json!({ "reason": reason })),
             )?;
-            print_or(g, &v, || println!("killed {}", s(&v, "id")))
+            print_or(g, &v, || outln!("killed {}", s(&v, "id")))
         }
     }
 }
@@ -231,7 +231,7 @@ pub fn run_sessions(cmd: SessionsCmd, g: &Global) -> CmdResult {
 /// Prints `v` as JSON with `--json`, else runs `human`.
 fn print_or(g: &Global, v: &Value, human: impl FnOnce()) -> CmdResult {
     if g.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        outln!("{}", serde_json::to_string_pretty(v)?);
     } else {
         human();
     }
@@ -277,7 +277,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {

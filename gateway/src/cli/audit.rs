@@ -148,9 +148,9 @@ pub(crate) fn human(r: &Record) -> String {
 
 fn print_record(r: &Record, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        outln!("{}", serde_json::to_string(r).unwrap_or_default());
     } else {
-        println!("{}", human(r));
+        outln!("{}", human(r));
     }
 }
 
@@ -185,7 +185,7 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
     match result {
         Ok(s) => {
             if g.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&serde_json::json!({"ok": true, "summary": s}))
                         .unwrap_or_default()
@@ -195,14 +195,19 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
             let pk = shown
                 .or(s.pubkey.clone())
                 .unwrap_or_else(|| "(no sealed segment yet)".into());
-            println!("audit log:  {}", audit.display());
-            println!("public key: {pk} (from {source})");
-            println!(
+            outln!("audit log:  {}", audit.display());
+            outln!("public key: {pk} (from {source})");
+            outln!(
                 "ok: {} records in {} segments ({} sealed), {} bytes; last seq {}, last hash {}",
-                s.records, s.segments, s.sealed, s.bytes, s.last_seq, s.last_hash
+                s.records,
+                s.segments,
+                s.sealed,
+                s.bytes,
+                s.last_seq,
+                s.last_hash
             );
             if let Some(open) = &s.open_segment {
-                println!(
+                outln!(
                     "open segment: {open} (unsealed: the gateway is writing it, or did not shut down cleanly)"
                 );
             }
@@ -210,12 +215,12 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
         }
         Err(e) => {
             if g.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"ok": false, "file": e.file, "offset": e.offset, "seq": e.seq, "problem": e.problem.to_string()})
                 );
             } else if let Some(pk) = &shown {
-                println!("public key: {pk} (from {source})");
+                outln!("public key: {pk} (from {source})");
             }
             Err(Failure::failed(format!(
                 "audit log verification failed: {e}"

@@ -4,6 +4,23 @@
 //! the command words. Exit codes: 0 success, 1 the operation failed or was refused, 2 usage
 //! or configuration error.
 
+/// `print!` for a command's output on stdout; see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for a command's output on stdout; see [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod admin;
 pub mod audit;
 
@@ -16,6 +33,29 @@ use clap::{Parser, Subcommand};
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for usage or configuration errors.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the reader of stdout went away: the status a shell gives a process that
+/// SIGPIPE ended (128 + 13), which is how `grep` or `cat` end in `... | head`.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes a command's output to stdout. `println!` panics when the reader has gone
+/// (`portcullis audit search | head`), a backtrace on the user's terminal; this ends the
+/// process at once and quietly instead, as the default SIGPIPE would, which the Rust
+/// runtime ignores. Any other write error ends it with one sentence and exit 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to stdout, as [`write_stdout`] describes.
+pub(crate) fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(EXIT_BROKEN_PIPE);
+    }
+    eprintln!("portcullis: cannot write to stdout: {e}");
+    std::process::exit(i32::from(EXIT_FAILED));
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,7 +218,7 @@ fn run_check(g: &Global) -> CmdResult {
     let source = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded defaults".into());
-    println!(
+    outln!(
         "config OK: {source}: {} users, {} targets",
         config.users.len(),
         config.targets.len()
@@ -212,7 +252,7 @@ fn run_user_scram() -> CmdResult {
     if password.is_empty() {
         return Err(Failure::usage("no password on stdin"));
     }
-    println!(
+    outln!(
         "{}",
         portcullis_protocol::scram::generate_verifier(password)
     );

@@ -64,7 +64,7 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
     let Some((cast, text)) = casts.into_iter().next() else {
         // An exec-only or sftp session has no terminal: show what it did instead.
         for r in &recs {
-            println!("{}", super::human(r));
+            outln!("{}", super::human(r));
         }
         return Ok(());
     };
@@ -94,9 +94,10 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> CmdResult {
             .map_err(|e| Failure::failed(format!("cannot write {}: {e}", p.display()))),
         None => {
             let mut o = std::io::stdout().lock();
-            o.write_all(bytes)
-                .and_then(|()| o.flush())
-                .map_err(Failure::from)
+            if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+                crate::cli::stdout_failed(&e);
+            }
+            Ok(())
         }
     }
 }
@@ -246,9 +247,9 @@ fn play(text: &str, speed: f64, idle_limit: Option<f64>) -> Result<(), String> {
         }
         last = e.time;
         std::thread::sleep(Duration::from_secs_f64(pause / speed));
-        out.write_all(e.data.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = out.write_all(e.data.as_bytes()).and_then(|()| out.flush()) {
+            crate::cli::stdout_failed(&e);
+        }
     }
     Ok(())
 }
@@ -264,7 +265,7 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
         .collect();
     for r in recs {
         if json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            outln!("{}", serde_json::to_string(r).unwrap_or_default());
             continue;
         }
         if r.kind() == "pg.result" {
@@ -283,7 +284,7 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
                     })
                 })
                 .collect::<String>();
-            println!("{}  -- {}{detail}", r.ts, r.kind());
+            outln!("{}  -- {}{detail}", r.ts, r.kind());
             continue;
         }
         let outcome_rec = r
@@ -292,14 +293,14 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
             .and_then(|v| v.as_u64())
             .and_then(|n| results.get(&n).copied())
             .unwrap_or(r);
-        println!("{}", pg_line(r, outcome_rec));
-        println!("    {}", r.str_field("sql").unwrap_or(""));
+        outln!("{}", pg_line(r, outcome_rec));
+        outln!("    {}", r.str_field("sql").unwrap_or(""));
         if let Some(p) = r
             .event
             .get("params")
             .filter(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
         {
-            println!("    params: {p}");
+            outln!("    params: {p}");
         }
     }
     Ok(())

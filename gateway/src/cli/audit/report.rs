@@ -387,12 +387,12 @@ pub fn run_report(a: ReportArgs, g: &Global) -> CmdResult {
     let report = build(&recs, since, now);
     let json = a.format == Some(ReportFormat::Json) || (a.format.is_none() && g.json);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print!("{}", markdown(&report));
+        out!("{}", markdown(&report));
     }
     Ok(())
 }
