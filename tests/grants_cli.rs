@@ -206,6 +206,58 @@ fn operator_adds_lists_extends_and_revokes() {
     assert!(err.contains("no session s_nope"), "{err}");
 }
 
+/// A duration too long for a timestamp (`--by 300000y`) is refused with a sentence; it used to
+/// panic the API's handler, so the CLI saw only "connection closed before message completed".
+#[test]
+fn an_absurd_duration_is_refused_with_a_sentence() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let id = ok(cli(
+        &gw,
+        &[
+            "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "read", "--for",
+            "30m",
+        ],
+    ));
+    let id = id.trim();
+    for by in ["300000y", "18446744073709551615s"] {
+        let err = fails(cli(&gw, &["grant", "extend", id, "--by", by]), 1);
+        assert!(
+            err.contains(&format!("by \"{by}\" is too long")),
+            "--by {by}: {err}"
+        );
+        let err = fails(
+            cli(
+                &gw,
+                &[
+                    "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "read",
+                    "--for", by,
+                ],
+            ),
+            1,
+        );
+        assert!(
+            err.contains(&format!("duration \"{by}\" is too long")),
+            "--for {by}: {err}"
+        );
+    }
+    let err = fails(
+        cli(
+            &gw,
+            &[
+                "request", "create", "--user", "alice", "--target", "pg-prod", "--role", "read",
+                "--for", "300000y", "--reason", "r",
+            ],
+        ),
+        1,
+    );
+    assert!(err.contains("duration \"300000y\" is too long"), "{err}");
+    // The policy still speaks for what a timestamp can hold.
+    let err = fails(cli(&gw, &["grant", "extend", id, "--by", "100y"]), 1);
+    assert!(err.contains("maximum grant of 1h on pg-prod"), "{err}");
+    let ext = json(cli(&gw, &["grant", "extend", id, "--by", "10m", "--json"]));
+    assert_eq!(ext["id"], id);
+}
+
 /// A webhook receiver on 127.0.0.1:0: every POSTed JSON body goes to the channel.
 fn webhook() -> (String, mpsc::Receiver<Value>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -19,9 +19,21 @@ fn to_json(v: impl serde::Serialize) -> Answer {
         .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// The longest duration a grant, extension or request may name: far beyond any policy, and
+/// far inside what a timestamp holds, so `expires_at + by` cannot overflow (a `--by 300000y`
+/// once panicked the extend handler and dropped the caller's connection without an answer).
+const MAX_DURATION: Duration = Duration::from_secs(1000 * 31_557_600);
+
 fn duration(what: &str, s: &str) -> Result<Duration, ApiError> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| ApiError::bad_request(format!("{what} {s:?} is not a duration: {e}")))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| ApiError::bad_request(format!("{what} {s:?} is not a duration: {e}")))?;
+    if d > MAX_DURATION {
+        return Err(ApiError::bad_request(format!(
+            "{what} {s:?} is too long: at most {}",
+            humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(d)
 }
 
 /// Unauthenticated, so it says only whether the gateway can serve (audit log writable).
