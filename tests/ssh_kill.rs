@@ -99,7 +99,8 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         assert!(s.contains(&format!("grant {g} expired")), "{s}");
     }
     assert!(
-        said[0].contains("expires in"),
+        said[0].contains("on web-1 expires in")
+            && said[0].contains("portcullis request create --target web-1"),
         "warning missing: {}",
         said[0]
     );

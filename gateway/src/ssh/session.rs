@@ -344,14 +344,19 @@ pub fn close_message(reason: CloseReason, grant: &str) -> String {
     format!("portcullis: {why}; session closed")
 }
 
+/// The `warn_before` line on an interactive channel's stderr. It names the target and says
+/// what the user can do: `grant extend` is the operator's, so a user asks with a request.
+fn warning_line(grant: &str, target: &str, remaining: Duration) -> String {
+    let secs = Duration::from_secs(remaining.as_secs());
+    format!(
+        "\r\nportcullis: grant {grant} on {target} expires in {}; the session will be closed then; \
+         for more time: portcullis request create --target {target} --for 1h --reason \"...\"\r\n",
+        humantime::format_duration(secs)
+    )
+}
+
 async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) {
-    let secs = remaining.as_secs();
-    let line = format!(
-        "\r\nportcullis: grant {} expires in {}m{:02}s; request more time with: portcullis grant extend or a new request\r\n",
-        lease.grant_id(),
-        secs / 60,
-        secs % 60
-    );
+    let line = warning_line(lease.grant_id(), &ctx.target.name, remaining);
     let ids: Vec<ChannelId> = ctx
         .channels
         .lock()
@@ -420,5 +425,25 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
         let _ = up
             .disconnect(russh::Disconnect::ByApplication, &message, "")
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::warning_line;
+
+    #[test]
+    fn the_warning_names_the_target_and_what_a_user_can_do() {
+        let line = warning_line("g_1", "web-1", Duration::from_millis(59_900));
+        assert_eq!(
+            line,
+            "\r\nportcullis: grant g_1 on web-1 expires in 59s; the session will be closed then; \
+             for more time: portcullis request create --target web-1 --for 1h --reason \"...\"\r\n"
+        );
+        assert!(
+            warning_line("g_1", "web-1", Duration::from_secs(5400)).contains("expires in 1h 30m;")
+        );
     }
 }
