@@ -320,6 +320,29 @@ fn replay_prints_a_postgres_timeline() {
         d.path().to_str().expect("utf-8"),
     ]);
     assert_eq!(out.status.code(), Some(1));
+
+    // A Postgres session has no terminal recording to export: asked for one, replay says so
+    // instead of printing the timeline where a .cast file was expected.
+    let file = d.path().join("s_pg.cast");
+    for export in ["asciicast", "text"] {
+        let out = portcullis(&[
+            "replay",
+            "s_pg",
+            "--data-dir",
+            d.path().to_str().expect("utf-8"),
+            "--export",
+            export,
+            "-o",
+            file.to_str().expect("utf-8"),
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--export {export}: {err}");
+        assert!(
+            err.contains("s_pg has no terminal recording to export (a Postgres session)"),
+            "--export {export}: {err}"
+        );
+        assert!(out.stdout.is_empty() && !file.exists(), "--export {export}");
+    }
 }
 
 #[test]

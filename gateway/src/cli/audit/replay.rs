@@ -57,11 +57,25 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
     let postgres = recs
         .iter()
         .any(|r| r.kind().starts_with("pg.") || r.str_field("proto") == Some("postgres"));
+    // `--export` promises a recording (a file for asciinema, a screen): where there is none,
+    // say so rather than print something else where the caller expects one.
+    let no_recording = |why: &str| {
+        Failure::failed(format!(
+            "session {} has no terminal recording to export ({why}); run replay without --export to see what it did",
+            a.session
+        ))
+    };
     if postgres {
+        if a.export.is_some() {
+            return Err(no_recording("a Postgres session"));
+        }
         return pg_timeline(&recs, g.json);
     }
     let casts = recordings(&recs, &data_dir, &a.session)?;
     let Some((cast, text)) = casts.into_iter().next() else {
+        if a.export.is_some() {
+            return Err(no_recording("it ran only exec, sftp or forwards"));
+        }
         // An exec-only or sftp session has no terminal: show what it did instead.
         for r in &recs {
             outln!("{}", super::human(r));
