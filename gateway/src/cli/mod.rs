@@ -2,7 +2,8 @@
 //!
 //! Global options (`-c`, `--json`, `--api`, `--token`, `--as`) are accepted before or after
 //! the command words. Exit codes: 0 success, 1 the operation failed or was refused, 2 usage
-//! or configuration error.
+//! or configuration error; 141 (as for a SIGPIPE death) when the reader of stdout went away,
+//! e.g. `portcullis audit search | head`.
 
 /// `print!` for a command's output on stdout; see [`write_stdout`].
 macro_rules! out {
