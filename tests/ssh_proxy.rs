@@ -178,6 +178,23 @@ fn role_allow_list_is_enforced_with_a_clear_sentence() {
     );
     env.wait_event("ssh.denied", |e| event_str(e, "request") == "exec");
 
+    // A subsystem no role can allow is named, and not blamed on the role's allow list.
+    let out = env
+        .ssh("alice+web-1+ro")
+        .args(["-s", "netconf"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ssh runs");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains("portcullis: subsystem netconf is not served through portcullis"),
+        "{}",
+        text(&out.stderr)
+    );
+    let denied = env.wait_event("ssh.denied", |e| event_str(e, "request") == "subsystem");
+    assert_eq!(event_str(&denied, "subsystem"), "netconf", "{denied:?}");
+
     // sftp is allowed for ro.
     let batch = env.dir.path().join("batch");
     std::fs::write(&batch, "ls /\n").expect("batch");

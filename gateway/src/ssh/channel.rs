@@ -377,10 +377,15 @@ async fn start(
         refuse_started(ctx, id, "portcullis: the grant is no longer live").await;
         return false;
     }
+    // A subsystem nothing can allow is named in the sentence (and the event below).
+    let label = match &what {
+        Start::Subsystem(name) if what.needs().is_empty() => format!("subsystem {name}"),
+        _ => what.kind().to_owned(),
+    };
     let allowed = policy::check(
         &ctx.role.allow,
         what.needs(),
-        what.kind(),
+        &label,
         &ctx.ident.role,
         &ctx.ident.target,
     );
@@ -393,6 +398,13 @@ async fn start(
                 "command",
                 match &what {
                     Start::Exec(c) => Some(c.clone()),
+                    _ => None,
+                },
+            )
+            .with(
+                "subsystem",
+                match &what {
+                    Start::Subsystem(name) => Some(name.clone()),
                     _ => None,
                 },
             )

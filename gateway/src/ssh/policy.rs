@@ -101,6 +101,11 @@ pub fn check(
     if needs.iter().any(|n| allowed.contains(n)) {
         return Ok(());
     }
+    if needs.is_empty() {
+        // No allow entry permits it (a subsystem other than sftp): naming the role's
+        // entries would suggest one might.
+        return Err(format!("{what} is not served through portcullis"));
+    }
     let names: Vec<&str> = allowed.iter().map(|a| allow_name(*a)).collect();
     Err(format!(
         "role {role} on {target} does not allow {what} (allowed: {})",
@@ -205,6 +210,9 @@ mod tests {
             Err("role ro on web-1 does not allow shell (allowed: sftp)".into())
         );
         assert!(check(&[Allow::Exec], &[Allow::Scp, Allow::Exec], "scp", "r", "t").is_ok());
-        assert!(check(&[Allow::Shell], &[], "subsystem", "r", "t").is_err());
+        assert_eq!(
+            check(&[Allow::Shell], &[], "subsystem netconf", "r", "t"),
+            Err("subsystem netconf is not served through portcullis".into())
+        );
     }
 }
