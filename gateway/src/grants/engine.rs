@@ -422,7 +422,12 @@ impl Inner {
             let mut g = self.live_record(id, now)?;
             let cfg = self.config();
             let previous = g.expires_at;
-            g.expires_at = previous + by;
+            // Checked: the API bounds durations, but an engine caller must not be able to
+            // panic the handler with one past what a timestamp holds.
+            g.expires_at = chrono::TimeDelta::from_std(by)
+                .ok()
+                .and_then(|d| previous.checked_add_signed(d))
+                .ok_or_else(|| GrantsError::Invalid(format!("--by {} is too long", fmt_dur(by))))?;
             // The ceiling bounds how far ahead of now a grant may reach.
             if let Some(t) = cfg.target(&g.target) {
                 let ahead = (g.expires_at - now).to_std().unwrap_or_default();

@@ -227,6 +227,23 @@ async fn extend_moves_the_deadline_of_live_leases() {
     assert_eq!(f.audit.of_type("grant.extended").len(), 1);
 }
 
+/// An extension past what a timestamp holds is refused with a sentence; it once panicked
+/// the handler (`expires_at + by` overflowed) and left the grant as it was.
+#[tokio::test(start_paused = true)]
+async fn an_extension_past_any_timestamp_is_refused_not_a_panic() {
+    let f = start(S(1));
+    let g = add(&f.grants, "alice", "pg", "read", S(60)).await;
+    let err = f
+        .grants
+        .extend(&g.id, Duration::from_secs(u64::MAX), &Actor::Admin)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrantsError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("too long"), "{err}");
+    let stored = f.grants.get_grant(&g.id).unwrap().unwrap();
+    assert_eq!(stored.expires_at, g.expires_at);
+}
+
 #[tokio::test(start_paused = true)]
 async fn revoke_resolves_leases_at_once() {
     let f = start(S(60));
