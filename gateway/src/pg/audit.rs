@@ -50,8 +50,19 @@ fn capped_sql(bytes: &[u8], max: usize) -> Arc<str> {
     }
 }
 
+/// A statement the tap has seen end. Its event is built by [`Tracker::payload`] only after
+/// the bytes that ended it went on to the client: building it (the JSON, the SQL escaped)
+/// is most of the tap's work per statement, and the client's answer need not wait for it.
 #[derive(Debug)]
-struct Query {
+pub(crate) enum Finished {
+    /// A statement that ran (or failed, or was skipped or interrupted).
+    Statement(Query),
+    /// An event built at once, on a rare path (a refused Parse with no Execute behind it).
+    Ready(Payload),
+}
+
+#[derive(Debug)]
+pub(crate) struct Query {
     /// The statement's number in the session (strict mode links `pg.result` to it).
     stmt: u64,
     sql: Arc<str>,
@@ -359,7 +370,7 @@ impl Tracker {
     }
 
     /// A message the server sent; completed statements are pushed to `out`.
-    pub(crate) fn backend(&mut self, msg: &BackendMessage<'_>, out: &mut Vec<Payload>) {
+    pub(crate) fn backend(&mut self, msg: &BackendMessage<'_>, out: &mut Vec<Finished>) {
         match msg {
             BackendMessage::CommandComplete { tag } => self.complete(Some(tag), None, out),
             BackendMessage::EmptyQueryResponse => self.complete(Some(b""), None, out),
@@ -479,7 +490,7 @@ impl Tracker {
         &mut self,
         tag: Option<&[u8]>,
         error: Option<(String, String)>,
-        out: &mut Vec<Payload>,
+        out: &mut Vec<Finished>,
     ) {
         let sql = match self.pending.front_mut() {
             Some(Pending::Simple(q)) => {
@@ -519,7 +530,7 @@ impl Tracker {
                         error_message: Some(&message),
                         ..self.fields.pg_event("pg.query")
                     };
-                    out.push(ev.payload());
+                    out.push(Finished::Ready(ev.payload()));
                 }
                 return;
             }
@@ -532,9 +543,19 @@ impl Tracker {
         }
     }
 
-    fn emit(&mut self, q: Query, out: &mut Vec<Payload>) {
+    fn emit(&mut self, mut q: Query, out: &mut Vec<Finished>) {
         self.queries += 1;
-        let end = q.end.unwrap_or_else(Instant::now);
+        q.end.get_or_insert_with(Instant::now);
+        out.push(Finished::Statement(q));
+    }
+
+    /// The event of a finished statement, as the log will hold it.
+    pub(crate) fn payload(&self, f: &Finished) -> Payload {
+        let q = match f {
+            Finished::Statement(q) => q,
+            Finished::Ready(p) => return p.clone(),
+        };
+        let end = q.end.unwrap_or(q.start);
         let ev = if self.strict {
             // The statement itself is already in the log; this is its outcome.
             PgEvent {
@@ -555,25 +576,23 @@ impl Tracker {
         // One tag says it all, unless the Query ran several statements or failed after
         // some ran.
         let several = q.tags.len() > 1 || (q.error.is_some() && !q.tags.is_empty());
-        out.push(
-            PgEvent {
-                duration_us: Some(end.duration_since(q.start).as_micros() as u64),
-                copy_bytes: q.copy_bytes,
-                error,
-                error_message,
-                // Strict mode recorded the SQL as sent; it is repeated when it turned out
-                // to run another statement's.
-                sql: ev.sql.or(q.sql_corrected.then_some(&*q.sql)),
-                tag,
-                tags: several.then_some(q.tags.as_slice()),
-                ..ev
-            }
-            .payload(),
-        );
+        PgEvent {
+            duration_us: Some(end.duration_since(q.start).as_micros() as u64),
+            copy_bytes: q.copy_bytes,
+            error,
+            error_message,
+            // Strict mode recorded the SQL as sent; it is repeated when it turned out
+            // to run another statement's.
+            sql: ev.sql.or(q.sql_corrected.then_some(&*q.sql)),
+            tag,
+            tags: several.then_some(q.tags.as_slice()),
+            ..ev
+        }
+        .payload()
     }
 
     /// Statements still running when the session ends are logged as interrupted.
-    pub(crate) fn drain(&mut self, reason: &str, out: &mut Vec<Payload>) {
+    pub(crate) fn drain(&mut self, reason: &str, out: &mut Vec<Finished>) {
         while let Some(p) = self.pending.pop_front() {
             if let Pending::Simple(mut q) | Pending::Execute(mut q) = p {
                 if q.error.is_none() {

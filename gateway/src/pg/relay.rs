@@ -16,11 +16,11 @@ use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
     BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
 };
-use portcullis_recorder::{AuditLog, Payload};
+use portcullis_recorder::AuditLog;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-use super::audit::Tracker;
+use super::audit::{Finished, Tracker};
 use crate::grants::{CloseReason, Counters, LiveProbe};
 
 /// The read buffer's usual size.
@@ -94,10 +94,13 @@ impl Ctx<'_> {
         false
     }
 
-    /// Queues completed statements' events; the log writes them in order without the relay
-    /// waiting for the disk.
-    async fn emit(&self, events: &mut Vec<Payload>) {
-        for ev in events.drain(..) {
+    /// Builds finished statements' events and queues them; the log writes them in order
+    /// without the relay waiting for the disk. Called once their answer went on.
+    async fn emit(&self, finished: &mut Vec<Finished>) {
+        for f in finished.drain(..) {
+            let Some(ev) = self.with_tracker(|t| t.payload(&f)) else {
+                continue;
+            };
             if let Err(e) = self.audit.submit(ev).await {
                 tracing::error!(error = %e, "audit submit failed");
             }

@@ -466,7 +466,9 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
 
     let mut events = Vec::new();
     let queries = tracker.lock().map_or(0, |mut t| {
-        t.drain(reason.as_str(), &mut events);
+        let mut finished = Vec::new();
+        t.drain(reason.as_str(), &mut finished);
+        events.extend(finished.iter().map(|f| t.payload(f)));
         t.queries
     });
     for ev in events {
