@@ -395,6 +395,20 @@ fn report_reviews_grants_requests_and_sessions() {
                 .with("user", "erin")
                 .with("target", "pg-prod")
                 .with("reason", "later"),
+            Event::new("request.created")
+                .with("request", "r_4")
+                .with("user", "erin")
+                .with("target", "web-1")
+                .with("reason", "too late"),
+            Event::new("request.expired").with("request", "r_4"),
+            Event::new("request.created")
+                .with("request", "r_5")
+                .with("user", "frank")
+                .with("target", "web-1")
+                .with("reason", "never mind"),
+            Event::new("request.denied")
+                .with("request", "r_5")
+                .with("by", "frank"),
             sess("session.started", "s_1")
                 .with("grant", "g_1")
                 .with("target", "pg-prod"),
@@ -431,7 +445,14 @@ fn report_reviews_grants_requests_and_sessions() {
     assert_eq!(r["unused_grants"], serde_json::json!(["g_2"]));
     assert_eq!(r["grants_at_max"], serde_json::json!(["g_1"]));
     assert_eq!(r["denied_requests"][0]["id"], "r_2");
-    assert_eq!(r["lapsed_requests"][0]["id"], "r_3");
+    // The requester's own denial is a withdrawal, listed as such.
+    assert_eq!(r["denied_requests"][1]["id"], "r_5");
+    assert_eq!(r["denied_requests"][1]["status"], "withdrawn");
+    // A request made moments ago is waiting, not lapsed; an expired one lapsed.
+    assert_eq!(r["pending_requests"][0]["id"], "r_3");
+    assert_eq!(r["pending_requests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r["lapsed_requests"][0]["id"], "r_4");
+    assert_eq!(r["lapsed_requests"].as_array().map(Vec::len), Some(1));
     assert_eq!(r["forced_closes"][0]["reason"], "killed");
     let md = portcullis(&["report", "--data-dir", dd]);
     let md = text(&md.stdout);

@@ -36,7 +36,8 @@ pub use audit::AuditSink;
 pub use engine::NewGrant;
 pub use lease::{Lease, LiveProbe};
 pub use model::{
-    Actor, GrantFilter, GrantRecord, GrantStatus, RequestRecord, RequestStatus, SessionRecord,
+    Actor, GrantFilter, GrantRecord, GrantStatus, REQUEST_TTL, RequestRecord, RequestStatus,
+    SessionRecord,
 };
 pub use requests::NewRequest;
 pub use sessions::SessionCounters;

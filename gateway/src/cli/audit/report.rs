@@ -1,6 +1,7 @@
 //! `report`: an access review derived from the audit log alone: per grant who, what, why,
 //! who approved, granted versus used time, sessions, queries and commands; then unused
-//! grants, grants at their maximum, denied and lapsed requests, and forced session closes.
+//! grants, grants at their maximum, denied (or withdrawn), lapsed and still pending requests,
+//! and forced session closes.
 //!
 //! Event fields are read leniently (`grant` or `grant_id`, `by` or `created_by` ...) so the
 //! report keeps working as producers add fields.
@@ -85,6 +86,9 @@ struct Report {
     grants_at_max: Vec<String>,
     denied_requests: Vec<RequestRow>,
     lapsed_requests: Vec<RequestRow>,
+    /// Requests still waiting for a decision when the report was made (younger than the
+    /// request lifetime); listed apart, since they have not lapsed.
+    pending_requests: Vec<RequestRow>,
     forced_closes: Vec<CloseRow>,
 }
 
@@ -185,6 +189,10 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
                     q.status = kind.trim_start_matches("request.").into();
                     q.decided_by = field(r, &["by", "decided_by", "approved_by", "denied_by"]);
                     q.decision_reason = field(r, &["reason"]);
+                    // A requester denying their own request withdrew it.
+                    if q.status == "denied" && q.decided_by == q.user {
+                        q.status = "withdrawn".into();
+                    }
                 }
                 let grant = field(r, &["grant", "grant_id"]);
                 if kind == "request.approved"
@@ -277,17 +285,31 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
             .collect(),
         denied_requests: requests
             .values()
-            .filter(|q| q.status == "denied")
+            .filter(|q| q.status == "denied" || q.status == "withdrawn")
             .cloned()
             .collect(),
         lapsed_requests: requests
             .values()
-            .filter(|q| q.status == "pending" || q.status == "expired")
+            .filter(|q| q.status == "expired" || (q.status == "pending" && !still_pending(q, now)))
+            .cloned()
+            .collect(),
+        pending_requests: requests
+            .values()
+            .filter(|q| q.status == "pending" && still_pending(q, now))
             .cloned()
             .collect(),
         forced_closes: forced,
         grants,
     }
+}
+
+/// A request with no decision that is younger than the request lifetime at `now` is still
+/// waiting; an older one lapsed (its `request.expired` may be missing when the gateway was
+/// down at the time).
+fn still_pending(q: &RequestRow, now: DateTime<Utc>) -> bool {
+    time(&q.created_at).is_some_and(|t| {
+        chrono::TimeDelta::from_std(crate::grants::REQUEST_TTL).is_ok_and(|ttl| now < t + ttl)
+    })
 }
 
 fn dur(s: i64) -> String {
@@ -363,6 +385,7 @@ fn markdown(r: &Report) -> String {
     };
     o.push_str(&list("Denied requests", &reqs(&r.denied_requests)));
     o.push_str(&list("Lapsed requests", &reqs(&r.lapsed_requests)));
+    o.push_str(&list("Pending requests", &reqs(&r.pending_requests)));
     let closes: Vec<String> = r
         .forced_closes
         .iter()
@@ -395,4 +418,26 @@ pub fn run_report(a: ReportArgs, g: &Global) -> CmdResult {
         out!("{}", markdown(&report));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request without a decision is pending for the request lifetime (1 h) after it was
+    /// made, and lapsed from then on, even with no `request.expired` in the log.
+    #[test]
+    fn a_request_without_a_decision_lapses_after_the_request_lifetime() {
+        let now = time("2026-11-29T12:00:00Z").expect("time");
+        let made = |at: &str| RequestRow {
+            created_at: at.into(),
+            status: "pending".into(),
+            ..Default::default()
+        };
+        assert!(still_pending(&made("2026-11-29T11:30:00Z"), now));
+        assert!(!still_pending(&made("2026-11-29T11:00:00Z"), now));
+        assert!(!still_pending(&made("2026-11-29T09:00:00Z"), now));
+        // An unreadable stamp is not counted as waiting.
+        assert!(!still_pending(&made("yesterday"), now));
+    }
 }
