@@ -87,6 +87,26 @@ fn every_failure_is_a_clear_message_and_a_healthy_session_keeps_working() {
     env.wait_event("auth.failed", |e| {
         event_str(e, "reason").contains("no live grant")
     });
+    // A login name that names no target has no `target` field, not an empty one; its
+    // reason says what was wrong, as the other refusals' reasons do.
+    for (login, why) in [
+        ("alice", "names no target"),
+        ("alice++x", "has an empty target"),
+    ] {
+        let failed = env.wait_event("auth.failed", |e| event_str(e, "reason").contains(why));
+        assert_eq!(event_str(&failed, "user"), login, "{failed:?}");
+        assert!(!failed.contains_key("target"), "{failed:?}");
+    }
+    assert!(
+        env.events()
+            .iter()
+            .filter(|e| event_str(e, "type") == "auth.failed")
+            .all(|e| e
+                .get("target")
+                .is_none_or(|t| t.as_str().is_some_and(|t| !t.is_empty()))),
+        "{:#?}",
+        env.events()
+    );
     env.wait_event("session.ended", |e| {
         event_str(e, "target") == "web-badkey" && event_str(e, "reason") == "error"
     });

@@ -63,7 +63,13 @@ pub async fn submit(gw: &Shared, event: Event) -> bool {
 }
 
 /// Records an authentication outcome for a connection that never became a session.
-pub async fn auth_failed(gw: &Shared, user: &str, target: &str, client: &str, reason: &str) {
+pub async fn auth_failed(
+    gw: &Shared,
+    user: &str,
+    target: Option<&str>,
+    client: &str,
+    reason: &str,
+) {
     let ev = Event::new("auth.failed")
         .with("proto", "ssh")
         .with("user", user)

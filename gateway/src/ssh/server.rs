@@ -146,9 +146,9 @@ impl ClientHandler {
             self.peer.to_string(),
             reason.to_string(),
         );
-        tokio::spawn(
-            async move { audit::auth_failed(&gw, &user, &target, &client, &reason).await },
-        );
+        tokio::spawn(async move {
+            audit::auth_failed(&gw, &user, Some(&target), &client, &reason).await
+        });
     }
 }
 
@@ -158,13 +158,16 @@ impl Drop for ClientHandler {
         if let (State::Unauthenticated, Some(tried)) = (&self.state, self.tried.take()) {
             let gw = self.gw.clone();
             let client = self.peer.to_string();
+            // A name that parses names its target; one that does not was already refused
+            // (`auth_none`), and its record has no target field rather than an empty one.
             let (user, target) = match parse_ssh_login(&tried) {
-                Ok(l) => (l.user, l.target),
-                Err(_) => (tried, String::new()),
+                Ok(l) => (l.user, Some(l.target)),
+                Err(_) => (tried, None),
             };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    audit::auth_failed(&gw, &user, &target, &client, "authentication failed").await
+                    let target = target.as_deref();
+                    audit::auth_failed(&gw, &user, target, &client, "authentication failed").await
                 });
             }
         }
@@ -194,9 +197,9 @@ impl russh::server::Handler for ClientHandler {
                 let gw = self.gw.clone();
                 let client = self.peer.to_string();
                 let (name, reason) = (user.to_string(), sentence.clone());
-                tokio::spawn(
-                    async move { audit::auth_failed(&gw, &name, "", &client, &reason).await },
-                );
+                tokio::spawn(async move {
+                    audit::auth_failed(&gw, &name, None, &client, &reason).await
+                });
                 self.state = State::Refused(sentence);
                 Ok(Auth::Accept)
             }
