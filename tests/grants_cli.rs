@@ -258,6 +258,41 @@ fn an_absurd_duration_is_refused_with_a_sentence() {
     assert_eq!(ext["id"], id);
 }
 
+/// An empty id (`grant revoke ""`) is a usage error that says so, before any API call; it
+/// used to reach the API and print "no grant " with nothing after it.
+#[test]
+fn an_empty_id_is_a_usage_error_naming_what_is_missing() {
+    for (args, kind, list) in [
+        (&["grant", "revoke", ""][..], "grant", "grant list"),
+        (
+            &["grant", "revoke", "  ", "--reason", "r"],
+            "grant",
+            "grant list",
+        ),
+        (
+            &["grant", "extend", "", "--by", "1m"],
+            "grant",
+            "grant list",
+        ),
+        (&["request", "approve", ""], "request", "request list"),
+        (&["request", "deny", ""], "request", "request list"),
+        (&["sessions", "kill", ""], "session", "sessions list"),
+    ] {
+        let o = std::process::Command::new(BIN)
+            .args(args)
+            .env("PORTCULLIS_TOKEN", "unused")
+            .output()
+            .expect("portcullis runs");
+        let err = fails(o, 2);
+        assert!(
+            err.contains(&format!(
+                "a {kind} id cannot be empty; `portcullis {list}` shows the ids"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// A webhook receiver on 127.0.0.1:0: every POSTed JSON body goes to the channel.
 fn webhook() -> (String, mpsc::Receiver<Value>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

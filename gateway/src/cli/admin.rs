@@ -22,6 +22,30 @@ fn duration(s: &str) -> Result<String, String> {
     }
 }
 
+/// An id argument: an empty or blank one is a usage error naming the kind and where ids
+/// are listed, rather than an API call that answers "no grant " with nothing after it.
+fn id_of(kind: &str, list: &str, s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err(format!(
+            "a {kind} id cannot be empty; `portcullis {list}` shows the ids"
+        ))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn grant_id(s: &str) -> Result<String, String> {
+    id_of("grant", "grant list", s)
+}
+
+fn request_id(s: &str) -> Result<String, String> {
+    id_of("request", "request list", s)
+}
+
+fn session_id(s: &str) -> Result<String, String> {
+    id_of("session", "sessions list", s)
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum GrantCmd {
     /// Create a grant, print its id
@@ -50,12 +74,14 @@ pub enum GrantCmd {
     },
     /// Revoke now; live sessions close
     Revoke {
+        #[arg(value_parser = grant_id)]
         id: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Move expiry later (policy max applies); live sessions are re-armed
     Extend {
+        #[arg(value_parser = grant_id)]
         id: String,
         #[arg(long, value_name = "DUR", value_parser = duration)]
         by: String,
@@ -85,9 +111,13 @@ pub enum RequestCmd {
         pending: bool,
     },
     /// Approve a request; its grant starts now
-    Approve { id: String },
+    Approve {
+        #[arg(value_parser = request_id)]
+        id: String,
+    },
     /// Deny a request (or withdraw your own)
     Deny {
+        #[arg(value_parser = request_id)]
         id: String,
         #[arg(long)]
         reason: Option<String>,
@@ -100,6 +130,7 @@ pub enum SessionsCmd {
     List,
     /// Close one session now
     Kill {
+        #[arg(value_parser = session_id)]
         id: String,
         #[arg(long)]
         reason: Option<String>,
