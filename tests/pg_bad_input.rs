@@ -253,6 +253,46 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     );
 }
 
+/// A login the upstream refuses after the gateway accepted it (PostgreSQL rejects a setting
+/// the client passed through `options`) is audited as a session that started and ended in
+/// error, the upstream's own message in `error`, never as a `session.ended` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_the_login_is_a_started_session_ended_in_error() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.env("PGOPTIONS", "-c nosuch_guc=1")
+        .args(["-c", "select 1"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(!ok);
+    assert!(
+        err.contains("server refused the login") && err.contains("nosuch_guc"),
+        "{err}"
+    );
+
+    let events = h.audit_events().await;
+    let ended = events
+        .iter()
+        .position(|e| e["type"] == "session.ended")
+        .unwrap_or_else(|| panic!("no session.ended: {events:#?}"));
+    let e = &events[ended];
+    assert_eq!(e["reason"], "error", "{e:?}");
+    let error = e["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("server refused the login") && error.contains("nosuch_guc"),
+        "{e:?}"
+    );
+    let started = events[..ended]
+        .iter()
+        .find(|s| s["type"] == "session.started" && s["session"] == e["session"])
+        .unwrap_or_else(|| panic!("session.ended without session.started: {events:#?}"));
+    assert_eq!(
+        started["startup"]["options"], "-c nosuch_guc=1",
+        "{started:?}"
+    );
+}
+
 /// Sends `msgs` and reads up to the ReadyForQuery answering the last of `syncs` of them;
 /// returns each CommandComplete tag and error code, in order.
 async fn exchange(s: &mut TcpStream, msgs: &[FrontendMessage<'_>], syncs: usize) -> Vec<String> {

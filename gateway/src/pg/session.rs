@@ -240,6 +240,19 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             .with("method", "scram-sha-256"),
     )
     .await;
+    // Before the upstream login, as SSH does: every `session.ended` has its
+    // `session.started`, and a login the upstream refuses ends the session with reason
+    // `error` and the upstream's own message as `error`.
+    submit(
+        audit,
+        common
+            .event("session.started")
+            .with("tls", tls)
+            .with("database", target.database.as_deref())
+            .with("upstream_tls", target.tls != PgTlsMode::Disable)
+            .with("startup", startup_params(&params)),
+    )
+    .await;
 
     let Some(role) = target.roles.get(lease.role()).cloned() else {
         send_fatal(
@@ -302,16 +315,6 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         end_session(audit, &common, "client_closed", &lease, started_at, 0, None).await;
         return;
     }
-    submit(
-        audit,
-        common
-            .event("session.started")
-            .with("tls", tls)
-            .with("database", target.database.as_deref())
-            .with("upstream_tls", target.tls != PgTlsMode::Disable)
-            .with("startup", startup_params(&params)),
-    )
-    .await;
     tracing::info!(upstream_pid = up.pid, "postgres session started");
 
     // The relay, select!-ed against the lease: the deadline is watched while bytes flow.
