@@ -291,7 +291,10 @@ fn replay_prints_a_postgres_timeline() {
                 .with("sql", "select nope")
                 .with("duration_us", 90)
                 .with("error", "column \"nope\" does not exist"),
-            sess("session.ended", "s_pg").with("reason", "client_closed"),
+            sess("session.ended", "s_pg")
+                .with("reason", "killed")
+                .with("killed_by", "carol")
+                .with("kill_reason", "runaway"),
         ],
     );
     let out = portcullis(&[
@@ -309,7 +312,7 @@ fn replay_prints_a_postgres_timeline() {
         "SELECT 1",
         "ERROR column \"nope\" does not exist",
         "-- session.started  startup: {\"options\":\"-c role=admin\"}",
-        "-- session.ended  reason: client_closed",
+        "-- session.ended  reason: killed  killed_by: carol  kill_reason: runaway",
     ] {
         assert!(t.contains(want), "{want} in {t}");
     }
@@ -416,6 +419,8 @@ fn report_reviews_grants_requests_and_sessions() {
             sess("pg.query", "s_1").with("sql", "select 2"),
             sess("session.ended", "s_1")
                 .with("reason", "killed")
+                .with("killed_by", "carol")
+                .with("kill_reason", "INC-9 runaway query")
                 .with("target", "pg-prod"),
             g("grant.revoked", "g_1").with("by", "bob"),
         ],
@@ -454,8 +459,14 @@ fn report_reviews_grants_requests_and_sessions() {
     assert_eq!(r["lapsed_requests"][0]["id"], "r_4");
     assert_eq!(r["lapsed_requests"].as_array().map(Vec::len), Some(1));
     assert_eq!(r["forced_closes"][0]["reason"], "killed");
+    assert_eq!(r["forced_closes"][0]["killed_by"], "carol");
+    assert_eq!(r["forced_closes"][0]["kill_reason"], "INC-9 runaway query");
     let md = portcullis(&["report", "--data-dir", dd]);
     let md = text(&md.stdout);
+    assert!(
+        md.contains("(alice on pg-prod, grant g_1): killed by carol (INC-9 runaway query)"),
+        "{md}"
+    );
     assert!(
         md.contains("| g_1 | alice | pg-prod | read | INC-1 | bob | bob | 4h |"),
         "{md}"

@@ -690,6 +690,30 @@ fn sessions_kill_from_the_cli_closes_a_real_psql_session() {
     let killed = expect_event(&hooks, &mut seen, "session.killed");
     assert_eq!(killed["session"], sid.as_str());
     assert_eq!(killed["user"], "alice");
+    assert_eq!(killed["killed_by"], "admin");
+    assert_eq!(killed["kill_reason"], "test");
+    // Who killed the session, and why, is in the audit log, not only in the gateway's log.
+    let found = ok(cli(
+        &gw,
+        &[
+            "audit",
+            "search",
+            "--session",
+            &sid,
+            "--type",
+            "session.ended",
+            "--json",
+        ],
+    ));
+    let ended: Value = serde_json::from_str(found.trim()).expect("one JSON record");
+    assert_eq!(ended["event"]["reason"], "killed", "{ended}");
+    assert_eq!(ended["event"]["killed_by"], "admin", "{ended}");
+    assert_eq!(ended["event"]["kill_reason"], "test", "{ended}");
+    let human = ok(cli(&gw, &["audit", "search", "--session", &sid]));
+    assert!(
+        human.contains("killed_by=\"admin\"") && human.contains("kill_reason=\"test\""),
+        "{human}"
+    );
     // The grant itself is untouched by a session kill.
     assert_eq!(
         ids(&json(cli(&gw, &["grant", "list", "--json"]))),

@@ -94,6 +94,49 @@ async fn sessions_kill_closes_a_tokio_postgres_session() {
     );
     h.wait_sessions_closed().await;
     assert_eq!(h.backends_of("app_rw").await, 0);
+
+    // A user killing their own session is told apart from the operator in the log.
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    let q = tokio::spawn(async move { client.simple_query("select pg_sleep(601)").await });
+    wait_running(&h, "select pg_sleep(601)").await;
+    let own = h.gw.grants.sessions(&Actor::User("alice".into()));
+    assert_eq!(own.len(), 1);
+    h.gw.grants
+        .kill_session(&own[0].id, &Actor::User("alice".into()), None)
+        .unwrap();
+    assert!(q.await.unwrap().is_err());
+
+    let events = h.audit_events().await;
+    let ended = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == "session.ended" && e["session"] == id)
+            .unwrap_or_else(|| panic!("no session.ended for {id}: {events:#?}"))
+            .clone()
+    };
+    let by_admin = ended(&sessions[0].id);
+    assert_eq!(by_admin["reason"], "killed");
+    let text = |e: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        e.get(k).and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    assert_eq!(
+        text(&by_admin, "killed_by").as_deref(),
+        Some("admin"),
+        "{by_admin:?}"
+    );
+    assert_eq!(
+        text(&by_admin, "kill_reason").as_deref(),
+        Some("test"),
+        "{by_admin:?}"
+    );
+    let by_self = ended(&own[0].id);
+    assert_eq!(by_self["reason"], "killed");
+    assert_eq!(
+        text(&by_self, "killed_by").as_deref(),
+        Some("alice"),
+        "{by_self:?}"
+    );
+    assert!(!by_self.contains_key("kill_reason"), "{by_self:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,15 +141,22 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         .unwrap_or_default();
     assert_eq!(ids.len(), 2, "two ssh sessions listed: {sessions}");
     for id in &ids {
-        let out = env.cli(&["sessions", "kill", id]);
+        let out = env.cli(&["sessions", "kill", id, "--reason", "runaway sleep"]);
         assert!(out.status.success(), "kill: {}", text(&out.stderr));
     }
     for s in closed(&env, running) {
         assert!(s.contains("session killed"), "{s}");
     }
     for id in &ids {
-        env.wait_event("session.ended", |e| {
+        let ended = env.wait_event("session.ended", |e| {
             event_str(e, "reason") == "killed" && event_str(e, "session") == id
         });
+        // Who killed it and why are in the audit log.
+        assert_eq!(event_str(&ended, "killed_by"), "admin", "{ended:?}");
+        assert_eq!(
+            event_str(&ended, "kill_reason"),
+            "runaway sleep",
+            "{ended:?}"
+        );
     }
 }

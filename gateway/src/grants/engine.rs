@@ -245,17 +245,6 @@ impl Inner {
         for s in &closed {
             tracing::info!(session = %s.id, user = %s.user, target = %s.target,
                 reason = reason.as_str(), "closing session");
-            if reason == CloseReason::Killed {
-                self.emitter.notify_only(
-                    &Event::new("session.killed")
-                        .with("session", &s.id)
-                        .with("user", &s.user)
-                        .with("target", &s.target)
-                        .with("role", &s.role)
-                        .with("grant", &s.grant_id)
-                        .with("client", &s.client),
-                );
-            }
         }
         closed
     }

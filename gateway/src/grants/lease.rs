@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::sleep_until;
 
 use super::clock::Clock;
-use super::sessions::{SessionCounters, SessionEntry, session_id};
+use super::sessions::{KillNote, SessionCounters, SessionEntry, session_id};
 use super::table::nanos;
 use super::{CloseReason, LeaseEvent};
 
@@ -74,6 +74,11 @@ impl Lease {
     /// The session's byte counters, for the tasks relaying its bytes.
     pub fn counters(&self) -> SessionCounters {
         SessionCounters(self.entry.clone())
+    }
+
+    /// Who killed the session with `sessions kill`, and why; none unless it was killed.
+    pub(crate) fn kill_note(&self) -> Option<&KillNote> {
+        self.entry.kill_note()
     }
 
     /// The grant's current deadline (moves when the grant is extended).

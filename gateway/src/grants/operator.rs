@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use portcullis_config::Config;
+use portcullis_recorder::Event;
 
 use super::engine::{Inner, Kill, effective, grant_event};
 use super::model::{Actor, GrantFilter, GrantRecord, GrantStatus, SessionRecord};
+use super::sessions::KillNote;
 use super::{CloseReason, GrantsError};
 
 impl Inner {
@@ -64,9 +66,35 @@ impl Inner {
             reason,
             "session kill requested"
         );
-        self.kill(Kill::Session(id), CloseReason::Killed)
+        let closing = || GrantsError::Refused(format!("session {id} is already closing"));
+        // Noted before the close flag is set, so the session's `session.ended` names who
+        // killed it and why (SPEC §7 addition: `killed_by`, `kill_reason`).
+        let note = KillNote {
+            by: actor.name().to_owned(),
+            reason: reason
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+        };
+        if !entry.note_kill(note.clone()) {
+            return Err(closing());
+        }
+        let killed = self
+            .kill(Kill::Session(id), CloseReason::Killed)
             .pop()
-            .ok_or_else(|| GrantsError::Refused(format!("session {id} is already closing")))
+            .ok_or_else(closing)?;
+        self.emitter.notify_only(
+            &Event::new("session.killed")
+                .with("session", &killed.id)
+                .with("user", &killed.user)
+                .with("target", &killed.target)
+                .with("role", &killed.role)
+                .with("grant", &killed.grant_id)
+                .with("client", &killed.client)
+                .with("killed_by", &note.by)
+                .with("kill_reason", &note.reason),
+        );
+        Ok(killed)
     }
 
     /// Takes a new config; grants whose user, target or role it no longer has are revoked

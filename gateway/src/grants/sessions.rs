@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::DateTime;
 
@@ -53,6 +53,18 @@ pub(crate) struct SessionEntry {
     pub counters: Counters,
     /// Set once by the kill path (a `CloseReason` code; 0 while open).
     close: AtomicU8,
+    /// Who asked for `sessions kill`, and why; set before the close flag, so the session
+    /// finds it when it writes `session.ended`. Boxed: nearly every session has none.
+    kill: OnceLock<Box<KillNote>>,
+}
+
+/// Who killed a session with `sessions kill`, and the reason they gave, for `session.ended`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillNote {
+    /// The actor's name: `admin` for the operator's token, else the user.
+    pub by: String,
+    /// The `--reason` text, when one was given.
+    pub reason: Option<String>,
 }
 
 impl SessionEntry {
@@ -71,6 +83,22 @@ impl SessionEntry {
             started_at,
             counters: Counters::default(),
             close: AtomicU8::new(0),
+            kill: OnceLock::new(),
+        }
+    }
+
+    /// Notes who is killing the session and why; false if a kill was already noted. Only
+    /// the kill that notes itself goes on to close the session, so the note written to
+    /// `session.ended` is always the one of the kill that closed it.
+    pub(crate) fn note_kill(&self, note: KillNote) -> bool {
+        self.kill.set(Box::new(note)).is_ok()
+    }
+
+    /// Who killed the session and why, if it was closed by `sessions kill`.
+    pub(crate) fn kill_note(&self) -> Option<&KillNote> {
+        match self.closed() {
+            Some(CloseReason::Killed) => self.kill.get().map(|b| &**b),
+            _ => None,
         }
     }
 

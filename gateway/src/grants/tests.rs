@@ -309,6 +309,45 @@ async fn kill_closes_one_session_and_not_its_neighbour() {
     assert!(f.grants.sessions(&Actor::Admin).is_empty());
 }
 
+/// `session.ended` names who killed a session and why: the note is the first kill's, a
+/// second kill is refused without changing it, and a session closed otherwise has none.
+#[tokio::test(start_paused = true)]
+async fn a_kill_notes_who_killed_and_why() {
+    let f = start(S(1));
+    add(&f.grants, "alice", "pg", "read", S(10)).await;
+    let a = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let b = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let c = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    assert_eq!(a.kill_note(), None);
+    let alice = Actor::User("alice".into());
+    f.grants
+        .kill_session(&a.session_id(), &alice, Some("  mine  "))
+        .unwrap();
+    let noted = |by: &str, reason: Option<&str>| sessions::KillNote {
+        by: by.into(),
+        reason: reason.map(str::to_owned),
+    };
+    assert_eq!(a.kill_note(), Some(&noted("alice", Some("mine"))));
+    assert!(matches!(
+        f.grants
+            .kill_session(&a.session_id(), &Actor::Admin, Some("again")),
+        Err(GrantsError::Refused(_))
+    ));
+    assert_eq!(a.kill_note(), Some(&noted("alice", Some("mine"))));
+    // A blank reason is no reason.
+    f.grants
+        .kill_session(&b.session_id(), &Actor::Admin, Some(" "))
+        .unwrap();
+    assert_eq!(b.kill_note(), Some(&noted("admin", None)));
+    // Closed for another reason first: the kill is refused and nothing is noted.
+    assert!(f.grants.close_audit_failed(&c.session_id()));
+    assert!(matches!(
+        f.grants.kill_session(&c.session_id(), &Actor::Admin, None),
+        Err(GrantsError::Refused(_))
+    ));
+    assert_eq!(c.kill_note(), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_audit_log_closes_its_session_only() {
     let f = start(S(1));

@@ -573,6 +573,10 @@ async fn end_session(
         .with("duration_ms", started_at.elapsed().as_millis() as u64)
         .with("queries", queries)
         .with("error", error);
+    let ev = match lease.kill_note() {
+        Some(k) => ev.with("killed_by", &k.by).with("kill_reason", &k.reason),
+        None => ev,
+    };
     if let Err(e) = audit.append(ev).await {
         tracing::error!(error = %e, "audit append failed");
     }

@@ -311,6 +311,9 @@ async fn supervise(
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         )
         .with("error", error);
+    if let Some(k) = lease.kill_note() {
+        ev = ev.with("killed_by", &k.by).with("kill_reason", &k.reason);
+    }
     if let Some((file, sha)) = recordings.first() {
         ev = ev.with("recording", file).with("recording_sha256", sha);
     }

@@ -288,7 +288,7 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
         if r.kind() != "pg.query" {
             // What the login set upstream, and why the session ended, belong on the
             // timeline; the rest of those records is in `audit search`.
-            let detail = ["startup", "reason"]
+            let detail = ["startup", "reason", "killed_by", "kill_reason", "error"]
                 .iter()
                 .filter_map(|k| {
                     let v = r.event.get(*k)?;

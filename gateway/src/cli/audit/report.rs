@@ -74,6 +74,10 @@ struct CloseRow {
     target: String,
     grant: String,
     reason: String,
+    /// Who ran `sessions kill` (empty unless the reason is `killed`).
+    killed_by: String,
+    /// The reason they gave (empty when none was given).
+    kill_reason: String,
     at: String,
 }
 
@@ -232,6 +236,8 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
                         target: field(r, &["target"]),
                         grant,
                         reason,
+                        killed_by: field(r, &["killed_by"]),
+                        kill_reason: field(r, &["kill_reason"]),
                         at: r.ts.clone(),
                     });
                 }
@@ -390,10 +396,17 @@ fn markdown(r: &Report) -> String {
         .forced_closes
         .iter()
         .map(|c| {
-            format!(
+            let mut line = format!(
                 "{} session {} ({} on {}, grant {}): {}",
                 c.at, c.session, c.user, c.target, c.grant, c.reason
-            )
+            );
+            if !c.killed_by.is_empty() {
+                line.push_str(&format!(" by {}", c.killed_by));
+            }
+            if !c.kill_reason.is_empty() {
+                line.push_str(&format!(" ({})", c.kill_reason));
+            }
+            line
         })
         .collect();
     o.push_str(&list(
