@@ -89,7 +89,7 @@ async fn sessions_kill_closes_a_tokio_postgres_session() {
     assert_eq!(db.severity(), "FATAL");
     assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
     assert!(
-        db.message().contains("killed") && db.message().contains(&grant),
+        db.message().contains("killed by an operator") && db.message().contains(&grant),
         "{db}"
     );
     h.wait_sessions_closed().await;
@@ -104,7 +104,10 @@ async fn sessions_kill_closes_a_tokio_postgres_session() {
     h.gw.grants
         .kill_session(&own[0].id, &Actor::User("alice".into()), None)
         .unwrap();
-    assert!(q.await.unwrap().is_err());
+    // The user is told it was their own kill, not an operator's.
+    let err = q.await.unwrap().unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert!(db.message().contains("killed by its own user"), "{db}");
 
     let events = h.audit_events().await;
     let ended = |id: &str| {

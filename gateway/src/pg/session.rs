@@ -68,7 +68,7 @@ fn went_away(e: &std::io::Error) -> bool {
     )
 }
 
-fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
+fn kill_message(reason: CloseReason, grant: &str, target: &str, killer: &str) -> String {
     match reason {
         CloseReason::GrantExpired => {
             format!("portcullis: grant {grant} on {target} expired; session closed")
@@ -80,7 +80,7 @@ fn kill_message(reason: CloseReason, grant: &str, target: &str) -> String {
             "portcullis: grant {grant} on {target} was revoked: the reloaded config no longer has its user, target or role; session closed"
         ),
         CloseReason::Killed => {
-            format!("portcullis: session killed by an operator (grant {grant} on {target})")
+            format!("portcullis: session killed by {killer} (grant {grant} on {target})")
         }
         CloseReason::Shutdown => {
             format!("portcullis: the gateway is shutting down (grant {grant} on {target})")
@@ -333,7 +333,11 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         live: &live,
     };
     let mut closing: Option<CloseReason> = None;
-    let begin_kill = |reason: CloseReason, closing: &mut Option<CloseReason>, why: Option<&str>| {
+    // `killer` says who killed the session, for a kill (`Lease::killer`).
+    let begin_kill = |reason: CloseReason,
+                      closing: &mut Option<CloseReason>,
+                      why: Option<&str>,
+                      killer: &str| {
         if closing.is_some() {
             return;
         }
@@ -343,7 +347,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         match why {
             Some(why) => encode_error_response(&mut fatal, "FATAL", sqlstate::SYSTEM_ERROR, why),
             None => {
-                let msg = kill_message(reason, &common.grant, &common.target);
+                let msg = kill_message(reason, &common.grant, &common.target, killer);
                 let code = match reason {
                     CloseReason::AuditFailed => sqlstate::SYSTEM_ERROR,
                     _ => sqlstate::ADMIN_SHUTDOWN,
@@ -375,7 +379,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                 Some(ask) = Gated::new(Box::pin(ask_rx.recv())) => match ask {
                     Ask::GrantLapsed => {
                         if let Some(reason) = lease.lapsed() {
-                            begin_kill(reason, &mut closing, None);
+                            begin_kill(reason, &mut closing, None, &lease.killer());
                             grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                         }
                     }
@@ -384,7 +388,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         let why = format!(
                             "portcullis: the audit log is unavailable ({e}), so the statement was not run; session closed"
                         );
-                        begin_kill(CloseReason::AuditFailed, &mut closing, Some(&why));
+                        begin_kill(CloseReason::AuditFailed, &mut closing, Some(&why), "");
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },
@@ -400,7 +404,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         let _ = control_tx.try_send(Control::Notice(notice));
                     }
                     LeaseEvent::Close(reason) => {
-                        begin_kill(reason, &mut closing, None);
+                        begin_kill(reason, &mut closing, None, &lease.killer());
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },

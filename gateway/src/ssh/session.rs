@@ -330,14 +330,14 @@ async fn supervise(
 }
 
 /// The sentence a closing channel gets on stderr.
-pub fn close_message(reason: CloseReason, grant: &str) -> String {
+pub fn close_message(reason: CloseReason, grant: &str, killer: &str) -> String {
     let why = match reason {
         CloseReason::GrantExpired => format!("grant {grant} expired"),
         CloseReason::GrantRevoked => format!("grant {grant} was revoked"),
         CloseReason::ConfigRevoked => format!(
             "grant {grant} was revoked: the reloaded config no longer has its user, target or role"
         ),
-        CloseReason::Killed => "session killed by an operator".to_string(),
+        CloseReason::Killed => format!("session killed by {killer}"),
         CloseReason::Shutdown => "the gateway is shutting down".to_string(),
         CloseReason::UpstreamClosed => "the target closed the connection".to_string(),
         CloseReason::Error => "session error".to_string(),
@@ -382,7 +382,7 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
 /// client at once (it must not wait on the target), then, [`UPSTREAM_HANGUP_DELAY`] later,
 /// hang up the target's processes and cut the upstream connection behind it.
 async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&Upstream>) {
-    let message = close_message(reason, lease.grant_id());
+    let message = close_message(reason, lease.grant_id(), &lease.killer());
     type Up = Arc<russh::ChannelWriteHalf<UpMsg>>;
     let (ids, upstreams): (Vec<(ChannelId, bool)>, Vec<Up>) = ctx
         .channels
