@@ -270,10 +270,12 @@ impl Writer {
         // thread (on a virtual machine also an interrupt to the core the writer sleeps on),
         // once per batch, on the path between one statement's answer and the next. So after
         // a batched-mode commit it sleeps one linger and looks again, and parks only when
-        // that look finds nothing. No event waits longer than one linger, as before.
+        // that look finds nothing. No event waits longer than one linger, as before; the
+        // cost is that an `append` that waits for its seq, arriving during that look, now
+        // waits up to one linger too instead of being written at once.
         let mut polled: Option<Cmd> = None;
         loop {
-            let (first, lingered) = match polled.take() {
+            let (first, mut lingered) = match polled.take() {
                 // It gathered for a whole linger already.
                 Some(cmd) => (cmd, true),
                 None => match rx.blocking_recv() {
@@ -283,7 +285,6 @@ impl Writer {
             };
             let mut close = None;
             let mut next = Some(first);
-            let mut lingered = lingered;
             // Someone is waiting for an event of this batch: write it without lingering.
             let mut waited_for = false;
             loop {

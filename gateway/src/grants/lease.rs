@@ -84,11 +84,11 @@ impl Lease {
     /// Who killed the session, as its user is told: "an operator" (the operator's token, or
     /// no note), "its own user" (`sessions kill --as` by the session's user), or the name
     /// of whoever else did. The reason text is for the log only.
-    pub(crate) fn killer(&self) -> String {
+    pub(crate) fn killer(&self) -> &str {
         match self.kill_note() {
-            Some(k) if k.by == self.entry.grant.user() => "its own user".to_owned(),
-            Some(k) if k.by != "admin" => k.by.clone(),
-            _ => "an operator".to_owned(),
+            Some(k) if k.by == self.entry.grant.user() => "its own user",
+            Some(k) if k.by != "admin" => &k.by,
+            _ => "an operator",
         }
     }
 

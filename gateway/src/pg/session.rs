@@ -379,7 +379,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                 Some(ask) = Gated::new(Box::pin(ask_rx.recv())) => match ask {
                     Ask::GrantLapsed => {
                         if let Some(reason) = lease.lapsed() {
-                            begin_kill(reason, &mut closing, None, &lease.killer());
+                            begin_kill(reason, &mut closing, None, lease.killer());
                             grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                         }
                     }
@@ -404,7 +404,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
                         let _ = control_tx.try_send(Control::Notice(notice));
                     }
                     LeaseEvent::Close(reason) => {
-                        begin_kill(reason, &mut closing, None, &lease.killer());
+                        begin_kill(reason, &mut closing, None, lease.killer());
                         grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
                     }
                 },

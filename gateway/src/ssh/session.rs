@@ -382,7 +382,7 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
 /// client at once (it must not wait on the target), then, [`UPSTREAM_HANGUP_DELAY`] later,
 /// hang up the target's processes and cut the upstream connection behind it.
 async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&Upstream>) {
-    let message = close_message(reason, lease.grant_id(), &lease.killer());
+    let message = close_message(reason, lease.grant_id(), lease.killer());
     type Up = Arc<russh::ChannelWriteHalf<UpMsg>>;
     let (ids, upstreams): (Vec<(ChannelId, bool)>, Vec<Up>) = ctx
         .channels
