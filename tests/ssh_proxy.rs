@@ -4,8 +4,9 @@
 mod ssh_env;
 
 use std::process::Command;
+use std::time::Duration;
 
-use ssh_env::{Env, event_str, sha256, text};
+use ssh_env::{Env, event_str, running, sha256, text, wait_for};
 
 #[test]
 fn exec_relays_stdout_stderr_and_exit_status() {
@@ -492,4 +493,39 @@ fn a_client_that_rekeys_mid_transfer_moves_its_bytes_intact() {
     // Each exchange after the first is one more NEWKEYS the client sent.
     let exchanges = stderr.matches("SSH2_MSG_NEWKEYS sent").count();
     assert!(exchanges > 50, "only {exchanges} key exchanges:\n{stderr}");
+}
+
+/// `ssh gw 'yes' | head -1`: when the client's output closes, OpenSSH's client says so
+/// (`eow@openssh.com`), the target closes the command's output, the command dies of SIGPIPE
+/// and the client ends, as it does direct. Before, the command ran and the client waited
+/// for ever.
+#[test]
+fn a_command_whose_output_is_no_longer_read_ends() {
+    use std::io::BufRead;
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let command = "exec yes portcullis-eow-check";
+    let mut child = env
+        .ssh("alice+web-1")
+        .arg(command)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh spawns");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert_eq!(line, "portcullis-eow-check\n");
+    drop(out);
+
+    let ended = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    if ended.is_none() {
+        let _ = child.kill();
+    }
+    assert!(ended.is_some(), "ssh still runs after its output closed");
+    let gone = wait_for(Duration::from_secs(10), || {
+        (!running("yes portcullis-eow-check")).then_some(())
+    });
+    assert!(gone.is_some(), "the remote command still runs");
+    env.wait_event("ssh.exec", |e| event_str(e, "command") == command);
 }

@@ -308,6 +308,9 @@ async fn client_to_upstream(
                     .is_ok()
             }
             ChannelMsg::Signal { signal } => up.signal(signal).await.is_ok(),
+            // The client will read no more of this channel (`ssh gw cmd | head -1`): the
+            // target closes the command's output, so the command ends as it would direct.
+            ChannelMsg::Eow => up.eow().await.is_ok(),
             ChannelMsg::AgentForward { .. } if ctx.role.allow.contains(&Allow::AgentForward) => {
                 if let Ok(mut slot) = ctx.agent.lock() {
                     *slot = Some(ctx.client.clone());

@@ -70,15 +70,27 @@ const CHANNEL_BUFFER: usize = 1024;
 /// `read` instead of two or three. Bulk packets larger than this bypass the buffer.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// The version line the gateway sends its clients.
+///
+/// OpenSSH's client uses its own extensions only with servers whose software version starts
+/// with `OpenSSH` (its compat table, `SSH_NEW_OPENSSH`). One of them, `eow@openssh.com`, is
+/// how it says that its output was closed (`ssh gw 'yes' | head -1`); without it the remote
+/// command is never told and runs, and the client waits, for ever. So the gateway says it is
+/// OpenSSH-compatible, with no OpenSSH version number (nothing for a scanner to match to an
+/// OpenSSH release), and names itself after that.
+fn server_banner() -> String {
+    format!(
+        "SSH-2.0-OpenSSH_compatible Portcullis_{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// The russh server configuration for client connections.
 fn server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
     let mut methods = russh::MethodSet::empty();
     methods.push(russh::MethodKind::PublicKey);
     russh::server::Config {
-        server_id: russh::SshId::Standard(std::borrow::Cow::Owned(format!(
-            "SSH-2.0-portcullis_{}",
-            env!("CARGO_PKG_VERSION")
-        ))),
+        server_id: russh::SshId::Standard(std::borrow::Cow::Owned(server_banner())),
         methods,
         keys: vec![host_key],
         auth_rejection_time: Duration::from_millis(300),

@@ -59,6 +59,9 @@ pub enum ChannelMsg {
     Signal {
         signal: Sig,
     },
+    /// Portcullis: `eow@openssh.com`, the peer will read no more of this channel's data
+    /// (its output was closed). Received by a server's channel reader; sent by a client.
+    Eow,
     /// (client only)
     RequestSubsystem {
         want_reply: bool,
@@ -248,6 +251,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
     /// Signal a remote process.
     pub async fn signal(&self, signal: Sig) -> Result<(), Error> {
         self.send_msg(ChannelMsg::Signal { signal }).await
+    }
+
+    /// Portcullis: tells the server that nothing more of this channel's data will be read
+    /// (`eow@openssh.com`), so it can close the remote command's output.
+    pub async fn eow(&self) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::Eow).await
     }
 
     /// Request the start of a subsystem with the given name.
@@ -553,6 +562,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     /// Signal a remote process.
     pub async fn signal(&self, signal: Sig) -> Result<(), Error> {
         self.write_half.signal(signal).await
+    }
+
+    /// Portcullis: see [`ChannelWriteHalf::eow`].
+    pub async fn eow(&self) -> Result<(), Error> {
+        self.write_half.eow().await
     }
 
     /// Request the start of a subsystem with the given name.

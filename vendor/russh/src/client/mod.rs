@@ -1811,6 +1811,7 @@ impl Session {
                 },
             ) => self.exec(id, want_reply, &command)?,
             Msg::Channel(id, ChannelMsg::Signal { signal }) => self.signal(id, signal)?,
+            Msg::Channel(id, ChannelMsg::Eow) => self.eow(id)?,
             Msg::Channel(id, ChannelMsg::RequestSubsystem { want_reply, name }) => {
                 self.request_subsystem(want_reply, id, &name)?
             }

@@ -257,6 +257,22 @@ impl Session {
         Ok(())
     }
 
+    /// Portcullis: `eow@openssh.com` (no answer wanted): this end reads no more of the
+    /// channel's data.
+    pub fn eow(&mut self, channel: ChannelId) -> Result<(), crate::Error> {
+        if let Some(ref mut enc) = self.common.encrypted
+            && let Some(channel) = enc.channels.get(&channel)
+        {
+            push_packet!(enc.write, {
+                msg::CHANNEL_REQUEST.encode(&mut enc.write)?;
+                channel.recipient_channel.encode(&mut enc.write)?;
+                "eow@openssh.com".encode(&mut enc.write)?;
+                0u8.encode(&mut enc.write)?;
+            });
+        }
+        Ok(())
+    }
+
     pub fn request_subsystem(
         &mut self,
         want_reply: bool,

@@ -1862,6 +1862,19 @@ impl Session {
                         debug!("handler.signal {channel_num:?} {signal:?}");
                         handler.signal(channel_num, signal, self).await
                     }
+                    "eow@openssh.com" => {
+                        // Portcullis: OpenSSH's client sends this when its output closes
+                        // (`ssh host cmd | head -1`); the channel's reader passes it on so
+                        // the remote command's output can be closed too.
+                        map_err!(ensure_end(r))?;
+                        if let Some(chan) = self.channels.get(&channel_num) {
+                            let _ = chan.send(ChannelMsg::Eow).await;
+                        }
+                        if want_reply {
+                            self.channel_success(channel_num)?;
+                        }
+                        Ok(())
+                    }
                     x => {
                         warn!("unknown channel request {x}");
                         // Portcullis: see auth-agent-req above.
