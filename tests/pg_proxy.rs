@@ -589,3 +589,48 @@ async fn direct_tls_needs_the_postgresql_alpn_and_verify_full_works() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "verified");
 }
+
+/// An ErrorResponse too long for the relay to assemble whole (a `raise` with a 2 MB message)
+/// still fails its statement in the log, with its SQLSTATE and the start of its message,
+/// over the simple and the extended protocol; it is not logged as a success, nor as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_failing_with_a_huge_error_is_logged_as_failed() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    let sql = "do $$ begin raise exception 'huge %', repeat('x', 2000000); end $$";
+    let simple = client.batch_execute(sql).await.unwrap_err();
+    assert_eq!(
+        simple.code(),
+        Some(&tokio_postgres::error::SqlState::RAISE_EXCEPTION)
+    );
+    let extended = client.execute(sql, &[]).await.unwrap_err();
+    assert_eq!(
+        extended.code(),
+        Some(&tokio_postgres::error::SqlState::RAISE_EXCEPTION)
+    );
+    // The session goes on as it would directly.
+    let row = client.query_one("select 41 + 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    drop(client);
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let logged: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query" && e["sql"] == sql)
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:#?}");
+    for e in logged {
+        assert_eq!(e.get("error"), Some(&serde_json::json!("P0001")), "{e:?}");
+        assert!(!e.contains_key("tag"), "{e:?}");
+        let message = e.get("error_message").and_then(|m| m.as_str());
+        let message = message.unwrap_or_default();
+        assert!(message.starts_with("huge xxx"), "{e:?}");
+        assert!(
+            message.len() < 2048,
+            "the message is capped: {}",
+            message.len()
+        );
+    }
+}

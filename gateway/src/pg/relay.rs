@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
-    BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
+    BackendMessage, Fields, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
 };
 use portcullis_recorder::AuditLog;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -26,7 +26,7 @@ use crate::grants::{CloseReason, Counters, LiveProbe};
 /// The read buffer's usual size.
 const BUF: usize = 64 * 1024;
 /// Largest message assembled whole for the audit; longer ones are streamed and audited
-/// from their first bytes.
+/// from their first bytes (a statement from the client, an error from the server).
 const PARSE_LIMIT: usize = 1024 * 1024;
 
 /// How a relay direction ended.
@@ -306,18 +306,29 @@ where
                 }
             };
             let total = h.total_len();
-            if !backend_needs(h.tag) || total > PARSE_LIMIT + 5 {
+            let whole = total <= PARSE_LIMIT + 5;
+            // Of the messages the audit needs, only an error can outgrow the limit (one
+            // quoting megabytes of a value): its statement failed all the same, and the
+            // code and the start of the message are in its first bytes.
+            if !backend_needs(h.tag) || (!whole && h.tag != b'E') {
                 if h.tag == b'd' {
                     ctx.with_tracker(|t| t.copy_bytes(h.body_len));
                 }
                 streaming = total;
                 continue;
             }
-            if rest.len() < total {
-                want = total;
+            let have = if whole { total } else { PARSE_LIMIT + 5 };
+            if rest.len() < have {
+                want = have;
                 break;
             }
-            let body = buf.get(fwd + 5..fwd + total).unwrap_or_default();
+            let body = buf.get(fwd + 5..fwd + have).unwrap_or_default();
+            if !whole {
+                let msg = BackendMessage::ErrorResponse(Fields::prefix(body));
+                ctx.with_tracker(|t| t.backend(&msg, &mut events));
+                streaming = total;
+                continue;
+            }
             let msg = match BackendMessage::decode(h.tag, body) {
                 Ok(m) => m,
                 Err(e) => {

@@ -25,7 +25,15 @@ impl<'a> Fields<'a> {
         Ok(Fields { raw })
     }
 
-    /// `(code, value)` pairs, e.g. `(b'C', b"42P01")`.
+    /// The fields in the first bytes of a message too long to read whole (a server error
+    /// quoting megabytes of a value): every complete field, then the one cut short, as far
+    /// as it goes. The code (`C`) comes before the message (`M`), so it is there.
+    pub fn prefix(raw: &'a [u8]) -> Self {
+        Fields { raw }
+    }
+
+    /// `(code, value)` pairs, e.g. `(b'C', b"42P01")`; for [`Fields::prefix`], the last
+    /// value may be cut short.
     pub fn iter(&self) -> impl Iterator<Item = (u8, &'a [u8])> + 'a {
         let mut r = Reader::new(b'E', self.raw);
         std::iter::from_fn(move || {
@@ -33,7 +41,7 @@ impl<'a> Fields<'a> {
             if code == 0 {
                 return None;
             }
-            Some((code, r.cstr("field value").ok()?))
+            Some((code, r.cstr("field value").unwrap_or_else(|_| r.rest())))
         })
     }
 
