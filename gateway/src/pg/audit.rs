@@ -274,9 +274,7 @@ impl Tracker {
                         params: params::values(b, &[]),
                     },
                 };
-                if b.portal.is_empty() || self.portals.len() < MAX_NAMES {
-                    self.portals.insert(b.portal.to_vec(), portal);
-                }
+                self.bind_portal(b.portal, portal);
             }
             FrontendMessage::Execute { portal, .. } => {
                 let p = self
@@ -355,11 +353,24 @@ impl Tracker {
                     None => (unknown_statement(stmt), None),
                 };
                 let params = Arc::from([Value::String("<too large>".into())]);
-                self.portals.insert(portal, Portal { sql, parse, params });
+                self.bind_portal(&portal, Portal { sql, parse, params });
             }
             _ => {}
         }
         None
+    }
+
+    /// Remembers a bound portal. Past [`MAX_NAMES`] named portals a new name is not kept
+    /// (its executions are logged by name), but a known one is always rebound: the server
+    /// drops named portals at the end of their transaction unseen by the tap, so a client
+    /// can reach the limit and then bind a known name again, and its executions must never
+    /// be logged with what the name meant before.
+    fn bind_portal(&mut self, name: &[u8], portal: Portal) {
+        if name.is_empty() || self.portals.len() < MAX_NAMES {
+            self.portals.insert(name.to_vec(), portal);
+        } else if let Some(known) = self.portals.get_mut(name) {
+            *known = portal;
+        }
     }
 
     /// COPY bytes, either direction, counted against the statement running.

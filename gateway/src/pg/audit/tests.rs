@@ -391,3 +391,63 @@ fn an_oversize_query_counts_as_a_batch() {
     server(&mut t, &INT4);
     assert_eq!(types_of_s(&t), [23]);
 }
+
+/// Once as many named portals are known as are kept (a client can leave that many behind:
+/// the server drops them at the end of their transaction, the tap does not see it), a
+/// portal bound again under a known name runs its new statement, and is logged so; never
+/// with the SQL the name was bound to before.
+#[test]
+fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
+    let mut t = Tracker::new(&common(), false);
+    let parse = |sql: &'static [u8]| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name: b"",
+            sql,
+            param_types: &[],
+        })
+    };
+    let names: Vec<Vec<u8>> = (0..MAX_NAMES)
+        .map(|i| format!("p{i}").into_bytes())
+        .collect();
+    let bind = |portal: &'static [u8]| {
+        FrontendMessage::Bind(Bind {
+            portal,
+            statement: b"",
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    t.frontend(&parse(b"select 1"));
+    for name in &names {
+        t.frontend(&FrontendMessage::Bind(Bind {
+            portal: name,
+            statement: b"",
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        }));
+    }
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &PARSED);
+    server(&mut t, &READY);
+
+    t.frontend(&parse(b"delete from accounts"));
+    t.frontend(&bind(b"p0"));
+    t.frontend(&FrontendMessage::Execute {
+        portal: b"p0",
+        max_rows: 0,
+    });
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &PARSED);
+    let mut out = Vec::new();
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"DELETE 9" },
+        &mut out,
+    );
+    t.backend(&READY, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(m(&t, &out[0])["sql"], "delete from accounts");
+}
