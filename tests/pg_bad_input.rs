@@ -452,3 +452,72 @@ async fn the_log_names_the_sql_that_ran_whatever_the_client_redefines() {
         serde_json::json!(["CREATE TABLE", "INSERT 0 9", "DELETE 2", "SELECT 7"])
     );
 }
+
+/// Nor with a Bind the server refused: inside a transaction, portal `p` is bound to a
+/// DELETE; binding `p` again to a harmless SELECT is refused (42P03, the portal exists);
+/// after a rollback to the savepoint, executing `p` runs the DELETE, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bind_does_not_rename_the_portal_that_runs() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let mut s = raw_login(&h, "pg+rw").await;
+    let q = |sql: &'static str| FrontendMessage::Query {
+        sql: sql.as_bytes(),
+    };
+    let parse = |name: &'static str, sql: &'static str| {
+        FrontendMessage::Parse(Parse {
+            name: name.as_bytes(),
+            sql: sql.as_bytes(),
+            param_types: &[],
+        })
+    };
+    let bind = |statement: &'static str| {
+        FrontendMessage::Bind(Bind {
+            portal: b"p",
+            statement: statement.as_bytes(),
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    let sync = FrontendMessage::Sync;
+    let setup = "create temp table victim (i int); insert into victim values (1), (2), (3); \
+                 begin";
+    assert_eq!(
+        exchange(&mut s, &[q(setup)], 1).await,
+        ["CREATE TABLE", "INSERT 0 3", "BEGIN"]
+    );
+    let batch = [parse("del", "delete from victim"), bind("del"), sync];
+    assert_eq!(exchange(&mut s, &batch, 1).await, Vec::<String>::new());
+    assert_eq!(
+        exchange(&mut s, &[q("savepoint s")], 1).await,
+        ["SAVEPOINT"]
+    );
+    let batch = [
+        parse("harmless", "select 'harmless'"),
+        bind("harmless"),
+        sync,
+    ];
+    assert_eq!(exchange(&mut s, &batch, 1).await, ["42P03"]);
+    assert_eq!(
+        exchange(&mut s, &[q("rollback to s")], 1).await,
+        ["ROLLBACK"]
+    );
+    let exec = FrontendMessage::Execute {
+        portal: b"p",
+        max_rows: 0,
+    };
+    assert_eq!(exchange(&mut s, &[exec, sync], 1).await, ["DELETE 3"]);
+    assert_eq!(exchange(&mut s, &[q("commit")], 1).await, ["COMMIT"]);
+    drop(s);
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let ran = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e.get("tag") == Some(&"DELETE 3".into()))
+        .unwrap_or_else(|| panic!("the DELETE is not logged: {events:#?}"));
+    assert_eq!(ran["sql"], "delete from victim", "{ran:?}");
+}

@@ -13,7 +13,7 @@
 //!   `error`) when the statement completes. `stmt` numbers the statements of a session.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +23,10 @@ use serde_json::Value;
 
 use super::event::{Common, PgEvent, SessionFields};
 use super::params;
+use portals::{Portal, Portals};
 use statements::{MAX_NAMES, Statements, Undone};
 
+mod portals;
 mod statements;
 
 /// Longest SQL text kept in an event.
@@ -113,15 +115,6 @@ struct Described {
     parse: Option<u64>,
 }
 
-/// A bound portal: its statement's SQL and definition, and its parameters, shared with each
-/// execution.
-#[derive(Debug, Clone)]
-struct Portal {
-    sql: Arc<str>,
-    parse: Option<u64>,
-    params: Arc<[Value]>,
-}
-
 /// How an execution of a statement the tap does not know is logged.
 fn unknown_statement(name: &[u8]) -> Arc<str> {
     Arc::from(format!(
@@ -161,7 +154,7 @@ pub(crate) struct Tracker {
     /// A batch in which more statements were described than are kept: its descriptions
     /// cannot be matched to their statements, so they are ignored.
     described_lost: Option<u64>,
-    portals: HashMap<Vec<u8>, Portal>,
+    portals: Portals,
     pending: VecDeque<Pending>,
     /// Statements started so far (numbers them).
     started: u64,
@@ -183,7 +176,7 @@ impl Tracker {
             batches_sent: 0,
             batches_answered: 0,
             described_lost: None,
-            portals: HashMap::new(),
+            portals: Portals::default(),
             pending: VecDeque::new(),
             started: 0,
             queries: 0,
@@ -274,12 +267,12 @@ impl Tracker {
                         params: params::values(b, &[]),
                     },
                 };
-                self.bind_portal(b.portal, portal);
+                self.portals.bind(batch, b.portal, portal);
             }
             FrontendMessage::Execute { portal, .. } => {
                 let p = self
                     .portals
-                    .get(*portal)
+                    .get(portal)
                     .cloned()
                     .unwrap_or_else(|| Portal {
                         sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
@@ -293,7 +286,7 @@ impl Tracker {
                     self.statements.close(batch, name);
                 } else {
                     self.statements.close_portal(batch);
-                    self.portals.remove(*name);
+                    self.portals.close(name);
                 }
             }
             FrontendMessage::Sync => self.pending.push_back(Pending::Sync {
@@ -353,24 +346,13 @@ impl Tracker {
                     None => (unknown_statement(stmt), None),
                 };
                 let params = Arc::from([Value::String("<too large>".into())]);
-                self.bind_portal(&portal, Portal { sql, parse, params });
+                let batch = self.batches_sent;
+                self.portals
+                    .bind(batch, &portal, Portal { sql, parse, params });
             }
             _ => {}
         }
         None
-    }
-
-    /// Remembers a bound portal. Past [`MAX_NAMES`] named portals a new name is not kept
-    /// (its executions are logged by name), but a known one is always rebound: the server
-    /// drops named portals at the end of their transaction unseen by the tap, so a client
-    /// can reach the limit and then bind a known name again, and its executions must never
-    /// be logged with what the name meant before.
-    fn bind_portal(&mut self, name: &[u8], portal: Portal) {
-        if name.is_empty() || self.portals.len() < MAX_NAMES {
-            self.portals.insert(name.to_vec(), portal);
-        } else if let Some(known) = self.portals.get_mut(name) {
-            *known = portal;
-        }
     }
 
     /// COPY bytes, either direction, counted against the statement running.
@@ -405,6 +387,7 @@ impl Tracker {
             BackendMessage::ParseComplete | BackendMessage::CloseComplete => {
                 self.statements.confirmed(self.batches_answered);
             }
+            BackendMessage::BindComplete => self.portals.confirmed(self.batches_answered),
             BackendMessage::ParameterDescription { .. } => {
                 let batch = self.batches_answered;
                 self.drop_described_before(batch);
@@ -424,6 +407,7 @@ impl Tracker {
                 self.batches_answered += 1;
                 self.drop_described_before(self.batches_answered);
                 let undone = self.statements.batch_ended(self.batches_answered);
+                self.portals.batch_ended(self.batches_answered);
                 // Ends one simple Query, or a batch up to its Sync; executions the server
                 // skipped after an error in the batch are logged as not executed.
                 while let Some(p) = self.pending.pop_front() {
@@ -550,7 +534,7 @@ impl Tracker {
             && self.statements.sql_command(&sql, tag)
         {
             // DISCARD ALL closed the portals too.
-            self.portals.retain(|name, _| name.is_empty());
+            self.portals.forget_named();
         }
     }
 

@@ -118,7 +118,7 @@ fn frontend_needs(tag: u8) -> bool {
 fn backend_needs(tag: u8) -> bool {
     matches!(
         tag,
-        b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W' | b't' | b'1' | b'3'
+        b'C' | b'E' | b'Z' | b'I' | b's' | b'G' | b'H' | b'W' | b't' | b'1' | b'2' | b'3'
     )
 }
 

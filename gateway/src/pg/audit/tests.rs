@@ -432,7 +432,11 @@ fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     }
     t.frontend(&FrontendMessage::Sync);
     server(&mut t, &PARSED);
+    for _ in &names {
+        server(&mut t, &BackendMessage::BindComplete);
+    }
     server(&mut t, &READY);
+    assert_eq!(t.portals.get(b"p0").unwrap().sql.as_ref(), "select 1");
 
     t.frontend(&parse(b"delete from accounts"));
     t.frontend(&bind(b"p0"));
@@ -442,12 +446,76 @@ fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     });
     t.frontend(&FrontendMessage::Sync);
     server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
     let mut out = Vec::new();
     t.backend(
         &BackendMessage::CommandComplete { tag: b"DELETE 9" },
         &mut out,
     );
     t.backend(&READY, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(m(&t, &out[0])["sql"], "delete from accounts");
+}
+
+/// A Bind the server refuses (`cursor "p" already exists`) changes no portal: after a
+/// rollback to a savepoint, an Execute of `p` runs what `p` was bound to first, and is
+/// logged so, not with the SQL of the refused Bind.
+#[test]
+fn a_refused_bind_does_not_rename_the_portal_that_runs() {
+    let mut t = Tracker::new(&common(), false);
+    let named = |name: &'static [u8], sql: &'static [u8]| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name,
+            sql,
+            param_types: &[],
+        })
+    };
+    let bind = |portal: &'static [u8], statement: &'static [u8]| {
+        FrontendMessage::Bind(Bind {
+            portal,
+            statement,
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    let mut out = Vec::new();
+    // Inside a transaction (BEGIN, SAVEPOINT as simple queries, not shown to the tap).
+    t.frontend(&named(b"del", b"delete from accounts"));
+    t.frontend(&bind(b"p", b"del"));
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
+    server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
+
+    t.frontend(&named(b"harmless", b"select 'harmless'"));
+    t.frontend(&bind(b"p", b"harmless"));
+    t.frontend(&FrontendMessage::Sync);
+    server(&mut t, &PARSED);
+    let mut err = Vec::new();
+    portcullis_protocol::pg::encode_error_response(
+        &mut err,
+        "ERROR",
+        "42P03",
+        "cursor \"p\" already exists",
+    );
+    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+    t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+    t.backend(&BackendMessage::ReadyForQuery { status: b'E' }, &mut out);
+    assert!(out.is_empty());
+
+    // ROLLBACK TO SAVEPOINT, then the portal is executed.
+    t.frontend(&FrontendMessage::Execute {
+        portal: b"p",
+        max_rows: 0,
+    });
+    t.frontend(&FrontendMessage::Sync);
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"DELETE 3" },
+        &mut out,
+    );
+    t.backend(&BackendMessage::ReadyForQuery { status: b'T' }, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(m(&t, &out[0])["sql"], "delete from accounts");
 }

@@ -1,0 +1,160 @@
+//! The portals as the server holds them, for the audit tap: what each name was bound to.
+//!
+//! A Bind is applied when sent, so an Execute behind it in the same batch sees it, and
+//! undone if the server did not confirm it (BindComplete) by the end of its batch: a Bind
+//! the server refused (`cursor "p" already exists`) or skipped after an earlier error
+//! leaves the portal that runs as it was, and after a rollback to a savepoint that portal
+//! can still be executed. The server answers Binds in order, so each BindComplete confirms
+//! the oldest Bind waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::statements::MAX_NAMES;
+
+/// A bound portal: its statement's SQL and definition, and its parameters, shared with each
+/// execution.
+#[derive(Debug, Clone)]
+pub(super) struct Portal {
+    pub sql: Arc<str>,
+    pub parse: Option<u64>,
+    pub params: Arc<[Value]>,
+}
+
+/// A portal as held: which Bind made it (numbers the Binds of the session).
+#[derive(Debug, Clone)]
+struct Held {
+    bind: u64,
+    portal: Portal,
+}
+
+/// A Bind sent and not yet confirmed.
+#[derive(Debug)]
+struct Change {
+    /// The batch it was sent in (see `Tracker::batches_sent`).
+    batch: u64,
+    /// The portal it bound; `None` for a Bind past [`MAX_NAMES`] that was not kept, kept
+    /// so answers match in order.
+    name: Option<Vec<u8>>,
+    /// What the name was bound to before.
+    before: Option<Held>,
+    /// The Bind's number.
+    bind: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Portals {
+    map: HashMap<Vec<u8>, Held>,
+    unconfirmed: VecDeque<Change>,
+    /// Binds seen (numbers them).
+    bound: u64,
+    /// More Binds went unanswered than are kept: every named portal was forgotten, and the
+    /// answers of batches up to this one are not matched to Binds.
+    lost_through: Option<u64>,
+}
+
+impl Portals {
+    pub(super) fn get(&self, name: &[u8]) -> Option<&Portal> {
+        self.map.get(name).map(|h| &h.portal)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Portal> {
+        self.map.values_mut().map(|h| &mut h.portal)
+    }
+
+    /// The client's Bind, sent in `batch`. Past [`MAX_NAMES`] named portals a new name is
+    /// not kept (its executions are logged by name), but a known one is always rebound: the
+    /// server drops named portals at the end of their transaction unseen by the tap, so a
+    /// client can reach the limit and then bind a known name again, and its executions must
+    /// never be logged with what the name meant before.
+    pub(super) fn bind(&mut self, batch: u64, name: &[u8], portal: Portal) {
+        self.bound += 1;
+        let bind = self.bound;
+        let kept = name.is_empty() || self.map.len() < MAX_NAMES || self.map.contains_key(name);
+        let (name, before) = if kept {
+            let before = self.map.insert(name.to_vec(), Held { bind, portal });
+            (Some(name.to_vec()), before)
+        } else {
+            (None, None)
+        };
+        self.remember(Change {
+            batch,
+            name,
+            before,
+            bind,
+        });
+    }
+
+    /// The client's Close of a portal. Not undone if the server skips it: the portal is
+    /// then logged by name, never with stale SQL.
+    pub(super) fn close(&mut self, name: &[u8]) {
+        self.map.remove(name);
+    }
+
+    /// Forgets every portal but the unnamed one (DISCARD ALL closed them).
+    pub(super) fn forget_named(&mut self) {
+        self.map.retain(|name, _| name.is_empty());
+    }
+
+    fn remember(&mut self, change: Change) {
+        if self.lost_through.is_some_and(|b| change.batch <= b) {
+            return;
+        }
+        if self.unconfirmed.len() >= MAX_NAMES {
+            // A client that sends without reading the answers. Rather than let the queue
+            // grow, or match answers to the wrong Binds, forget what cannot be checked, as
+            // the statements do: named portals are then logged by name.
+            self.unconfirmed.clear();
+            self.forget_named();
+            self.lost_through = Some(change.batch);
+            return;
+        }
+        self.unconfirmed.push_back(change);
+    }
+
+    /// BindComplete, received while the server answers batch `answering`: the oldest Bind
+    /// took effect.
+    pub(super) fn confirmed(&mut self, answering: u64) {
+        if self.lost_through.is_some_and(|b| answering <= b) {
+            return;
+        }
+        if self
+            .unconfirmed
+            .front()
+            .is_some_and(|c| c.batch == answering)
+        {
+            self.unconfirmed.pop_front();
+        }
+    }
+
+    /// The batch before `answered` ended: its Binds not confirmed did not happen. Undoes
+    /// them, newest first.
+    pub(super) fn batch_ended(&mut self, answered: u64) {
+        if self.lost_through.is_some_and(|b| b < answered) {
+            self.lost_through = None;
+        }
+        let ended = self
+            .unconfirmed
+            .iter()
+            .take_while(|c| c.batch < answered)
+            .count();
+        for c in self.unconfirmed.drain(..ended).rev().collect::<Vec<_>>() {
+            let Some(name) = c.name else { continue };
+            if self.map.get(&name).map(|h| h.bind) == Some(c.bind) {
+                // Nothing changed the name since: put back what it was bound to.
+                match c.before {
+                    Some(h) => self.map.insert(name, h),
+                    None => self.map.remove(&name),
+                };
+            } else if let Some(later) = self.unconfirmed.iter_mut().find(|l| {
+                l.name.as_ref() == Some(&name) && l.before.as_ref().map(|h| h.bind) == Some(c.bind)
+            }) {
+                // A later Bind (still unconfirmed) replaced this one: what it replaced is
+                // what stood before this one.
+                later.before = c.before;
+            }
+        }
+    }
+}
