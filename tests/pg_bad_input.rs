@@ -521,3 +521,54 @@ async fn a_refused_bind_does_not_rename_the_portal_that_runs() {
         .unwrap_or_else(|| panic!("the DELETE is not logged: {events:#?}"));
     assert_eq!(ran["sql"], "delete from victim", "{ran:?}");
 }
+
+/// Nor with a portal of a transaction that has ended: `c` is bound and run, the implicit
+/// transaction ends and takes it; then `c` is a cursor declared in SQL, executed through
+/// the protocol. Its execution is logged by name, not as what `c` was bound to before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_of_an_ended_transaction_is_not_logged_for_a_cursor_of_its_name() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let mut s = raw_login(&h, "pg+rw").await;
+    let exec = FrontendMessage::Execute {
+        portal: b"c",
+        max_rows: 0,
+    };
+    let sync = FrontendMessage::Sync;
+    let batch = [
+        FrontendMessage::Parse(Parse {
+            name: b"",
+            sql: b"select 'bound'",
+            param_types: &[],
+        }),
+        FrontendMessage::Bind(Bind {
+            portal: b"c",
+            statement: b"",
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        }),
+        exec,
+        sync,
+    ];
+    assert_eq!(exchange(&mut s, &batch, 1).await, ["SELECT 1"]);
+    let declare = FrontendMessage::Query {
+        sql: b"begin; declare c cursor for select 'declared' from generate_series(1, 2)",
+    };
+    assert_eq!(
+        exchange(&mut s, &[declare], 1).await,
+        ["BEGIN", "DECLARE CURSOR"]
+    );
+    assert_eq!(exchange(&mut s, &[exec, sync], 1).await, ["SELECT 2"]);
+    drop(s);
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let fetched = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e.get("tag") == Some(&"SELECT 2".into()))
+        .unwrap_or_else(|| panic!("the cursor's execution is not logged: {events:#?}"));
+    assert_eq!(fetched["sql"], "<portal \"c\">", "{fetched:?}");
+}

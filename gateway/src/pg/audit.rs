@@ -270,15 +270,11 @@ impl Tracker {
                 self.portals.bind(batch, b.portal, portal);
             }
             FrontendMessage::Execute { portal, .. } => {
-                let p = self
-                    .portals
-                    .get(portal)
-                    .cloned()
-                    .unwrap_or_else(|| Portal {
-                        sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
-                        parse: None,
-                        params: Arc::from([]),
-                    });
+                let p = self.portals.get(portal).cloned().unwrap_or_else(|| Portal {
+                    sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
+                    parse: None,
+                    params: Arc::from([]),
+                });
                 return self.start(false, p.sql, Some(p.params), p.parse);
             }
             FrontendMessage::Close { kind, name } => {
@@ -402,12 +398,15 @@ impl Tracker {
                     p.types = msg.param_types().collect();
                 }
             }
-            BackendMessage::ReadyForQuery { .. } => {
+            BackendMessage::ReadyForQuery { status } => {
                 self.copy_in = false;
                 self.batches_answered += 1;
                 self.drop_described_before(self.batches_answered);
                 let undone = self.statements.batch_ended(self.batches_answered);
                 self.portals.batch_ended(self.batches_answered);
+                if *status == b'I' {
+                    self.portals.transaction_ended(self.batches_answered);
+                }
                 // Ends one simple Query, or a batch up to its Sync; executions the server
                 // skipped after an error in the batch are logged as not executed.
                 while let Some(p) = self.pending.pop_front() {

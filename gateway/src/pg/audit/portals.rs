@@ -5,7 +5,9 @@
 //! the server refused (`cursor "p" already exists`) or skipped after an earlier error
 //! leaves the portal that runs as it was, and after a rollback to a savepoint that portal
 //! can still be executed. The server answers Binds in order, so each BindComplete confirms
-//! the oldest Bind waiting.
+//! the oldest Bind waiting. A transaction's end (ReadyForQuery saying no transaction is
+//! open) drops every portal bound in it, as the server does, so a name used again (a cursor
+//! declared in SQL) is never logged with what it was bound to before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,10 +25,12 @@ pub(super) struct Portal {
     pub params: Arc<[Value]>,
 }
 
-/// A portal as held: which Bind made it (numbers the Binds of the session).
+/// A portal as held: which Bind made it (numbers the Binds of the session), and in which
+/// batch.
 #[derive(Debug, Clone)]
 struct Held {
     bind: u64,
+    batch: u64,
     portal: Portal,
 }
 
@@ -50,6 +54,8 @@ pub(super) struct Portals {
     unconfirmed: VecDeque<Change>,
     /// Binds seen (numbers them).
     bound: u64,
+    /// Portals bound in batches before this one belong to transactions that have ended.
+    ended_before: u64,
     /// More Binds went unanswered than are kept: every named portal was forgotten, and the
     /// answers of batches up to this one are not matched to Binds.
     lost_through: Option<u64>,
@@ -74,7 +80,12 @@ impl Portals {
         let bind = self.bound;
         let kept = name.is_empty() || self.map.len() < MAX_NAMES || self.map.contains_key(name);
         let (name, before) = if kept {
-            let before = self.map.insert(name.to_vec(), Held { bind, portal });
+            let held = Held {
+                bind,
+                batch,
+                portal,
+            };
+            let before = self.map.insert(name.to_vec(), held);
             (Some(name.to_vec()), before)
         } else {
             (None, None)
@@ -96,6 +107,13 @@ impl Portals {
     /// Forgets every portal but the unnamed one (DISCARD ALL closed them).
     pub(super) fn forget_named(&mut self) {
         self.map.retain(|name, _| name.is_empty());
+    }
+
+    /// The server said no transaction is open at the end of the batch before `answered`:
+    /// the portals bound up to then are gone. Those bound in batches sent behind it stay.
+    pub(super) fn transaction_ended(&mut self, answered: u64) {
+        self.ended_before = answered;
+        self.map.retain(|_, h| h.batch >= answered);
     }
 
     fn remember(&mut self, change: Change) {
@@ -143,8 +161,9 @@ impl Portals {
         for c in self.unconfirmed.drain(..ended).rev().collect::<Vec<_>>() {
             let Some(name) = c.name else { continue };
             if self.map.get(&name).map(|h| h.bind) == Some(c.bind) {
-                // Nothing changed the name since: put back what it was bound to.
-                match c.before {
+                // Nothing changed the name since: put back what it was bound to, unless
+                // that ended with its transaction.
+                match c.before.filter(|h| h.batch >= self.ended_before) {
                     Some(h) => self.map.insert(name, h),
                     None => self.map.remove(&name),
                 };

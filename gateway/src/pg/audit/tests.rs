@@ -393,9 +393,9 @@ fn an_oversize_query_counts_as_a_batch() {
 }
 
 /// Once as many named portals are known as are kept (a client can leave that many behind:
-/// the server drops them at the end of their transaction, the tap does not see it), a
-/// portal bound again under a known name runs its new statement, and is logged so; never
-/// with the SQL the name was bound to before.
+/// the server drops those bound after a savepoint when the client rolls back to it, the
+/// tap does not see it), a portal bound again under a known name runs its new statement,
+/// and is logged so; never with the SQL the name was bound to before.
 #[test]
 fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     let mut t = Tracker::new(&common(), false);
@@ -435,7 +435,8 @@ fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     for _ in &names {
         server(&mut t, &BackendMessage::BindComplete);
     }
-    server(&mut t, &READY);
+    // Inside a transaction block; then ROLLBACK TO SAVEPOINT (not shown to the tap).
+    server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
     assert_eq!(t.portals.get(b"p0").unwrap().sql.as_ref(), "select 1");
 
     t.frontend(&parse(b"delete from accounts"));
@@ -518,4 +519,69 @@ fn a_refused_bind_does_not_rename_the_portal_that_runs() {
     t.backend(&BackendMessage::ReadyForQuery { status: b'T' }, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(m(&t, &out[0])["sql"], "delete from accounts");
+}
+
+/// A transaction's end drops the portals bound in it (the server drops them at the
+/// ReadyForQuery that says no transaction is open), but not those bound in a batch sent
+/// behind it: a portal name used again (a cursor declared in SQL, say) is logged by name,
+/// never with what the name was bound to in a transaction that has ended.
+#[test]
+fn portals_end_with_their_transaction() {
+    let mut t = Tracker::new(&common(), false);
+    let parse = |sql: &'static [u8]| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name: b"",
+            sql,
+            param_types: &[],
+        })
+    };
+    let bind = |portal: &'static [u8]| {
+        FrontendMessage::Bind(Bind {
+            portal,
+            statement: b"",
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    let exec = |portal: &'static [u8]| FrontendMessage::Execute {
+        portal,
+        max_rows: 0,
+    };
+    let sql_of = |t: &mut Tracker, portal: &'static [u8]| {
+        let mut out = Vec::new();
+        t.frontend(&exec(portal));
+        t.frontend(&FrontendMessage::Sync);
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&READY, &mut out);
+        m(t, &out[0])["sql"].clone()
+    };
+    for msg in [parse(b"select 'c'"), bind(b"c"), FrontendMessage::Sync] {
+        t.frontend(&msg);
+    }
+    // Sent before the answer to the first batch came.
+    for msg in [parse(b"select 'q'"), bind(b"q"), FrontendMessage::Sync] {
+        t.frontend(&msg);
+    }
+    server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
+    server(&mut t, &READY);
+    assert!(t.portals.get(b"c").is_none());
+    assert_eq!(t.portals.get(b"q").unwrap().sql.as_ref(), "select 'q'");
+    server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
+    server(&mut t, &READY);
+    assert_eq!(sql_of(&mut t, b"c"), "<portal \"c\">");
+    // Inside a transaction block the portal stays.
+    for msg in [parse(b"select 'q'"), bind(b"q"), FrontendMessage::Sync] {
+        t.frontend(&msg);
+    }
+    server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
+    server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
+    assert_eq!(sql_of(&mut t, b"q"), "select 'q'");
 }
