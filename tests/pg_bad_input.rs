@@ -48,6 +48,12 @@ fn startup(params: &[(&str, &str)]) -> Vec<u8> {
 
 /// Logs in as alice over a raw socket with the real SCRAM client.
 async fn raw_login(h: &Harness, dbname: &str) -> TcpStream {
+    raw_login_with_pid(h, dbname).await.0
+}
+
+/// [`raw_login`], also returning the process id of the session's BackendKeyData.
+async fn raw_login_with_pid(h: &Harness, dbname: &str) -> (TcpStream, i32) {
+    let mut pid = 0;
     let mut s = TcpStream::connect(h.addr).await.unwrap();
     s.write_all(&startup(&[("user", "alice"), ("database", dbname)]))
         .await
@@ -79,7 +85,8 @@ async fn raw_login(h: &Harness, dbname: &str) -> TcpStream {
                     }
                     _ => {}
                 },
-                BackendMessage::ReadyForQuery { .. } => return s,
+                BackendMessage::BackendKeyData { pid: p, .. } => pid = p,
+                BackendMessage::ReadyForQuery { .. } => return (s, pid),
                 BackendMessage::ErrorResponse(e) => panic!("{:?}", e.message()),
                 _ => {}
             }
@@ -571,4 +578,54 @@ async fn a_portal_of_an_ended_transaction_is_not_logged_for_a_cursor_of_its_name
         .find(|e| e["type"] == "pg.query" && e.get("tag") == Some(&"SELECT 2".into()))
         .unwrap_or_else(|| panic!("the cursor's execution is not logged: {events:#?}"));
     assert_eq!(fetched["sql"], "<portal \"c\">", "{fetched:?}");
+}
+
+/// The process id a client is given is its backend's, as directly: `pg_backend_pid()` and
+/// the process id of a notification the session sent itself match it (clients use that
+/// to ignore their own notifications). The cancel key's secret stays the gateway's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_id_a_client_sees_is_its_backends() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (mut s, pid) = raw_login_with_pid(&h, "pg+rw").await;
+    let mut out = Vec::new();
+    FrontendMessage::Query {
+        sql: b"listen ch; notify ch; select pg_backend_pid()::text",
+    }
+    .encode(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (mut buf, mut notified, mut backend) = (Vec::new(), None, None);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "gateway closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut ready = false;
+        while let Ok(Some((f, used))) = next_frame(&buf) {
+            match BackendMessage::decode(f.tag, f.body).unwrap() {
+                BackendMessage::NotificationResponse { pid, .. } => notified = Some(pid),
+                // One column: count, length, then the text.
+                BackendMessage::Other { tag: b'D', body } => {
+                    backend = std::str::from_utf8(&body[6..]).unwrap().parse::<i32>().ok();
+                }
+                BackendMessage::ReadyForQuery { .. } => ready = true,
+                _ => {}
+            }
+            buf.drain(..used);
+        }
+        if ready && notified.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        backend,
+        Some(pid),
+        "pg_backend_pid() against BackendKeyData"
+    );
+    assert_eq!(
+        notified,
+        Some(pid),
+        "a notification's sender against BackendKeyData"
+    );
 }
