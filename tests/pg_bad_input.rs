@@ -518,15 +518,38 @@ async fn a_refused_bind_does_not_rename_the_portal_that_runs() {
     };
     assert_eq!(exchange(&mut s, &[exec, sync], 1).await, ["DELETE 3"]);
     assert_eq!(exchange(&mut s, &[q("commit")], 1).await, ["COMMIT"]);
+
+    // The same sent in one write, the Execute before the refusal is seen.
+    let setup = "insert into victim values (4), (5); begin";
+    assert_eq!(
+        exchange(&mut s, &[q(setup)], 1).await,
+        ["INSERT 0 2", "BEGIN"]
+    );
+    assert_eq!(
+        exchange(&mut s, &[bind("del"), sync], 1).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        exchange(&mut s, &[q("savepoint s")], 1).await,
+        ["SAVEPOINT"]
+    );
+    let pipelined = [bind("harmless"), sync, q("rollback to s"), exec, sync];
+    assert_eq!(
+        exchange(&mut s, &pipelined, 3).await,
+        ["42P03", "ROLLBACK", "DELETE 2"]
+    );
+    assert_eq!(exchange(&mut s, &[q("commit")], 1).await, ["COMMIT"]);
     drop(s);
     h.wait_sessions_closed().await;
 
     let events = h.audit_events().await;
-    let ran = events
-        .iter()
-        .find(|e| e["type"] == "pg.query" && e.get("tag") == Some(&"DELETE 3".into()))
-        .unwrap_or_else(|| panic!("the DELETE is not logged: {events:#?}"));
-    assert_eq!(ran["sql"], "delete from victim", "{ran:?}");
+    for tag in ["DELETE 3", "DELETE 2"] {
+        let ran = events
+            .iter()
+            .find(|e| e["type"] == "pg.query" && e.get("tag") == Some(&tag.into()))
+            .unwrap_or_else(|| panic!("the {tag} is not logged: {events:#?}"));
+        assert_eq!(ran["sql"], "delete from victim", "{ran:?}");
+    }
 }
 
 /// Nor with a portal of a transaction that has ended: `c` is bound and run, the implicit

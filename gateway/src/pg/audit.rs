@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::event::{Common, PgEvent, SessionFields};
 use super::params;
-use portals::{Portal, Portals};
+use portals::{Portal, Portals, UndoneBind};
 use statements::{MAX_NAMES, Statements, Undone};
 
 mod portals;
@@ -70,6 +70,8 @@ pub(crate) struct Query {
     sql: Arc<str>,
     /// The prepared statement definition it runs, if it runs one the tap knows.
     parse: Option<u64>,
+    /// The Bind of the portal it executes, if the tap knows the portal.
+    bind: Option<u64>,
     /// The SQL was corrected after the statement was sent (its Parse did not hold), so
     /// strict mode's `pg.result` repeats it.
     sql_corrected: bool,
@@ -92,6 +94,7 @@ impl Query {
             stmt,
             sql,
             parse: None,
+            bind: None,
             sql_corrected: false,
             params,
             start: Instant::now(),
@@ -113,6 +116,15 @@ struct Described {
     name: Vec<u8>,
     /// The Parse of the statement it describes, if the statement was known.
     parse: Option<u64>,
+}
+
+/// How an execution of a portal the tap does not know is logged.
+fn unknown_portal(name: &[u8]) -> Portal {
+    Portal {
+        sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(name))),
+        parse: None,
+        params: Arc::from([]),
+    }
 }
 
 /// How an execution of a statement the tap does not know is logged.
@@ -270,12 +282,15 @@ impl Tracker {
                 self.portals.bind(batch, b.portal, portal);
             }
             FrontendMessage::Execute { portal, .. } => {
-                let p = self.portals.get(portal).cloned().unwrap_or_else(|| Portal {
-                    sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(portal))),
-                    parse: None,
-                    params: Arc::from([]),
-                });
-                return self.start(false, p.sql, Some(p.params), p.parse);
+                let (bind, p) = match self.portals.get(portal) {
+                    Some((bind, p)) => (Some(bind), p.clone()),
+                    None => (None, unknown_portal(portal)),
+                };
+                let record = self.start(false, p.sql, Some(p.params), p.parse);
+                if let Some(Pending::Execute(q)) = self.pending.back_mut() {
+                    q.bind = bind;
+                }
+                return record;
             }
             FrontendMessage::Close { kind, name } => {
                 if *kind == b'S' {
@@ -403,7 +418,7 @@ impl Tracker {
                 self.batches_answered += 1;
                 self.drop_described_before(self.batches_answered);
                 let undone = self.statements.batch_ended(self.batches_answered);
-                self.portals.batch_ended(self.batches_answered);
+                let unbound = self.portals.batch_ended(self.batches_answered);
                 if *status == b'I' {
                     self.portals.transaction_ended(self.batches_answered);
                 }
@@ -427,6 +442,9 @@ impl Tracker {
                 }
                 for u in undone {
                     self.bound_to_undone(&u);
+                }
+                for u in unbound {
+                    self.executed_undone_bind(&u);
                 }
             }
             _ => {}
@@ -468,6 +486,26 @@ impl Tracker {
             {
                 q.sql = sql.clone();
                 q.parse = parse;
+                q.sql_corrected = true;
+            }
+        }
+    }
+
+    /// A Bind the server did not take was undone: executions of its portal sent since, in
+    /// later batches, run what the portal was bound to before.
+    fn executed_undone_bind(&mut self, u: &UndoneBind) {
+        let (bind, instead) = match &u.instead {
+            Some((bind, p)) => (Some(*bind), p.clone()),
+            None => (None, unknown_portal(&u.name)),
+        };
+        for p in &mut self.pending {
+            if let Pending::Execute(q) = p
+                && q.bind == Some(u.bind)
+            {
+                q.sql = instead.sql.clone();
+                q.params = Some(instead.params.clone());
+                q.parse = instead.parse;
+                q.bind = bind;
                 q.sql_corrected = true;
             }
         }

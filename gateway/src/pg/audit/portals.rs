@@ -34,6 +34,15 @@ struct Held {
     portal: Portal,
 }
 
+/// A Bind undone at the end of its batch, and what executions of its portal ran instead:
+/// the portal as bound before (with the number of that Bind), if it still stood.
+#[derive(Debug)]
+pub(super) struct UndoneBind {
+    pub bind: u64,
+    pub name: Vec<u8>,
+    pub instead: Option<(u64, Portal)>,
+}
+
 /// A Bind sent and not yet confirmed.
 #[derive(Debug)]
 struct Change {
@@ -62,8 +71,9 @@ pub(super) struct Portals {
 }
 
 impl Portals {
-    pub(super) fn get(&self, name: &[u8]) -> Option<&Portal> {
-        self.map.get(name).map(|h| &h.portal)
+    /// The portal bound to `name`, with the number of the Bind that bound it.
+    pub(super) fn get(&self, name: &[u8]) -> Option<(u64, &Portal)> {
+        self.map.get(name).map(|h| (h.bind, &h.portal))
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Portal> {
@@ -148,8 +158,8 @@ impl Portals {
     }
 
     /// The batch before `answered` ended: its Binds not confirmed did not happen. Undoes
-    /// them, newest first.
-    pub(super) fn batch_ended(&mut self, answered: u64) {
+    /// them, newest first, and returns them.
+    pub(super) fn batch_ended(&mut self, answered: u64) -> Vec<UndoneBind> {
         if self.lost_through.is_some_and(|b| b < answered) {
             self.lost_through = None;
         }
@@ -158,13 +168,15 @@ impl Portals {
             .iter()
             .take_while(|c| c.batch < answered)
             .count();
+        let mut undone = Vec::new();
         for c in self.unconfirmed.drain(..ended).rev().collect::<Vec<_>>() {
             let Some(name) = c.name else { continue };
+            // What the name was bound to before, unless that ended with its transaction.
+            let before = c.before.filter(|h| h.batch >= self.ended_before);
             if self.map.get(&name).map(|h| h.bind) == Some(c.bind) {
-                // Nothing changed the name since: put back what it was bound to, unless
-                // that ended with its transaction.
-                match c.before.filter(|h| h.batch >= self.ended_before) {
-                    Some(h) => self.map.insert(name, h),
+                // Nothing changed the name since: put back what it was bound to.
+                match before.clone() {
+                    Some(h) => self.map.insert(name.clone(), h),
                     None => self.map.remove(&name),
                 };
             } else if let Some(later) = self.unconfirmed.iter_mut().find(|l| {
@@ -172,8 +184,14 @@ impl Portals {
             }) {
                 // A later Bind (still unconfirmed) replaced this one: what it replaced is
                 // what stood before this one.
-                later.before = c.before;
+                later.before = before.clone();
             }
+            undone.push(UndoneBind {
+                bind: c.bind,
+                name,
+                instead: before.map(|h| (h.bind, h.portal)),
+            });
         }
+        undone
     }
 }

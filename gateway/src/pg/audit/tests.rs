@@ -369,7 +369,7 @@ fn prepared_statement_sql_is_shared_not_copied() {
     });
     t.frontend(&bind);
     let stmt = t.statements.get(b"s1".as_slice()).unwrap();
-    let portal = t.portals.get(b"".as_slice()).unwrap();
+    let (_, portal) = t.portals.get(b"".as_slice()).unwrap();
     assert!(Arc::ptr_eq(&stmt.sql, &portal.sql));
 }
 
@@ -437,7 +437,7 @@ fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     }
     // Inside a transaction block; then ROLLBACK TO SAVEPOINT (not shown to the tap).
     server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
-    assert_eq!(t.portals.get(b"p0").unwrap().sql.as_ref(), "select 1");
+    assert_eq!(t.portals.get(b"p0").unwrap().1.sql.as_ref(), "select 1");
 
     t.frontend(&parse(b"delete from accounts"));
     t.frontend(&bind(b"p0"));
@@ -571,7 +571,7 @@ fn portals_end_with_their_transaction() {
     server(&mut t, &BackendMessage::BindComplete);
     server(&mut t, &READY);
     assert!(t.portals.get(b"c").is_none());
-    assert_eq!(t.portals.get(b"q").unwrap().sql.as_ref(), "select 'q'");
+    assert_eq!(t.portals.get(b"q").unwrap().1.sql.as_ref(), "select 'q'");
     server(&mut t, &PARSED);
     server(&mut t, &BackendMessage::BindComplete);
     server(&mut t, &READY);
@@ -584,4 +584,68 @@ fn portals_end_with_their_transaction() {
     server(&mut t, &BackendMessage::BindComplete);
     server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
     assert_eq!(sql_of(&mut t, b"q"), "select 'q'");
+}
+
+/// The Execute of a portal sent before the server refused the portal's re-Bind runs what
+/// the portal was bound to before: in strict mode, its `pg.result` says which SQL that was.
+#[test]
+fn an_execute_sent_behind_a_refused_bind_is_corrected() {
+    let mut t = Tracker::new(&common(), true);
+    let named = |name: &'static [u8], sql: &'static [u8]| {
+        FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+            name,
+            sql,
+            param_types: &[],
+        })
+    };
+    let bind = |statement: &'static [u8]| {
+        FrontendMessage::Bind(Bind {
+            portal: b"p",
+            statement,
+            param_formats: &[],
+            param_count: 0,
+            param_values: &[],
+            result_formats: &[],
+        })
+    };
+    for msg in [
+        named(b"del", b"delete from accounts"),
+        named(b"harmless", b"select 'harmless'"),
+        bind(b"del"),
+        FrontendMessage::Sync,
+    ] {
+        t.frontend(&msg);
+    }
+    server(&mut t, &PARSED);
+    server(&mut t, &PARSED);
+    server(&mut t, &BackendMessage::BindComplete);
+    server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
+
+    t.frontend(&bind(b"harmless"));
+    t.frontend(&FrontendMessage::Sync);
+    let record = t.frontend(&FrontendMessage::Execute {
+        portal: b"p",
+        max_rows: 0,
+    });
+    assert_eq!(map(&record.unwrap())["sql"], "select 'harmless'");
+    t.frontend(&FrontendMessage::Sync);
+    let mut err = Vec::new();
+    portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "42P03", "exists");
+    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+    let mut out = Vec::new();
+    t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+    t.backend(&BackendMessage::ReadyForQuery { status: b'E' }, &mut out);
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"DELETE 3" },
+        &mut out,
+    );
+    t.backend(&BackendMessage::ReadyForQuery { status: b'T' }, &mut out);
+    assert_eq!(out.len(), 1);
+    let result = m(&t, &out[0]);
+    assert_eq!(result["type"], "pg.result");
+    assert_eq!(result["sql"], "delete from accounts");
+    assert_eq!(
+        t.portals.get(b"p").unwrap().1.sql.as_ref(),
+        "delete from accounts"
+    );
 }
