@@ -96,6 +96,8 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
         ("[tls]\ncert_file = \"missing.pem\"\nkey_file = \"cert.pem\"".into(), "tls.cert_file", "cannot read"),
         ("[policy]\nmax_grant = \"eight hours\"".into(), "policy.max_grant", "invalid duration"),
         ("[policy]\nwarn_before = \"0s\"".into(), "policy.warn_before", "more than zero"),
+        ("[policy]\nwarn_before = \"300000y\"".into(), "policy.warn_before", "too long"),
+        ("[policy]\nmax_grant = \"300000y\"".into(), "policy.max_grant", "too long"),
         ("[policy]\napprovers = [\"bob\", \"carol\"]".into(), "policy.approvers[1]", "not a configured user"),
         ("[audit]\ndurability = \"fsync\"".into(), "audit.durability", "batched"),
         ("[notify]\nwebhook_url = \"https://x/\"".into(), "notify.webhook_url", "http://"),

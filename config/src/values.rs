@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// A humantime duration (`90s`, `15m`, `2h`, `1d`) that is more than zero.
+/// A humantime duration (`90s`, `15m`, `2h`, `1d`), more than zero and at most 1000 years.
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("invalid duration {text:?} ({e}); use e.g. \"90s\", \"15m\", \"8h\"")
@@ -15,8 +15,19 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err("must be more than zero".to_string());
     }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is too long: at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
     Ok(d)
 }
+
+/// The longest duration a config may name, as the admin API bounds a grant's: far beyond any
+/// policy, and far inside what a timestamp holds, so a deadline minus `warn_before` cannot
+/// overflow (a `warn_before = "300000y"` once panicked every grant add and then the restart).
+const MAX_DURATION: Duration = Duration::from_secs(1000 * 31_557_600);
 
 /// A listener address: an IP and a port, e.g. `127.0.0.1:2222` or `[::]:6432`.
 pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
