@@ -258,6 +258,44 @@ fn an_absurd_duration_is_refused_with_a_sentence() {
     assert_eq!(ext["id"], id);
 }
 
+/// Failed admin API logins are limited to five a minute per address even when they arrive
+/// at once: the limiter used to be consulted before any of them had failed, so a burst of
+/// concurrent guesses all got their password checked (47 of 60 in one try).
+#[test]
+fn a_burst_of_concurrent_bad_logins_is_limited_like_a_sequence() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let admin = gw.bound.admin;
+    // Every request is written before any answer is read, so they are all in flight.
+    let mut conns: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect"))
+        .collect();
+    for c in &mut conns {
+        // `bob:wrong`, base64.
+        c.write_all(
+            b"GET /v1/grants HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic Ym9iOndyb25n\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .expect("send");
+    }
+    let statuses: Vec<String> = conns
+        .into_iter()
+        .map(|mut c| {
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).expect("answer");
+            answer.lines().next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    let checked = statuses.iter().filter(|s| s.contains(" 401 ")).count();
+    let limited = statuses.iter().filter(|s| s.contains(" 429 ")).count();
+    assert_eq!((checked, limited), (5, 35), "{statuses:?}");
+    // The address stays blocked, even for the right password.
+    let err = fails(cli_as(&gw, "bob", &["grant", "list"]), 1);
+    assert!(
+        err.contains("too many failed authentication attempts"),
+        "{err}"
+    );
+}
+
 /// An empty id (`grant revoke ""`) is a usage error that says so, before any API call; it
 /// used to reach the API and print "no grant " with nothing after it.
 #[test]

@@ -31,30 +31,39 @@ impl Limiter {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Has `ip` used up its failures for now?
-    pub fn blocked(&self, ip: IpAddr) -> bool {
+    /// Counts an attempt by `ip` as failed before its credentials are checked, unless `ip`
+    /// has used up its failures for now (`None`). Counting first means concurrent attempts
+    /// cannot all pass the check before the first of them fails; a success is forgotten
+    /// again with [`Limiter::succeeded`].
+    pub fn attempt(&self, ip: IpAddr) -> Option<Instant> {
         let mut map = self.lock();
-        let Some(q) = map.get_mut(&ip) else {
-            return false;
-        };
         let now = Instant::now();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-            q.pop_front();
-        }
-        if q.is_empty() {
-            map.remove(&ip);
-            return false;
-        }
-        q.len() >= MAX_FAILURES
-    }
-
-    pub fn failed(&self, ip: IpAddr) {
-        let mut map = self.lock();
-        // Bound memory under a flood from many addresses: forget the oldest entries.
-        if map.len() > 10_000 {
+        if let Some(q) = map.get_mut(&ip) {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                q.pop_front();
+            }
+            if q.len() >= MAX_FAILURES {
+                return None;
+            }
+        } else if map.len() > 10_000 {
+            // Bound memory under a flood from many addresses: forget the oldest entries.
             map.clear();
         }
-        map.entry(ip).or_default().push_back(Instant::now());
+        map.entry(ip).or_default().push_back(now);
+        Some(now)
+    }
+
+    /// The attempt `ip` made at `at` did not fail: it no longer counts.
+    pub fn succeeded(&self, ip: IpAddr, at: Instant) {
+        let mut map = self.lock();
+        if let Some(q) = map.get_mut(&ip) {
+            if let Some(i) = q.iter().rposition(|t| *t == at) {
+                q.remove(i);
+            }
+            if q.is_empty() {
+                map.remove(&ip);
+            }
+        }
     }
 }
 
@@ -99,12 +108,12 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
         let ip = client_ip(parts);
-        if st.limiter.blocked(ip) {
+        let Some(attempt) = st.limiter.attempt(ip) else {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed authentication attempts; try again in a minute",
             ));
-        }
+        };
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -117,14 +126,17 @@ impl FromRequestParts<ApiState> for Caller {
         } else if let Some(b64) = header.strip_prefix("Basic ") {
             basic(st, b64.trim()).await
         } else {
+            st.limiter.succeeded(ip, attempt);
             return Err(unauthorized(
                 "authentication required: an admin token or --as USER with a password",
             ));
         };
         match ok {
-            Some(actor) => Ok(Caller(actor)),
+            Some(actor) => {
+                st.limiter.succeeded(ip, attempt);
+                Ok(Caller(actor))
+            }
             None => {
-                st.limiter.failed(ip);
                 tracing::warn!(client = %ip, "admin api authentication failed");
                 Err(unauthorized("authentication failed"))
             }
@@ -165,12 +177,21 @@ mod tests {
         let l = Limiter::default();
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.3".parse().unwrap();
-        for _ in 0..MAX_FAILURES - 1 {
-            l.failed(a);
+        for _ in 0..MAX_FAILURES {
+            assert!(l.attempt(a).is_some());
         }
-        assert!(!l.blocked(a));
-        l.failed(a);
-        assert!(l.blocked(a));
-        assert!(!l.blocked(b));
+        assert!(l.attempt(a).is_none());
+        assert!(l.attempt(b).is_some());
+    }
+
+    #[test]
+    fn successes_do_not_count() {
+        let l = Limiter::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..3 * MAX_FAILURES {
+            let at = l.attempt(a).unwrap();
+            l.succeeded(a, at);
+        }
+        assert!(l.attempt(a).is_some());
     }
 }
