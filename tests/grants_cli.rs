@@ -258,6 +258,39 @@ fn an_absurd_duration_is_refused_with_a_sentence() {
     assert_eq!(ext["id"], id);
 }
 
+/// `report` lists the grants made at their target's ceiling from what the gateway itself
+/// logged: it read the ceiling from a `max_secs` that `grant.created` never carried, so the
+/// section was always "None" (its test fed it hand-made events).
+#[test]
+fn report_names_the_grants_made_at_their_maximum() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let add = |dur: &str| {
+        let out = ok(cli(
+            &gw,
+            &[
+                "grant", "add", "--user", "alice", "--target", "pg-prod", "--role", "read",
+                "--for", dur,
+            ],
+        ));
+        out.trim().to_owned()
+    };
+    let at_max = add("1h");
+    let short = add("30m");
+    let r = json(cli(&gw, &["report", "--json"]));
+    assert_eq!(r["grants_at_max"], serde_json::json!([at_max]), "{r:#}");
+    assert_eq!(r["grants"].as_array().map(Vec::len), Some(2), "{r:#}");
+    let review = ok(cli(&gw, &["report"]));
+    let section = review
+        .split("## Grants at their maximum duration")
+        .nth(1)
+        .and_then(|rest| rest.split("##").next())
+        .unwrap_or_default();
+    assert!(
+        section.contains(&at_max) && !section.contains(&short),
+        "{review}"
+    );
+}
+
 /// Failed admin API logins are limited to five a minute per address even when they arrive
 /// at once: the limiter used to be consulted before any of them had failed, so a burst of
 /// concurrent guesses all got their password checked (47 of 60 in one try).

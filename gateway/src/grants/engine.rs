@@ -320,8 +320,17 @@ impl Inner {
             let _ops = self.lock_ops();
             self.commit_grant(&g)?;
         }
-        self.emitter.emit_wait(created_event(&g)).await;
+        self.emitter
+            .emit_wait(created_event(&g, self.max_grant_of(&g.target)))
+            .await;
         Ok(g)
+    }
+
+    /// The ceiling a grant on `target` is judged against now; `grant.created` and
+    /// `grant.extended` carry it as `max_secs`, for the review's "grants at their maximum".
+    pub(crate) fn max_grant_of(&self, target: &str) -> Option<Duration> {
+        let cfg = self.config();
+        cfg.target(target).map(|t| t.max_grant(&cfg.policy))
     }
 
     /// The stored grant `id`, which must still be live.
@@ -449,6 +458,10 @@ impl Inner {
         self.emitter
             .emit_wait(
                 grant_event("grant.extended", &g)
+                    .with(
+                        "max_secs",
+                        self.max_grant_of(&g.target).map(|d| d.as_secs()),
+                    )
                     .with("previous_expires_at", previous)
                     .with("by", actor.name()),
             )
@@ -505,8 +518,9 @@ impl Inner {
     }
 }
 
-pub(crate) fn created_event(g: &GrantRecord) -> Event {
+pub(crate) fn created_event(g: &GrantRecord, max_grant: Option<Duration>) -> Event {
     grant_event("grant.created", g)
+        .with("max_secs", max_grant.map(|d| d.as_secs()))
         .with("created_at", g.created_at)
         .with("reason", &g.reason)
         .with("created_by", &g.created_by)

@@ -216,7 +216,9 @@ impl Inner {
                     .with("grant", &g.id),
             )
             .await;
-        self.emitter.emit_wait(created_event(&g)).await;
+        self.emitter
+            .emit_wait(created_event(&g, self.max_grant_of(&g.target)))
+            .await;
         Ok((r, g))
     }
 
