@@ -291,6 +291,87 @@ fn report_names_the_grants_made_at_their_maximum() {
     );
 }
 
+/// One HTTP/1.1 exchange with the admin API as the operator: the status code and the body.
+fn api_raw(
+    gw: &GatewayProc,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> (u16, String) {
+    let mut c = std::net::TcpStream::connect(gw.bound.admin).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nConnection: close\r\n",
+        gw.admin_token
+    );
+    let (kind, text) = body.unwrap_or_default();
+    if !kind.is_empty() {
+        req += &format!("Content-Type: {kind}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n{text}", text.len());
+    c.write_all(req.as_bytes()).expect("send");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// A malformed request gets the API's documented answer, a 400 with `{"error": ...}`, like
+/// every other refusal; axum's own plain-text rejections (and their 415/422) leaked through.
+#[test]
+fn malformed_api_requests_get_a_json_error() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let json_type = "application/json";
+    // Method, path, body (content type and text), the status wanted and what it says.
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, u16, &'a str);
+    let cases: [Case; 7] = [
+        ("POST", "/v1/grants", Some((json_type, "{")), 400, "JSON"),
+        (
+            "POST",
+            "/v1/grants",
+            Some(("text/plain", "{}")),
+            400,
+            "Content-Type",
+        ),
+        (
+            "POST",
+            "/v1/grants",
+            Some((json_type, r#"{"user":"alice"}"#)),
+            400,
+            "missing field",
+        ),
+        (
+            "POST",
+            "/v1/grants/g_x/extend",
+            Some((json_type, r#"{"by":5}"#)),
+            400,
+            "by",
+        ),
+        ("GET", "/v1/grants?all=maybe", None, 400, "all"),
+        ("DELETE", "/v1/grants", None, 405, "method not allowed"),
+        ("GET", "/v1/nothing", None, 404, "no such API path"),
+    ];
+    for (method, path, body, want, says) in cases {
+        let (status, text) = api_raw(&gw, method, path, body);
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {status} {text:?}"));
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{method} {path}: {text}");
+    }
+    // A well-formed request still works.
+    let (status, text) = api_raw(&gw, "GET", "/v1/grants", None);
+    assert_eq!(status, 200, "{text}");
+}
+
 /// Failed admin API logins are limited to five a minute per address even when they arrive
 /// at once: the limiter used to be consulted before any of them had failed, so a burst of
 /// concurrent guesses all got their password checked (47 of 60 in one try).

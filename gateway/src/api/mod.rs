@@ -48,7 +48,49 @@ pub fn router(gw: Shared) -> axum::Router {
         .route("/v1/requests/{id}/deny", post(handlers::deny))
         .route("/v1/sessions", get(handlers::list_sessions))
         .route("/v1/sessions/{id}/kill", post(handlers::kill))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API path") })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Gives axum's own rejections (a body that is not JSON or lacks a field, a bad query
+/// string, a wrong method) the API's `{"error": ...}` form: they answer in plain text, and a
+/// script reading `error` would otherwise fail to parse the answer. A malformed request is a
+/// 400, as documented above, where axum says 415 or 422.
+async fn json_errors(r: Response) -> Response {
+    let is_json = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !r.status().is_client_error() {
+        return r;
+    }
+    let status = match r.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+            StatusCode::BAD_REQUEST
+        }
+        other => other,
+    };
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, message).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// An error answer: a status and one sentence.
