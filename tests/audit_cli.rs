@@ -273,6 +273,34 @@ fn replay_exports_a_real_shell_recording() {
     );
 }
 
+/// A live session's recording is still in the recorder's buffer (an empty file on disk):
+/// `--export asciicast` wrote those zero bytes and exited 0, an invalid asciicast file.
+#[test]
+fn replay_export_refuses_a_recording_that_is_not_asciicast() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    std::fs::create_dir_all(data.join("recordings")).expect("mkdir");
+    std::fs::write(data.join("recordings/s_live-2.cast"), "").expect("write");
+    write_log(
+        data,
+        vec![
+            sess("session.started", "s_live").with("proto", "ssh"),
+            sess("ssh.shell", "s_live"),
+        ],
+    );
+    let dd = data.to_str().expect("utf-8");
+    for export in ["asciicast", "text"] {
+        let out = portcullis(&["replay", "s_live", "--data-dir", dd, "--export", export]);
+        assert_eq!(out.status.code(), Some(1), "--export {export}");
+        assert!(out.stdout.is_empty(), "--export {export}");
+        assert!(
+            text(&out.stderr).contains("s_live-2.cast: empty recording"),
+            "--export {export}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn replay_prints_a_postgres_timeline() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -83,7 +83,12 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
         return Ok(());
     };
     match a.export {
-        Some(Export::Asciicast) => write_out(a.output.as_deref(), text.as_bytes()),
+        Some(Export::Asciicast) => {
+            // A live session's recording is still in the recorder's buffer: an empty or cut
+            // file is no asciicast, so say so rather than export it with success.
+            parse_cast(&text).map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
+            write_out(a.output.as_deref(), text.as_bytes())
+        }
         Some(Export::Text) => {
             let mut out = final_screen(&text)
                 .map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
