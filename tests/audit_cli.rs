@@ -301,6 +301,81 @@ fn replay_export_refuses_a_recording_that_is_not_asciicast() {
     }
 }
 
+/// Two shells on one connection (ControlMaster) are two recordings: replay showed only the
+/// first one `session.ended` named (the one that closed first), so the other shell was never
+/// seen by a reviewer.
+#[test]
+fn replay_shows_every_shell_of_a_session() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let dir = data.join("recordings");
+    let record = |channel: u32, marker: &str| {
+        let mut rec =
+            Recording::create(&dir, "s_two", channel, 80, 24, "xterm", "alice@web-1").expect("rec");
+        rec.input(format!("echo {marker}\r").as_bytes())
+            .expect("input");
+        rec.output(format!("$ echo {marker}\r\n{marker}\r\n$ ").as_bytes())
+            .expect("output");
+        let (path, sha) = rec.finish().expect("finish");
+        serde_json::json!({ "file": path.to_str().expect("utf-8"), "sha256": sha })
+    };
+    let first = record(2, "first-shell-7");
+    let second = record(3, "second-shell-8");
+    write_log(
+        data,
+        vec![
+            sess("session.started", "s_two").with("proto", "ssh"),
+            // As the gateway writes it: the shell that closed first is named first.
+            sess("session.ended", "s_two")
+                .with("reason", "client_closed")
+                .with("recording", &second["file"])
+                .with("recording_sha256", &second["sha256"])
+                .with("recordings", vec![second.clone(), first.clone()]),
+        ],
+    );
+    let dd = data.to_str().expect("utf-8");
+    let out = portcullis(&["replay", "s_two", "--data-dir", dd, "--export", "text"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screens = text(&out.stdout);
+    let (a, b) = (
+        screens.find("first-shell-7"),
+        screens.find("second-shell-8"),
+    );
+    assert!(a.is_some() && b.is_some() && a < b, "{screens}");
+    let out = portcullis(&["replay", "s_two", "--data-dir", dd, "--speed", "1000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let played = text(&out.stdout);
+    assert!(
+        played.contains("first-shell-7") && played.contains("second-shell-8"),
+        "{played}"
+    );
+    // One asciicast file holds one terminal: the caller picks which.
+    let out = portcullis(&["replay", "s_two", "--data-dir", dd, "--export", "asciicast"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("2 terminal recordings") && err.contains("--channel"),
+        "{err}"
+    );
+    let out = portcullis(&[
+        "replay",
+        "s_two",
+        "--data-dir",
+        dd,
+        "--export",
+        "asciicast",
+        "--channel",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cast = text(&out.stdout);
+    assert!(
+        cast.contains("second-shell-8") && !cast.contains("first-shell-7"),
+        "{cast}"
+    );
+}
+
 #[test]
 fn replay_prints_a_postgres_timeline() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -37,6 +37,10 @@ pub struct ReplayArgs {
     /// Output file for --export (default: stdout)
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Only the terminal of this channel, when the session had several (one connection,
+    /// several shells); an asciicast export of such a session needs it
+    #[arg(long, value_name = "N")]
+    pub channel: Option<u32>,
 }
 
 pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
@@ -71,8 +75,28 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
         }
         return pg_timeline(&recs, g.json);
     }
-    let casts = recordings(&recs, &data_dir, &a.session)?;
-    let Some((cast, text)) = casts.into_iter().next() else {
+    let mut casts = recordings(&recs, &data_dir, &a.session)?;
+    // Several shells on one connection are several recordings; a reviewer sees them all, in
+    // the order their channels were opened, unless one is picked.
+    casts.sort_by_key(|(path, _)| channel_of(path));
+    let channels = |casts: &[(PathBuf, String)]| {
+        casts
+            .iter()
+            .filter_map(|(p, _)| channel_of(p).map(|c| c.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(want) = a.channel {
+        if !casts.is_empty() && !casts.iter().any(|(p, _)| channel_of(p) == Some(want)) {
+            return Err(Failure::failed(format!(
+                "session {} has no terminal recording of channel {want} (channels: {})",
+                a.session,
+                channels(&casts)
+            )));
+        }
+        casts.retain(|(p, _)| channel_of(p) == Some(want));
+    }
+    if casts.is_empty() {
         if a.export.is_some() {
             return Err(no_recording("it ran only exec, sftp or forwards"));
         }
@@ -81,17 +105,40 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
             outln!("{}", super::human(r));
         }
         return Ok(());
+    }
+    let several = casts.len() > 1;
+    let title = |path: &Path| match channel_of(path) {
+        Some(c) => format!("--- channel {c}: {} ---", path.display()),
+        None => format!("--- {} ---", path.display()),
     };
     match a.export {
         Some(Export::Asciicast) => {
+            if several {
+                return Err(Failure::failed(format!(
+                    "session {} has {} terminal recordings (channels {}); export one with --channel N",
+                    a.session,
+                    casts.len(),
+                    channels(&casts)
+                )));
+            }
+            let (cast, text) = &casts[0];
             // A live session's recording is still in the recorder's buffer: an empty or cut
             // file is no asciicast, so say so rather than export it with success.
-            parse_cast(&text).map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
+            parse_cast(text).map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
             write_out(a.output.as_deref(), text.as_bytes())
         }
         Some(Export::Text) => {
-            let mut out = final_screen(&text)
-                .map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
+            let mut out = String::new();
+            for (cast, text) in &casts {
+                if several {
+                    out.push_str(&title(cast));
+                    out.push('\n');
+                }
+                out.push_str(
+                    &final_screen(text)
+                        .map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?,
+                );
+            }
             out.push_str("\n--- commands ---\n");
             for r in &recs {
                 if matches!(r.kind(), "ssh.command" | "ssh.exec")
@@ -102,9 +149,23 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
             }
             write_out(a.output.as_deref(), out.as_bytes())
         }
-        None => play(&text, a.speed, a.idle_limit)
-            .map_err(|e| Failure::failed(format!("{}: {e}", cast.display()))),
+        None => {
+            for (cast, text) in &casts {
+                if several {
+                    outln!("\r\n{}\r", title(cast));
+                }
+                play(text, a.speed, a.idle_limit)
+                    .map_err(|e| Failure::failed(format!("{}: {e}", cast.display())))?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// The channel a recording was made on: its file is `<session>-<channel>.cast`.
+fn channel_of(path: &Path) -> Option<u32> {
+    let stem = path.file_stem()?.to_str()?;
+    stem.rsplit_once('-')?.1.parse().ok()
 }
 
 fn write_out(path: Option<&Path>, bytes: &[u8]) -> CmdResult {
