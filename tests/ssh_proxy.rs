@@ -464,6 +464,50 @@ fn agent_forwarding_follows_the_role() {
         event_str(e, "request") == "remote-forward"
     });
     assert_eq!(denied.get("port"), Some(&0.into()), "{denied:?}");
+
+    // Forwarding to or from a unix socket on the target is not offered either; the attempt
+    // was refused without a word in the log.
+    let sock = "/tmp/portcullis-no-such.sock";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut fwd = env
+        .ssh("alice+web-1+deploy")
+        .arg("-L")
+        .arg(format!("{port}:{sock}"))
+        .arg("-N")
+        .spawn()
+        .expect("ssh runs");
+    let conn = (0..100).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut conn = conn.expect("ssh -L listens");
+    // The refused channel closes the forwarded connection.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn, &mut rest);
+    let denied = env.wait_event("ssh.denied", |e| {
+        event_str(e, "request") == "socket-forward"
+    });
+    assert_eq!(event_str(&denied, "path"), sock, "{denied:?}");
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    let out = env
+        .ssh("alice+web-1+deploy")
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{sock}:127.0.0.1:9"))
+        .arg("-N")
+        .output()
+        .expect("ssh runs");
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let denied = env.wait_event("ssh.denied", |e| {
+        event_str(e, "request") == "remote-forward" && event_str(e, "path") == sock
+    });
+    assert!(
+        event_str(&denied, "reason").contains("not offered"),
+        "{denied:?}"
+    );
 }
 
 /// Key exchanges in the middle of a stream leave its bytes intact and the session up. The

@@ -328,6 +328,57 @@ impl russh::server::Handler for ClientHandler {
         Ok(())
     }
 
+    /// Forwarding to a unix socket on the target (`ssh -L port:/path`) is not offered. russh's
+    /// default refused it without a word to the log; it is refused, as sshd refuses it with
+    /// streamlocal forwarding off, and logged like the other refusals.
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let reason = "forwarding to a unix socket is not offered by the gateway";
+        if let State::Active(ctx) = &self.state {
+            let ev = ctx
+                .ident
+                .event("ssh.denied")
+                .with("request", "socket-forward")
+                .with("path", socket_path)
+                .with("reason", reason);
+            let gw = ctx.gw.clone();
+            tokio::spawn(async move { audit::append(&gw, ev).await });
+        }
+        tokio::spawn(reply.reject(russh::ChannelOpenFailure::Other {
+            code: 1,
+            reason: reason.to_owned(),
+        }));
+        Ok(())
+    }
+
+    /// A remote forward of a unix socket (`ssh -R /path:host:port`) is refused and logged
+    /// like a remote port forward.
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let State::Active(ctx) = &self.state {
+            let ev = ctx
+                .ident
+                .event("ssh.denied")
+                .with("request", "remote-forward")
+                .with("path", socket_path)
+                .with(
+                    "reason",
+                    "remote socket forwarding (ssh -R) is not offered by the gateway",
+                );
+            let gw = ctx.gw.clone();
+            tokio::spawn(async move { audit::append(&gw, ev).await });
+        }
+        Ok(false)
+    }
+
     // Session channel requests (pty-req, env, x11-req, shell, exec, subsystem) are not
     // answered here: the channel task answers each in order, with the target's own answer
     // where it forwarded the request (`ssh/channel.rs`). russh's defaults do not reply.
