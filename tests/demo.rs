@@ -1,5 +1,5 @@
 //! `portcullis demo` as a newcomer uses it: start it, paste each printed line into a shell,
-//! and each works as printed; Ctrl-C stops and removes everything.
+//! and each works as printed; Ctrl-C, or closing its terminal, stops and removes everything.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -34,49 +34,99 @@ fn paste(line: &str, stdin: &str) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn every_printed_line_works_as_printed() {
-    let mut demo = Command::new(BIN)
-        .arg("demo")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("demo starts");
-    let pid = Pid::from_raw(demo.id() as i32);
-    let stdout = demo.stdout.take().expect("stdout");
-    let stderr = demo.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let err_log = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    });
-    let mut lines = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(180)) {
-            Ok(l) => {
-                let done = l.contains("Ctrl-C here stops");
-                lines.push(l);
-                if done {
+/// A running demo: its process, the lines it printed up to "Ctrl-C here stops", and its
+/// stderr, collected until it exits.
+struct Demo {
+    child: std::process::Child,
+    pid: Pid,
+    lines: Vec<String>,
+    err_log: std::thread::JoinHandle<String>,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("demo starts");
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
-            Err(e) => {
-                let _ = kill(pid, Signal::SIGINT);
-                panic!("demo printed no instructions ({e}); stdout so far: {lines:?}");
+        });
+        let err_log = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                s.push_str(&line);
+                s.push('\n');
+            }
+            s
+        });
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(180)) {
+                Ok(l) => {
+                    let done = l.contains("Ctrl-C here stops");
+                    lines.push(l);
+                    if done {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGINT);
+                    panic!("demo printed no instructions ({e}); stdout so far: {lines:?}");
+                }
             }
         }
+        Demo {
+            child,
+            pid,
+            lines,
+            err_log,
+        }
     }
+
+    /// Sends `signal`; the demo must exit 0 and remove its directory. One that has not
+    /// exited within a minute is stopped with Ctrl-C and the test fails.
+    fn stop_with(mut self, signal: Signal) {
+        kill(self.pid, signal).expect("signal");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("demo status") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = kill(self.pid, Signal::SIGINT);
+                let _ = self.child.wait();
+                panic!("demo still running a minute after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = self.err_log.join().unwrap_or_default();
+        assert!(status.success(), "demo exit {status}: {log}");
+        let removed = log
+            .lines()
+            .find_map(|l| l.split("removed ").nth(1))
+            .expect("demo says what it removed");
+        assert!(
+            !std::path::Path::new(removed.trim()).exists(),
+            "{removed} still exists"
+        );
+    }
+}
+
+#[test]
+fn every_printed_line_works_as_printed() {
+    let demo = Demo::start();
+    let lines = &demo.lines;
     let commands: Vec<String> = lines
         .iter()
         .map(|l| l.trim())
@@ -139,16 +189,13 @@ fn every_printed_line_works_as_printed() {
     let (ok, _out, err) = paste(&find(" grant revoke "), "");
     assert!(ok, "revoke failed: {err}");
 
-    kill(pid, Signal::SIGINT).expect("ctrl-c");
-    let status = demo.wait().expect("demo exits");
-    let log = err_log.join().unwrap_or_default();
-    assert!(status.success(), "demo exit {status}: {log}");
-    let removed = log
-        .lines()
-        .find_map(|l| l.split("removed ").nth(1))
-        .expect("demo says what it removed");
-    assert!(
-        !std::path::Path::new(removed.trim()).exists(),
-        "{removed} still exists"
-    );
+    demo.stop_with(Signal::SIGINT);
+}
+
+/// Closing the terminal the demo runs in (SIGHUP) stops it as Ctrl-C does. `serve` reloads
+/// its config on SIGHUP; the demo used to do the same, so a closed terminal left the
+/// gateway, PostgreSQL and sshd running and the temp dir behind.
+#[test]
+fn closing_the_demo_terminal_stops_and_removes_everything() {
+    Demo::start().stop_with(Signal::SIGHUP);
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cli::{CmdResult, Failure};
-use crate::serve::Bound;
+use crate::serve::{Bound, OnHangup};
 use crate::testbed::{self, Postgres, Sshd, TestbedError};
 
 /// The demo user's gateway password (for psql).
@@ -48,7 +48,7 @@ fn start_or_install<T>(
     }
 }
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C, SIGTERM or its terminal closing (SIGHUP).
 pub fn run() -> CmdResult {
     let dir = tempfile::Builder::new()
         .prefix("portcullis-demo-")
@@ -100,7 +100,8 @@ pub fn run() -> CmdResult {
     crate::cli::init_tracing_quiet();
     let rt = tokio::runtime::Runtime::new()?;
     let source = crate::reload::ConfigSource::File(config_path.clone());
-    let served = rt.block_on(crate::serve::run(config, source));
+    // A closed terminal stops the demo as Ctrl-C does; nothing would be left to stop it.
+    let served = rt.block_on(crate::serve::run(config, source, OnHangup::Stop));
     if let Ok(Err(f)) = printer.join() {
         eprintln!("portcullis demo: {}", f.message);
     }

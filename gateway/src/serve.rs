@@ -1,5 +1,5 @@
 //! `portcullis serve`: prepares the data dir, opens the audit log and grant table, binds the
-//! three listeners, reloads the config on SIGHUP, runs until SIGINT/SIGTERM, then shuts down
+//! three listeners, reloads the config on SIGHUP (the demo stops instead), runs until SIGINT/SIGTERM, then shuts down
 //! through the one kill path.
 
 use std::net::SocketAddr;
@@ -74,9 +74,22 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { name, addr, source })
 }
 
-/// Runs the gateway until SIGINT or SIGTERM; on SIGHUP re-reads `source` (where `config`
-/// came from) and applies it live.
-pub async fn run(config: Config, source: ConfigSource) -> Result<(), ServeError> {
+/// What SIGHUP means to a running gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHangup {
+    /// `serve`: re-read the config and apply it live (the daemon convention).
+    Reload,
+    /// `demo`: the terminal it runs in went away; stop and clean up, as on Ctrl-C.
+    Stop,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM; on SIGHUP, as `on_hangup` says, either
+/// re-reads `source` (where `config` came from) and applies it live, or stops.
+pub async fn run(
+    config: Config,
+    source: ConfigSource,
+    on_hangup: OnHangup,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let data_dir = config.gateway.data_dir.clone();
     keys::ensure_data_dir(&data_dir)?;
@@ -142,7 +155,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), ServeError>
     });
     write_listen_file(&data_dir, &bound)?;
 
-    wait_for_signal(&gw, &source).await;
+    wait_for_signal(&gw, &source, on_hangup).await;
     info!("shutting down");
     shutdown.cancel();
     gw.grants.shutdown_all();
@@ -175,8 +188,9 @@ fn write_listen_file(data_dir: &Path, bound: &Bound) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Other(format!("{}: {e}", path.display())))
 }
 
-/// Waits for SIGINT or SIGTERM, reloading the config on every SIGHUP meanwhile.
-async fn wait_for_signal(gw: &Gateway, source: &ConfigSource) {
+/// Waits for SIGINT or SIGTERM (or SIGHUP, with [`OnHangup::Stop`]), reloading the config on
+/// every SIGHUP meanwhile otherwise.
+async fn wait_for_signal(gw: &Gateway, source: &ConfigSource, on_hangup: OnHangup) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -192,6 +206,10 @@ async fn wait_for_signal(gw: &Gateway, source: &ConfigSource) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
+                if on_hangup == OnHangup::Stop {
+                    info!("SIGHUP: the terminal went away; stopping");
+                    return;
+                }
                 info!(source = %source.describe(), "SIGHUP: reloading the config");
                 // Failures are logged and audited inside; the running config stays.
                 let _ = reload::reload(gw, source).await;

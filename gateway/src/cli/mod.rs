@@ -236,7 +236,12 @@ fn run_serve(g: &Global) -> CmdResult {
     };
     init_tracing();
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(crate::serve::run(config, source)).map_err(|e| {
+    rt.block_on(crate::serve::run(
+        config,
+        source,
+        crate::serve::OnHangup::Reload,
+    ))
+    .map_err(|e| {
         if e.is_config() {
             Failure::usage(e.to_string())
         } else {
