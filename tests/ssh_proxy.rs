@@ -573,3 +573,40 @@ fn a_command_whose_output_is_no_longer_read_ends() {
     assert!(gone.is_some(), "the remote command still runs");
     env.wait_event("ssh.exec", |e| event_str(e, "command") == command);
 }
+
+/// A session open when the gateway is killed (`kill -9`, a crash) gets its `session.ended`
+/// when the gateway starts again, naming the session's user, target and grant, with reason
+/// `error`. Before, its `session.started` stayed without an end for ever.
+#[test]
+fn a_session_open_when_the_gateway_crashed_is_ended_in_the_log_at_the_next_start() {
+    let mut env = Env::start();
+    let grant = env.grant("web-1", "deploy", "1h");
+    let mut ssh = env
+        .ssh("alice+web-1")
+        .arg("exec sleep 600")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh spawns");
+    let started = env.wait_event("session.started", |e| event_str(e, "grant") == grant);
+    let session = event_str(&started, "session").to_string();
+
+    env.gw.crash_and_restart().expect("gateway restarts");
+    let ended = env.wait_event("session.ended", |e| event_str(e, "session") == session);
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+    assert_eq!(event_str(&ended, "reason"), "error", "{ended:?}");
+    assert!(
+        event_str(&ended, "error").contains("gateway stopped"),
+        "{ended:?}"
+    );
+    for k in ["user", "target", "role", "grant", "client", "proto"] {
+        assert_eq!(ended.get(k), started.get(k), "{k}: {ended:?}");
+    }
+    let ends = env
+        .events()
+        .into_iter()
+        .filter(|e| event_str(e, "type") == "session.ended" && event_str(e, "session") == session)
+        .count();
+    assert_eq!(ends, 1);
+}

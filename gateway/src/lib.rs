@@ -15,3 +15,4 @@ pub mod reload;
 pub mod serve;
 pub mod ssh;
 pub mod testbed;
+pub mod unended;

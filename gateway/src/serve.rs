@@ -17,6 +17,7 @@ use crate::context::Gateway;
 use crate::grants::Grants;
 use crate::keys;
 use crate::reload::{self, ConfigSource};
+use crate::unended;
 
 /// File in the data dir naming the addresses actually bound (useful with port 0).
 pub const LISTEN_FILE: &str = "listen.json";
@@ -129,7 +130,7 @@ pub async fn run(
     info!(addr = %bound.ssh, fingerprint = %keys::fingerprint(&host_key), "ssh listener ready");
     info!(addr = %bound.postgres, "postgres listener ready");
     info!(addr = %bound.admin, "admin api listener ready");
-    audit
+    let started = audit
         .append(
             Event::new("gateway.started")
                 .with("version", env!("CARGO_PKG_VERSION"))
@@ -138,6 +139,12 @@ pub async fn run(
                 .with("admin", bound.admin.to_string()),
         )
         .await?;
+    // In the background: reading what the previous run wrote must not delay this one.
+    tokio::spawn(record_unended(
+        audit.clone(),
+        data_dir.join("audit"),
+        started,
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::ssh::listen(ssh_l, gw.clone(), host_key));
@@ -173,6 +180,34 @@ pub async fn run(
     audit.close().await?;
     info!("stopped");
     Ok(())
+}
+
+/// Records the end of every session the previous run left without one (see [`unended`]).
+async fn record_unended(audit: AuditLog, dir: std::path::PathBuf, this_start: u64) {
+    let owed = tokio::task::spawn_blocking(move || unended::owed(&dir, this_start)).await;
+    let events = match owed {
+        Ok(Ok(events)) => events,
+        Ok(Err(e)) => {
+            warn!(error = %e, "could not read the previous run's sessions from the audit log");
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "reading the previous run's sessions failed");
+            return;
+        }
+    };
+    if !events.is_empty() {
+        warn!(
+            sessions = events.len(),
+            "the previous run left sessions without session.ended; recording their ends"
+        );
+    }
+    for ev in events {
+        if let Err(e) = audit.append(ev).await {
+            warn!(error = %e, "could not record the end of a previous run's session");
+            return;
+        }
+    }
 }
 
 fn local(l: &TcpListener) -> Result<SocketAddr, ServeError> {

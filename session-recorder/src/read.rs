@@ -51,6 +51,45 @@ pub fn records(dir: &Path) -> Result<Records, ReadError> {
     })
 }
 
+/// Records from the segment holding the `nth_last`-th last record of type `event_type`
+/// (1: the last one), or from the first segment if the log holds fewer; oldest first.
+///
+/// Segments are searched from the newest back for the record's raw `"type":"…"` bytes, so
+/// only the segments from there on are read twice and only they are parsed. A string
+/// value cannot match: its quotes are escaped. Finding what happened since a gateway
+/// started costs what the log grew by since, not the whole log.
+pub fn records_from_nth_last(
+    dir: &Path,
+    event_type: &str,
+    nth_last: usize,
+) -> Result<Records, ReadError> {
+    let mut segs = segment::list(dir).map_err(|source| ReadError::Io {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let needle = format!("\"type\":\"{event_type}\"");
+    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let mut seen = 0;
+    let mut start = 0;
+    for (i, seg) in segs.iter().enumerate().rev() {
+        let bytes = std::fs::read(&seg.path).map_err(|source| ReadError::Io {
+            file: seg.path.clone(),
+            source,
+        })?;
+        seen += finder.find_iter(&bytes).count();
+        if seen >= nth_last {
+            start = i;
+            break;
+        }
+    }
+    segs.drain(..start);
+    Ok(Records {
+        segs: segs.into_iter(),
+        current: None,
+        line: Vec::with_capacity(4096),
+    })
+}
+
 impl Iterator for Records {
     type Item = Result<Record, ReadError>;
 

@@ -87,6 +87,15 @@ impl GatewayProc {
         self.spawn()
     }
 
+    /// Kills the gateway with SIGKILL, as a crash would (nothing shut down, nothing
+    /// flushed), and starts it again with the same config and data dir.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill_now()?;
+        }
+        self.spawn()
+    }
+
     /// Stops the gateway; returns whether it exited successfully.
     pub fn stop(&mut self) -> Result<bool> {
         match self.child.take() {

@@ -43,6 +43,12 @@ impl Child {
         self.inner.try_wait()
     }
 
+    /// Kills at once (SIGKILL, no shutdown), as a crash would, and reaps.
+    pub fn kill_now(&mut self) -> std::io::Result<ExitStatus> {
+        let _ = self.inner.kill();
+        self.inner.wait()
+    }
+
     /// The last 2,000 characters of the log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
