@@ -28,6 +28,7 @@ use statements::{MAX_NAMES, Statements, Undone};
 
 mod portals;
 mod statements;
+mod unconfirmed;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;

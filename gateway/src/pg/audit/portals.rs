@@ -9,12 +9,13 @@
 //! open) drops every portal bound in it, as the server does, so a name used again (a cursor
 //! declared in SQL) is never logged with what it was bound to before.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::statements::MAX_NAMES;
+use super::unconfirmed::{Sent, Unconfirmed};
 
 /// A bound portal: its statement's SQL and definition, and its parameters, shared with each
 /// execution.
@@ -57,17 +58,20 @@ struct Change {
     bind: u64,
 }
 
+impl Sent for Change {
+    fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Portals {
     map: HashMap<Vec<u8>, Held>,
-    unconfirmed: VecDeque<Change>,
+    unconfirmed: Unconfirmed<Change>,
     /// Binds seen (numbers them).
     bound: u64,
     /// Portals bound in batches before this one belong to transactions that have ended.
     ended_before: u64,
-    /// More Binds went unanswered than are kept: every named portal was forgotten, and the
-    /// answers of batches up to this one are not matched to Binds.
-    lost_through: Option<u64>,
 }
 
 impl Portals {
@@ -127,49 +131,22 @@ impl Portals {
     }
 
     fn remember(&mut self, change: Change) {
-        if self.lost_through.is_some_and(|b| change.batch <= b) {
-            return;
-        }
-        if self.unconfirmed.len() >= MAX_NAMES {
-            // A client that sends without reading the answers. Rather than let the queue
-            // grow, or match answers to the wrong Binds, forget what cannot be checked, as
-            // the statements do: named portals are then logged by name.
-            self.unconfirmed.clear();
+        if !self.unconfirmed.remember(change) {
             self.forget_named();
-            self.lost_through = Some(change.batch);
-            return;
         }
-        self.unconfirmed.push_back(change);
     }
 
     /// BindComplete, received while the server answers batch `answering`: the oldest Bind
     /// took effect.
     pub(super) fn confirmed(&mut self, answering: u64) {
-        if self.lost_through.is_some_and(|b| answering <= b) {
-            return;
-        }
-        if self
-            .unconfirmed
-            .front()
-            .is_some_and(|c| c.batch == answering)
-        {
-            self.unconfirmed.pop_front();
-        }
+        self.unconfirmed.confirmed(answering);
     }
 
     /// The batch before `answered` ended: its Binds not confirmed did not happen. Undoes
     /// them, newest first, and returns them.
     pub(super) fn batch_ended(&mut self, answered: u64) -> Vec<UndoneBind> {
-        if self.lost_through.is_some_and(|b| b < answered) {
-            self.lost_through = None;
-        }
-        let ended = self
-            .unconfirmed
-            .iter()
-            .take_while(|c| c.batch < answered)
-            .count();
         let mut undone = Vec::new();
-        for c in self.unconfirmed.drain(..ended).rev().collect::<Vec<_>>() {
+        for c in self.unconfirmed.ended(answered) {
             let Some(name) = c.name else { continue };
             // What the name was bound to before, unless that ended with its transaction.
             let before = c.before.filter(|h| h.batch >= self.ended_before);

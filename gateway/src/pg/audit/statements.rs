@@ -9,8 +9,10 @@
 //! Statements changed in SQL (`PREPARE`, `DEALLOCATE`, `DISCARD ALL`) are applied when the
 //! command completes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use super::unconfirmed::{Sent, Unconfirmed};
 
 /// Most named statements remembered; beyond that the SQL of new ones is not tracked (their
 /// executions are still logged, with the statement name).
@@ -42,6 +44,12 @@ struct Change {
     installed: Option<u64>,
 }
 
+impl Sent for Change {
+    fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
 impl Change {
     fn none(batch: u64) -> Change {
         Change {
@@ -64,12 +72,9 @@ pub(super) struct Undone {
 #[derive(Debug, Default)]
 pub(super) struct Statements {
     map: HashMap<Vec<u8>, Prepared>,
-    unconfirmed: VecDeque<Change>,
+    unconfirmed: Unconfirmed<Change>,
     /// Definitions seen (numbers them).
     defined: u64,
-    /// More changes went unanswered than are kept: every named statement was forgotten,
-    /// and the answers of batches up to this one are not matched to changes.
-    lost_through: Option<u64>,
 }
 
 impl Statements {
@@ -117,33 +122,15 @@ impl Statements {
     }
 
     fn remember(&mut self, change: Change) {
-        if self.lost_through.is_some_and(|b| change.batch <= b) {
-            return;
-        }
-        if self.unconfirmed.len() >= MAX_NAMES {
-            // A client that sends without reading the answers. Rather than let the queue
-            // grow, or match answers to the wrong changes, forget what cannot be checked.
-            self.unconfirmed.clear();
+        if !self.unconfirmed.remember(change) {
             self.forget_named();
-            self.lost_through = Some(change.batch);
-            return;
         }
-        self.unconfirmed.push_back(change);
     }
 
     /// ParseComplete or CloseComplete, received while the server answers batch
     /// `answering`: the oldest change took effect.
     pub(super) fn confirmed(&mut self, answering: u64) {
-        if self.lost_through.is_some_and(|b| answering <= b) {
-            return;
-        }
-        if self
-            .unconfirmed
-            .front()
-            .is_some_and(|c| c.batch == answering)
-        {
-            self.unconfirmed.pop_front();
-        }
+        self.unconfirmed.confirmed(answering);
     }
 
     /// The SQL of the oldest unconfirmed Parse, if it was sent in `batch` and is the next
@@ -160,16 +147,8 @@ impl Statements {
     /// The batch before `answered` ended: its changes not confirmed did not happen. Undoes
     /// them, newest first, and returns the definitions undone.
     pub(super) fn batch_ended(&mut self, answered: u64) -> Vec<Undone> {
-        if self.lost_through.is_some_and(|b| b < answered) {
-            self.lost_through = None;
-        }
-        let ended = self
-            .unconfirmed
-            .iter()
-            .take_while(|c| c.batch < answered)
-            .count();
         let mut undone = Vec::new();
-        for c in self.unconfirmed.drain(..ended).rev().collect::<Vec<_>>() {
+        for c in self.unconfirmed.ended(answered) {
             let Some(name) = c.name else { continue };
             let current = self.map.get(&name).map(|p| p.parse);
             if current == c.installed {
