@@ -108,10 +108,17 @@ async fn batched_mode_ends_the_session_once_the_log_has_failed() {
         .batch_execute("create table batched_t (x int); insert into batched_t values (1)")
         .await
         .unwrap();
+    // Batched: the client has its answer before the record is queued. The log must go
+    // only after that record is written, or the record, not the next statement's, is the
+    // write that fails and the session is closed before the next statement runs.
+    wait_logged(&h, "insert into batched_t values (1)").await;
     break_audit_log(&h).await;
     // Batched: this statement runs before its record is written, and that write fails.
+    // The simple protocol, so the client leaves no request of its own in flight once it
+    // has the answer: tokio-postgres closes an extended-protocol statement afterwards
+    // without reading the reply, and a FATAL that arrives as that reply is dropped.
     client
-        .execute("insert into batched_t values (2)", &[])
+        .batch_execute("insert into batched_t values (2)")
         .await
         .unwrap();
     // The failure is the writer's, on its own thread; a poll bounded by a deadline.
@@ -170,6 +177,36 @@ async fn break_audit_log(h: &Harness) {
             Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => continue,
             Err(e) => panic!("removing the audit dir: {e}"),
         }
+    }
+}
+
+/// Waits (bounded) until a `pg.query` record whose statement contains `sql` is in the log.
+async fn wait_logged(h: &Harness, sql: &str) {
+    let dir = h.data_dir.join("audit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (d, want) = (dir.clone(), sql.to_owned());
+        // The writer may be mid-record: an unreadable tail is "not yet".
+        let logged = tokio::task::spawn_blocking(move || {
+            portcullis_recorder::records(&d).map(|rs| {
+                rs.map_while(Result::ok).map(|r| r.event).any(|e| {
+                    e["type"] == "pg.query"
+                        && e.get("sql")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|s| s.contains(&want))
+                })
+            })
+        })
+        .await
+        .unwrap();
+        if matches!(logged, Ok(true)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql:?} was never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
