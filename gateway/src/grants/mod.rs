@@ -19,7 +19,7 @@ mod sessions;
 pub mod store;
 mod table;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_requests;
 mod user_index;

@@ -225,10 +225,11 @@ where
                     let _ = ctx.ask.send(Ask::AuditFailed(e.to_string())).await;
                     return std::future::pending().await;
                 }
-            } else if whole && matches!(h.tag, b'Q' | b'E' | b'F') && !ctx.audit.healthy() {
+            } else if matches!(h.tag, b'Q' | b'E' | b'F') && !ctx.audit.healthy() {
                 // Batched durability: records follow their statements, so a failed write is
                 // seen afterwards, as an unhealthy log. From then on no statement runs
-                // unaudited: the session ends instead.
+                // unaudited, however long (one over the parse limit included): the session
+                // ends instead.
                 let e = "audit log is not writable".to_owned();
                 let _ = ctx.ask.send(Ask::AuditFailed(e)).await;
                 return std::future::pending().await;
@@ -374,3 +375,6 @@ async fn write_flush<W: AsyncWrite + Unpin + ?Sized>(
     wr.write_all(bytes).await?;
     wr.flush().await
 }
+
+#[cfg(test)]
+mod tests;
