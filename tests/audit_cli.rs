@@ -526,6 +526,14 @@ fn report_reviews_grants_requests_and_sessions() {
                 .with("kill_reason", "INC-9 runaway query")
                 .with("target", "pg-prod"),
             g("grant.revoked", "g_1").with("by", "bob"),
+            // A session closed because the audit log failed under it: forced too, and
+            // security must see it (its grant was made before the log's window).
+            sess("session.started", "s_2")
+                .with("grant", "g_0")
+                .with("target", "pg-prod"),
+            sess("session.ended", "s_2")
+                .with("reason", "audit_failed")
+                .with("target", "pg-prod"),
         ],
     );
     let dd = d.path().to_str().expect("utf-8");
@@ -564,6 +572,9 @@ fn report_reviews_grants_requests_and_sessions() {
     assert_eq!(r["forced_closes"][0]["reason"], "killed");
     assert_eq!(r["forced_closes"][0]["killed_by"], "carol");
     assert_eq!(r["forced_closes"][0]["kill_reason"], "INC-9 runaway query");
+    assert_eq!(r["forced_closes"][1]["session"], "s_2");
+    assert_eq!(r["forced_closes"][1]["reason"], "audit_failed");
+    assert_eq!(r["forced_closes"].as_array().map(Vec::len), Some(2));
     let md = portcullis(&["report", "--data-dir", dd]);
     let md = text(&md.stdout);
     assert!(
@@ -575,6 +586,10 @@ fn report_reviews_grants_requests_and_sessions() {
         "{md}"
     );
     assert!(md.contains("## Grants never used\n\n- g_2"), "{md}");
+    assert!(
+        md.contains("session s_2 (alice on pg-prod, grant g_0): audit_failed"),
+        "{md}"
+    );
 }
 
 /// `portcullis audit search | head` and the like: when the reader of stdout has gone, the

@@ -227,7 +227,7 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
                 let reason = field(r, &["reason"]);
                 if matches!(
                     reason.as_str(),
-                    "grant_expired" | "grant_revoked" | "killed"
+                    "grant_expired" | "grant_revoked" | "killed" | "audit_failed"
                 ) && in_window(r)
                 {
                     forced.push(CloseRow {
@@ -410,7 +410,7 @@ fn markdown(r: &Report) -> String {
         })
         .collect();
     o.push_str(&list(
-        "Sessions closed by expiry, revocation or kill",
+        "Sessions closed by expiry, revocation, kill or audit-log failure",
         &closes,
     ));
     o
