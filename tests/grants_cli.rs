@@ -408,6 +408,45 @@ fn a_burst_of_concurrent_bad_logins_is_limited_like_a_sequence() {
         err.contains("too many failed authentication attempts"),
         "{err}"
     );
+    // But not for the operator's token: guessing users' passwords from a shared address
+    // must not lock the operator out of the CLI. A wrong token is still turned away.
+    ok(cli(&gw, &["grant", "list"]));
+    let err = fails(
+        gw.cli()
+            .env("PORTCULLIS_TOKEN", "0".repeat(64))
+            .args(["grant", "list"])
+            .output()
+            .expect("runs"),
+        1,
+    );
+    assert!(
+        err.contains("too many failed authentication attempts"),
+        "{err}"
+    );
+    // The five guesses that were checked are in the audit log; the refused ones are not.
+    let found = ok(cli(
+        &gw,
+        &["audit", "search", "--type", "auth.failed", "--json"],
+    ));
+    let failed: Vec<Value> = found
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON record a line"))
+        .collect();
+    assert_eq!(failed.len(), 5, "{found}");
+    for f in &failed {
+        assert_eq!(f["event"]["proto"], "admin", "{f}");
+        assert_eq!(f["event"]["user"], "bob", "{f}");
+        assert_eq!(
+            f["event"]["reason"], "wrong password or unknown user",
+            "{f}"
+        );
+        assert!(
+            f["event"]["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "{f}"
+        );
+    }
 }
 
 /// An empty id (`grant revoke ""`) is a usage error that says so, before any API call; it
