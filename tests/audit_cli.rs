@@ -111,6 +111,47 @@ fn verify_passes_then_names_the_tampered_place() {
 }
 
 #[test]
+fn verify_passes_on_a_log_recovered_from_a_torn_tail() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let evs = (0..5)
+        .map(|i| sess("pg.query", "s_1").with("sql", format!("select {i}")))
+        .collect();
+    write_log(data, evs);
+    // A crash tears a record in a new, unsealed segment; the next open cuts it.
+    let torn = b"{\"seq\":6,\"ts\":\"2026-".as_slice();
+    std::fs::write(data.join("audit/seg-000002.jsonl"), torn).expect("write");
+    let dd = data.to_str().expect("utf-8");
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    write_log(data, vec![sess("pg.query", "s_2")]);
+
+    let side = data.join("audit/seg-000002.jsonl.cut-0");
+    assert_eq!(std::fs::read(&side).expect("side file"), torn);
+    let ok = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("7 records"),
+        "{}",
+        text(&ok.stdout)
+    );
+    let out = portcullis(&[
+        "audit",
+        "search",
+        "--data-dir",
+        dd,
+        "--type",
+        "audit.recovered",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).expect("one record");
+    assert_eq!(rec["event"]["kept_in"], "seg-000002.jsonl.cut-0");
+    assert_eq!(rec["event"]["file"], "seg-000002.jsonl");
+}
+
+#[test]
 fn search_and_tail_filter_records() {
     let d = tempfile::tempdir().expect("tempdir");
     let mut evs = vec![Event::new("gateway.started")];

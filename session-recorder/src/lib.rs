@@ -7,10 +7,11 @@
 //!
 //! Module map: [`record`] is the pure chain core (canonical bytes, hash, line checks);
 //! [`seal`] signs and checks segment seals; [`segment`] names and lists segment files;
-//! [`verify`] checks a whole log read-only; [`recover`] repairs a torn tail at open;
-//! `writer` is the single writer thread, `sync` its fsync thread and `health` whether the
-//! log still takes events (and who waits to hear it failed); [`read`] iterates and filters
-//! records; [`asciicast`] writes terminal recordings; [`key`] keeps the seal key.
+//! [`verify`] checks a whole log read-only; [`recover`] repairs a torn tail at open, keeping
+//! the cut bytes in a side file; `writer` is the single writer thread, `sync` its fsync
+//! thread and `health` whether the log still takes events (and who waits to hear it failed);
+//! [`read`] iterates and filters records; [`asciicast`] writes terminal recordings; [`key`]
+//! keeps the seal key.
 #![forbid(unsafe_code)]
 
 pub mod asciicast;
@@ -213,8 +214,12 @@ impl AuditLog {
     /// Opens (recovering a torn tail) or creates the log under `dir` (`<data_dir>/audit`),
     /// with the seal key at `key_path` (created 0600 when absent), and starts the writer.
     ///
-    /// A torn final record is cut and an `audit.recovered` event (file, offset, bytes,
-    /// reason) is appended; any other inconsistency refuses to open, naming file and offset.
+    /// A torn final record (a partial last line, or a complete last line failing its own
+    /// check or chain link) is cut: its bytes are first kept verbatim in a side file in `dir`,
+    /// `<segment>.cut-<offset>`, made durable before the segment is truncated, and an
+    /// `audit.recovered` event (`file`, `offset`, `bytes`, `reason`, the side file's name as
+    /// `kept_in` and the cut bytes' `sha256`) is appended. Any other inconsistency refuses
+    /// to open, naming file and offset.
     pub fn open(
         dir: &Path,
         key_path: &Path,
@@ -236,12 +241,14 @@ impl AuditLog {
         let healthy = Arc::new(health::Health::new());
         let mut w = Writer::new(dir, key, &opts, resume, healthy.clone()).map_err(|e| fail(&e))?;
         if let Some(cut) = cut {
-            tracing::warn!(file = %cut.file, offset = cut.offset, bytes = cut.bytes, reason = %cut.reason, "audit log: cut a torn final record");
+            tracing::warn!(file = %cut.file, offset = cut.offset, bytes = cut.bytes, reason = %cut.reason, kept_in = %cut.kept_in, "audit log: cut a torn final record");
             let ev = Event::new("audit.recovered")
                 .with("file", &cut.file)
                 .with("offset", cut.offset)
                 .with("bytes", cut.bytes)
-                .with("reason", &cut.reason);
+                .with("reason", &cut.reason)
+                .with("kept_in", &cut.kept_in)
+                .with("sha256", &cut.sha256);
             let (tx, _rx) = oneshot::channel();
             w.commit(&mut vec![(ev.into(), Some(tx))])
                 .map_err(|e| fail(&e))?;

@@ -1,9 +1,21 @@
 //! Crash recovery at open: find where the writer left off, and cut a torn final record.
 //!
 //! Only the last segment may be unsealed; only its final record may be torn (a partial line,
-//! or a last line failing its own check). Anything else is an inconsistency and the log
-//! refuses to open, naming the file and offset, because repairing it would hide tampering.
+//! or a complete last line failing its own check or its chain link). Anything else is an
+//! inconsistency and the log refuses to open, naming the file and offset, because repairing
+//! it would hide tampering.
+//!
+//! A cut destroys nothing. A last line that fails its check may have been altered rather
+//! than torn by a crash, so the cut bytes are first written verbatim to a side file next to
+//! the segment, `<segment>.cut-<offset>` (e.g. `seg-000003.jsonl.cut-81920`), and it and the
+//! directory are fsynced before the segment is truncated. [`segment::list`] does not count the
+//! side file as a segment, so `verify` and the readers pass over it; the `audit.recovered`
+//! event names it and carries the sha256 of the cut bytes, which ties the file's contents to
+//! the chain. A side file of that name left by a recovery that crashed before truncating is
+//! reused when it holds exactly the same bytes; otherwise `.2`, `.3`, ... is appended to the
+//! name, so no earlier side file is ever overwritten.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -30,13 +42,21 @@ pub enum RecoverError {
     },
 }
 
-/// A torn final record that was cut.
+/// A final record that was cut (torn, or failing its check), and where its bytes were kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
+    /// The segment's file name.
     pub file: String,
+    /// Where the cut starts in the segment (its new length).
     pub offset: u64,
+    /// How many bytes were cut.
     pub bytes: u64,
+    /// Why the final record did not pass.
     pub reason: String,
+    /// File name, in the audit directory, of the side file holding the cut bytes verbatim.
+    pub kept_in: String,
+    /// The sha256 (hex) of the cut bytes.
+    pub sha256: String,
 }
 
 /// Where the writer resumes.
@@ -61,6 +81,50 @@ fn io(file: &Path) -> impl FnOnce(std::io::Error) -> RecoverError + '_ {
     move |source| RecoverError::Io {
         file: file.to_path_buf(),
         source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), RecoverError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Writes `bytes` cut from `segment` at `offset` to a side file in `dir` and makes it durable
+/// (file and directory entry); returns the side file's name.
+///
+/// A file already holding exactly `bytes` under a candidate name (a recovery that crashed
+/// before it truncated) is reused; a file holding anything else is left alone and the next
+/// name is tried.
+fn keep_cut(dir: &Path, segment: &str, offset: u64, bytes: &[u8]) -> Result<String, RecoverError> {
+    let base = format!("{segment}.cut-{offset}");
+    let mut n = 1u64;
+    loop {
+        let name = match n {
+            1 => base.clone(),
+            n => format!("{base}.{n}"),
+        };
+        let path = dir.join(&name);
+        let file = match std::fs::read(&path) {
+            Ok(existing) if existing == bytes => std::fs::File::open(&path),
+            Ok(_) => {
+                n += 1;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // create_new: whatever appeared under this name since the read is not ours
+                // to overwrite.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(bytes).map(|()| f))
+            }
+            Err(e) => Err(e),
+        };
+        file.and_then(|f| f.sync_all()).map_err(io(&path))?;
+        sync_dir(dir)?;
+        return Ok(name);
     }
 }
 
@@ -150,11 +214,17 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
                 problem,
             });
         }
+        let tail = &data[off..];
+        let file = last.name();
+        // The side file must be durable before the segment loses the bytes.
+        let kept_in = keep_cut(dir, &file, off as u64, tail)?;
         cut = Some(Cut {
-            file: last.name(),
+            file,
             offset: off as u64,
-            bytes: (data.len() - off) as u64,
+            bytes: tail.len() as u64,
             reason: problem,
+            kept_in,
+            sha256: hex::encode(Sha256::digest(tail)),
         });
         break;
     }
@@ -177,4 +247,153 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
         hasher,
         cut,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+    use crate::record::{GENESIS, Hash};
+
+    const TS: &str = "2026-11-29T10:00:00.123456789Z";
+
+    /// One record line (with its newline) of a `pg.query` event; returns it and its hash.
+    fn line(seq: u64, prev: &Hash) -> (Vec<u8>, Hash) {
+        let ev = Event::new("pg.query").with("sql", format!("select {seq}"));
+        let mut out = Vec::new();
+        let h = record::encode(seq, TS, prev, &ev.0, &mut out);
+        (out, h)
+    }
+
+    /// Seqs 1 and 2 as the writer left them, and the hash of seq 2.
+    fn two_records() -> (Vec<u8>, Hash) {
+        let (mut data, h1) = line(1, &GENESIS);
+        let (l2, h2) = line(2, &h1);
+        data.extend_from_slice(&l2);
+        (data, h2)
+    }
+
+    fn cut_of(resume: Resume) -> (u64, Option<Cut>) {
+        match resume {
+            Resume::Continue { len, cut, .. } => (len, cut),
+            Resume::New { .. } => panic!("an unsealed segment is continued"),
+        }
+    }
+
+    fn cut_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .filter(|n| n.contains(".cut-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_torn_final_record_is_kept_in_a_side_file_before_it_is_cut() {
+        let (good, h2) = two_records();
+        let (third, _) = line(3, &h2);
+        let tampered = String::from_utf8(third.clone())
+            .expect("utf-8")
+            .replace("select 3", "select 4")
+            .into_bytes();
+        let (off_chain, _) = line(3, &GENESIS);
+        let cases: [(&str, Vec<u8>, &str); 3] = [
+            ("complete final line altered", tampered, "hash mismatch"),
+            (
+                "partial final line",
+                third[..third.len() / 2].to_vec(),
+                "partial final record",
+            ),
+            (
+                "complete final line off the chain",
+                off_chain,
+                "prev does not match the hash of seq 2",
+            ),
+        ];
+        for (name, tail, reason) in cases {
+            let d = tempfile::tempdir().expect("tempdir");
+            let seg = d.path().join("seg-000001.jsonl");
+            let mut data = good.clone();
+            data.extend_from_slice(&tail);
+            std::fs::write(&seg, &data).expect("write");
+
+            let (len, cut) = cut_of(recover(d.path()).expect(name));
+            let cut = cut.expect(name);
+            let off = good.len() as u64;
+            let side = format!("seg-000001.jsonl.cut-{off}");
+            assert_eq!(
+                cut,
+                Cut {
+                    file: "seg-000001.jsonl".into(),
+                    offset: off,
+                    bytes: tail.len() as u64,
+                    reason: cut.reason.clone(),
+                    kept_in: side.clone(),
+                    sha256: hex::encode(Sha256::digest(&tail)),
+                },
+                "{name}"
+            );
+            assert!(cut.reason.contains(reason), "{name}: {}", cut.reason);
+            assert_eq!(len, off, "{name}");
+            assert_eq!(std::fs::read(&seg).expect("segment"), good, "{name}");
+            assert_eq!(
+                std::fs::read(d.path().join(&side)).expect("side file"),
+                tail,
+                "{name}: the cut bytes, verbatim"
+            );
+            // The side file is not a segment: the log lists and verifies as before.
+            let segs = segment::list(d.path()).expect("list");
+            assert_eq!(segs.len(), 1, "{name}");
+            let summary = crate::verify(d.path(), None).expect(name);
+            assert_eq!(summary.records, 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_intact_log_leaves_no_side_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (good, _) = two_records();
+        std::fs::write(d.path().join("seg-000001.jsonl"), &good).expect("write");
+        let (len, cut) = cut_of(recover(d.path()).expect("recover"));
+        assert_eq!((len, cut), (good.len() as u64, None));
+        assert!(cut_files(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_side_file_left_by_a_crashed_recovery_is_reused_only_if_identical() {
+        let (good, _) = two_records();
+        let tail = b"{\"seq\":3,\"ts\":\"2026-".to_vec();
+        let side = format!("seg-000001.jsonl.cut-{}", good.len());
+        // (what an earlier side file of that name holds, the name this cut is kept under)
+        let cases = [
+            (tail.clone(), side.clone()),
+            (b"other bytes".to_vec(), format!("{side}.2")),
+            (tail[..4].to_vec(), format!("{side}.2")),
+        ];
+        for (earlier, want) in cases {
+            let d = tempfile::tempdir().expect("tempdir");
+            let mut data = good.clone();
+            data.extend_from_slice(&tail);
+            std::fs::write(d.path().join("seg-000001.jsonl"), &data).expect("write");
+            std::fs::write(d.path().join(&side), &earlier).expect("write");
+
+            let (_, cut) = cut_of(recover(d.path()).expect("recover"));
+            assert_eq!(cut.expect("cut").kept_in, want);
+            assert_eq!(
+                std::fs::read(d.path().join(&want)).expect("kept"),
+                tail,
+                "{want}"
+            );
+            assert_eq!(
+                std::fs::read(d.path().join(&side)).expect("earlier"),
+                earlier,
+                "an earlier side file is never changed"
+            );
+            let mut names = vec![side.clone(), want.clone()];
+            names.dedup();
+            assert_eq!(cut_files(d.path()), names);
+        }
+    }
 }

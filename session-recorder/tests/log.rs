@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use portcullis_recorder::{AuditLog, Durability, Event, JsonEvent, Options, records, verify};
+use sha2::{Digest, Sha256};
 
 fn opts(d: Durability, max_bytes: u64) -> Options {
     Options {
@@ -116,7 +117,74 @@ async fn a_torn_tail_is_cut_and_recorded() {
     assert_eq!(rec.event["file"], "seg-000001.jsonl");
     assert_eq!(rec.event["offset"], before.len() as u64);
     assert_eq!(rec.event["bytes"], (torn.len() - before.len()) as u64);
+    let side = format!("seg-000001.jsonl.cut-{}", before.len());
+    assert_eq!(rec.event["kept_in"], side.as_str());
+    assert_eq!(
+        rec.event["sha256"],
+        hex::encode(Sha256::digest(&torn[before.len()..]))
+    );
+    assert_eq!(
+        std::fs::read(dir.join(&side)).expect("side file"),
+        &torn[before.len()..]
+    );
     verify(&dir, None).expect("verify after repair");
+}
+
+#[tokio::test]
+async fn a_tampered_final_record_is_cut_but_kept() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (dir, key) = paths(d.path());
+    let log = AuditLog::open(&dir, &key, Durability::Strict).expect("open");
+    log.append(Event::new("pg.query").with("sql", "select 1"))
+        .await
+        .expect("append");
+    log.append(Event::new("pg.query").with("sql", "drop table audit_me"))
+        .await
+        .expect("append");
+    drop(log);
+    // A complete last line, altered after it was written: recovery cannot tell this from a
+    // torn write, so it cuts it, but the altered bytes must survive for whoever looks.
+    let seg = dir.join("seg-000001.jsonl");
+    let before = std::fs::read(&seg).expect("read");
+    let last = before[..before.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .expect("two lines")
+        + 1;
+    let altered = String::from_utf8(before.clone())
+        .expect("utf-8")
+        .replace("drop table audit_me", "select 2 -- nothing")
+        .into_bytes();
+    assert_eq!(altered.len(), before.len());
+    std::fs::write(&seg, &altered).expect("write");
+    assert!(verify(&dir, None).is_err(), "the altered line fails verify");
+
+    let log = AuditLog::open(&dir, &key, Durability::Strict).expect("reopen cuts");
+    log.close().await.expect("close");
+    let all: Vec<_> = records(&dir)
+        .expect("records")
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert_eq!(all.len(), 2);
+    let rec = &all[1];
+    assert_eq!(rec.kind(), "audit.recovered");
+    assert_eq!(rec.event["offset"], last as u64);
+    assert!(
+        rec.str_field("reason")
+            .is_some_and(|r| r.contains("hash mismatch")),
+        "{rec:?}"
+    );
+    let side = format!("seg-000001.jsonl.cut-{last}");
+    assert_eq!(rec.event["kept_in"], side.as_str());
+    assert_eq!(
+        rec.event["sha256"],
+        hex::encode(Sha256::digest(&altered[last..]))
+    );
+    assert_eq!(
+        std::fs::read(dir.join(&side)).expect("side file"),
+        &altered[last..]
+    );
+    verify(&dir, Some(log.public_key())).expect("verify after the cut");
 }
 
 #[tokio::test]
