@@ -54,14 +54,23 @@ fn load_in(dir: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
 const KEY_A: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKgix/iAMtvpoYRNlMt54OYDQVjTOshKxVyb9v8Bx6+r alice@laptop";
+const KEY_B: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDntWmXx1FIXsGn1uYQZQWwjPg5ozw3IUKWhZfPVr5ET bob@laptop";
+/// A key no user of [`prefix`] has.
+const KEY_C: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOHogiYNGwcwuU+DY1x2f9We2WQ3GyO847g4TQdNDiei carol@desktop";
 const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIzlzCGNU1HumZRYjikDSs8St+lYm+DUYchKHyC1KhAG";
+
+/// `key` without its comment: the algorithm and the base64 key.
+fn key_only(key: &str) -> &str {
+    key.rsplit_once(' ').map_or(key, |(k, _)| k)
+}
 
 /// Users every snippet can refer to.
 fn prefix() -> String {
     format!(
         "[[users]]\nname = \"alice\"\nssh_keys = [\"{KEY_A}\"]\n\
-         [[users]]\nname = \"bob\"\nssh_keys = [\"{KEY_A}\"]\n"
+         [[users]]\nname = \"bob\"\nssh_keys = [\"{KEY_B}\"]\n"
     )
 }
 
@@ -109,6 +118,10 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
         ("[[users]]\nname = \"c\"\nssh_keys = [\"ssh-ed25519 AAAA-broken\"]".into(), "users[2].ssh_keys[0]", "public key"),
         ("[[users]]\nname = \"c\"\npassword_scram = \"md5abcdef\"".into(), "users[2].password_scram", "SCRAM-SHA-256$"),
         ("[[users]]\nname = \"c\"\nssh_keys = \"one\"".into(), "users[2].ssh_keys", "expected a sequence"),
+        (format!("[[users]]\nname = \"c\"\nssh_keys = [\"{KEY_C}\", \"{KEY_A}\"]"), "users[2].ssh_keys[1]", "already listed for user \"alice\" (users[0].ssh_keys[0]); a key must belong to one user"),
+        (format!("[[users]]\nname = \"c\"\nssh_keys = [\" {} carol@desktop \"]", key_only(KEY_B)), "users[2].ssh_keys[0]", "already listed for user \"bob\""),
+        (format!("[[users]]\nname = \"c\"\nssh_keys = [\"{KEY_C}\", \"{} \"]", key_only(KEY_C)), "users[2].ssh_keys[1]", "listed twice for user \"c\" (also ssh_keys[0])"),
+        (format!("[[users]]\nname = \"c\"\nssh_keys = [\"{KEY_C}\"]\n[[users]]\nname = \"d\"\nssh_keys = [\"{KEY_C}\"]"), "users[3].ssh_keys[0]", "already listed for user \"c\""),
         (pg("", PG_ROLE) + &pg("", PG_ROLE), "targets[1].name", "duplicate target"),
         (pg("", ""), "targets[0].roles", "at least one role"),
         (pg("", "[targets.roles]"), "targets[0].roles", "at least one role"),
@@ -228,6 +241,28 @@ fn a_dropped_bad_value_is_reported_once() {
         e.to_string(),
         "targets[0].roles.read.user: expected a string, found integer"
     );
+}
+
+#[test]
+fn a_key_listed_again_is_reported_only_where_it_repeats() {
+    let dir = files();
+    let text = format!(
+        "{}[[users]]\nname = \"carol\"\nssh_keys = [\"{KEY_C}\", \"{KEY_A}\"]\n",
+        prefix()
+    );
+    let e = load_in(dir.path(), &text).expect_err("alice's key listed for carol");
+    assert_eq!(
+        e.to_string(),
+        "users[2].ssh_keys[1]: this key is already listed for user \"alice\" \
+         (users[0].ssh_keys[0]); a key must belong to one user"
+    );
+    // Several keys per user, each listed once, load.
+    let text = prefix().replace(
+        &format!("[\"{KEY_A}\"]"),
+        &format!("[\"{KEY_A}\", \"{KEY_C}\"]"),
+    );
+    let c = load_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.user("alice").map(|u| u.ssh_keys.len()), Some(2));
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! Raw structs to the resolved `Config`: applies defaults, resolves relative paths against
 //! the config file's directory, and checks the gateway-wide sections, the users and the
-//! cross references (approvers, duplicate names). Targets and roles live in `targets.rs`
-//! and `roles.rs`.
+//! cross references (approvers, duplicate names, an SSH key listed more than once). Targets
+//! and roles live in `targets.rs` and `roles.rs`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use ssh_key::public::KeyData;
 
 use crate::decode::{Decoded, decode};
 use crate::defaults;
@@ -245,6 +248,10 @@ fn notify(cx: &mut Ctx<'_>, raw: RawNotify) -> Notify {
 
 fn users(cx: &mut Ctx<'_>, raw: Vec<(usize, RawUser)>) -> Vec<User> {
     let mut seen: HashMap<String, usize> = HashMap::new();
+    // Who each key was first listed for, and where. Keys are compared by algorithm and key
+    // material, not by line (the comment is no part of the key), as the SSH listener matches
+    // them: a key listed for two users would log its holder in as either.
+    let mut key_owners: HashMap<KeyData, (String, usize, usize)> = HashMap::new();
     let mut out = Vec::new();
     for (i, user) in raw {
         let path = format!("users[{i}]");
@@ -264,10 +271,32 @@ fn users(cx: &mut Ctx<'_>, raw: Vec<(usize, RawUser)>) -> Vec<User> {
         }
         let mut ssh_keys = Vec::new();
         for (j, line) in user.ssh_keys.unwrap_or_default().into_iter().enumerate() {
-            match values::ssh_public_key(&line) {
-                Ok(_) => ssh_keys.push(line.trim().to_string()),
-                Err(message) => cx.problem(format!("{path}.ssh_keys[{j}]"), message),
+            let key_path = format!("{path}.ssh_keys[{j}]");
+            let key = match values::ssh_public_key(&line) {
+                Ok(key) => key,
+                Err(message) => {
+                    cx.problem(key_path, message);
+                    continue;
+                }
+            };
+            match key_owners.entry(key.key_data().clone()) {
+                Entry::Vacant(e) => {
+                    e.insert((name.clone(), i, j));
+                }
+                Entry::Occupied(e) => {
+                    let (owner, oi, oj) = e.get();
+                    let message = if *oi == i {
+                        format!("this key is listed twice for user {name:?} (also ssh_keys[{oj}])")
+                    } else {
+                        format!(
+                            "this key is already listed for user {owner:?} \
+                             (users[{oi}].ssh_keys[{oj}]); a key must belong to one user"
+                        )
+                    };
+                    cx.problem(key_path, message);
+                }
             }
+            ssh_keys.push(line.trim().to_string());
         }
         if let Some(verifier) = &user.password_scram
             && let Err(message) = values::scram_verifier(verifier)
