@@ -27,8 +27,11 @@ use portals::{Portal, Portals, UndoneBind};
 use statements::{MAX_NAMES, Statements, Undone};
 
 mod portals;
+mod query;
 mod statements;
 mod unconfirmed;
+
+pub(crate) use query::{Finished, Query};
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
@@ -50,62 +53,6 @@ fn capped_sql(bytes: &[u8], max: usize) -> Arc<str> {
     match String::from_utf8_lossy(cut) {
         Cow::Borrowed(s) if bytes.len() <= max => Arc::from(s),
         _ => Arc::from(capped_text(bytes, max)),
-    }
-}
-
-/// A statement the tap has seen end. Its event is built by [`Tracker::payload`] only after
-/// the bytes that ended it went on to the client: building it (the JSON, the SQL escaped)
-/// is most of the tap's work per statement, and the client's answer need not wait for it.
-#[derive(Debug)]
-pub(crate) enum Finished {
-    /// A statement that ran (or failed, or was skipped or interrupted).
-    Statement(Query),
-    /// An event built at once, on a rare path (a refused Parse with no Execute behind it).
-    Ready(Payload),
-}
-
-#[derive(Debug)]
-pub(crate) struct Query {
-    /// The statement's number in the session (strict mode links `pg.result` to it).
-    stmt: u64,
-    sql: Arc<str>,
-    /// The prepared statement definition it runs, if it runs one the tap knows.
-    parse: Option<u64>,
-    /// The Bind of the portal it executes, if the tap knows the portal.
-    bind: Option<u64>,
-    /// The SQL was corrected after the statement was sent (its Parse did not hold), so
-    /// strict mode's `pg.result` repeats it.
-    sql_corrected: bool,
-    params: Option<Arc<[Value]>>,
-    start: Instant,
-    end: Option<Instant>,
-    tag: Option<String>,
-    /// Every tag of a simple Query that ran several statements, in order.
-    tags: Vec<String>,
-    error: Option<(String, String)>,
-    copy_bytes: Option<u64>,
-    /// CopyDone and CopyFail messages the client had sent before this statement: the next
-    /// one ends its copy-in, if it starts one.
-    copy_ends_before: u64,
-}
-
-impl Query {
-    fn new(stmt: u64, sql: Arc<str>, params: Option<Arc<[Value]>>) -> Self {
-        Query {
-            stmt,
-            sql,
-            parse: None,
-            bind: None,
-            sql_corrected: false,
-            params,
-            start: Instant::now(),
-            end: None,
-            tag: None,
-            tags: Vec::new(),
-            error: None,
-            copy_bytes: None,
-            copy_ends_before: 0,
-        }
     }
 }
 
@@ -584,44 +531,7 @@ impl Tracker {
 
     /// The event of a finished statement, as the log will hold it.
     pub(crate) fn payload(&self, f: &Finished) -> Payload {
-        let q = match f {
-            Finished::Statement(q) => q,
-            Finished::Ready(p) => return p.clone(),
-        };
-        let end = q.end.unwrap_or(q.start);
-        let ev = if self.strict {
-            // The statement itself is already in the log; this is its outcome.
-            PgEvent {
-                stmt: Some(q.stmt),
-                ..self.fields.pg_event("pg.result")
-            }
-        } else {
-            PgEvent {
-                sql: Some(&q.sql),
-                params: q.params.as_deref(),
-                ..self.fields.pg_event("pg.query")
-            }
-        };
-        let (error, error_message, tag) = match &q.error {
-            Some((code, message)) => (Some(code.as_str()), Some(message.as_str()), None),
-            None => (None, None, Some(q.tag.as_deref().unwrap_or_default())),
-        };
-        // One tag says it all, unless the Query ran several statements or failed after
-        // some ran.
-        let several = q.tags.len() > 1 || (q.error.is_some() && !q.tags.is_empty());
-        PgEvent {
-            duration_us: Some(end.duration_since(q.start).as_micros() as u64),
-            copy_bytes: q.copy_bytes,
-            error,
-            error_message,
-            // Strict mode recorded the SQL as sent; it is repeated when it turned out
-            // to run another statement's.
-            sql: ev.sql.or(q.sql_corrected.then_some(&*q.sql)),
-            tag,
-            tags: several.then_some(q.tags.as_slice()),
-            ..ev
-        }
-        .payload()
+        f.payload(&self.fields, self.strict)
     }
 
     /// Statements still running when the session ends are logged as interrupted.
