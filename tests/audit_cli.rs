@@ -575,6 +575,35 @@ fn report_reviews_grants_requests_and_sessions() {
             sess("session.ended", "s_2")
                 .with("reason", "audit_failed")
                 .with("target", "pg-prod"),
+            // Failed logins: counted per user and protocol, most first, hosts listed once.
+            Event::new("auth.failed")
+                .with("proto", "admin")
+                .with("user", "bob")
+                .with("client", "127.0.0.1:40000")
+                .with("reason", "wrong password or unknown user"),
+            Event::new("auth.failed")
+                .with("proto", "ssh")
+                .with("user", "dave")
+                .with("client", "10.0.0.7:51000")
+                .with("reason", "authentication failed"),
+            Event::new("auth.failed")
+                .with("proto", "ssh")
+                .with("user", "dave")
+                .with("client", "[2001:db8::8]:51001")
+                .with("reason", "authentication failed"),
+            Event::new("auth.failed")
+                .with("proto", "ssh")
+                .with("user", "dave")
+                .with("client", "10.0.0.7:51002")
+                .with("reason", "authentication failed"),
+            // A repair of the log at a restart.
+            Event::new("audit.recovered")
+                .with("file", "seg-000001.jsonl")
+                .with("offset", 100)
+                .with("bytes", 42)
+                .with("reason", "the record was altered")
+                .with("kept_in", "seg-000001.jsonl.cut-100")
+                .with("sha256", "ab12"),
         ],
     );
     let dd = d.path().to_str().expect("utf-8");
@@ -616,6 +645,25 @@ fn report_reviews_grants_requests_and_sessions() {
     assert_eq!(r["forced_closes"][1]["session"], "s_2");
     assert_eq!(r["forced_closes"][1]["reason"], "audit_failed");
     assert_eq!(r["forced_closes"].as_array().map(Vec::len), Some(2));
+    let dave = &r["failed_logins"][0];
+    assert_eq!(
+        (&dave["user"], &dave["proto"], &dave["count"]),
+        (
+            &serde_json::json!("dave"),
+            &serde_json::json!("ssh"),
+            &serde_json::json!(3)
+        ),
+        "{r:#}"
+    );
+    assert_eq!(
+        dave["clients"],
+        serde_json::json!(["10.0.0.7", "2001:db8::8"])
+    );
+    assert_eq!(r["failed_logins"][1]["user"], "bob");
+    assert_eq!(r["failed_logins"][1]["proto"], "admin");
+    assert_eq!(r["failed_logins"].as_array().map(Vec::len), Some(2));
+    assert_eq!(r["log_repairs"][0]["kept_in"], "seg-000001.jsonl.cut-100");
+    assert_eq!(r["log_repairs"][0]["bytes"], 42);
     let md = portcullis(&["report", "--data-dir", dd]);
     let md = text(&md.stdout);
     assert!(
@@ -629,6 +677,18 @@ fn report_reviews_grants_requests_and_sessions() {
     assert!(md.contains("## Grants never used\n\n- g_2"), "{md}");
     assert!(
         md.contains("session s_2 (alice on pg-prod, grant g_0): audit_failed"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- dave over ssh: 3 times, ")
+            && md.contains(", from 10.0.0.7, 2001:db8::8\n- bob over admin: once, at "),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "seg-000001.jsonl cut at offset 100: 42 bytes (the record was altered); \
+             kept in audit/seg-000001.jsonl.cut-100 (sha256 ab12)"
+        ),
         "{md}"
     );
 }

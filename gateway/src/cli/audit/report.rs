@@ -1,7 +1,7 @@
 //! `report`: an access review derived from the audit log alone: per grant who, what, why,
 //! who approved, granted versus used time, sessions, queries and commands; then unused
 //! grants, grants at their maximum, denied (or withdrawn), lapsed and still pending requests,
-//! and forced session closes.
+//! forced session closes, failed logins, and repairs of the audit log itself.
 //!
 //! Event fields are read leniently (`grant` or `grant_id`, `by` or `created_by` ...) so the
 //! report keeps working as producers add fields.
@@ -81,6 +81,34 @@ struct CloseRow {
     at: String,
 }
 
+/// The failed logins of one user over one protocol (`ssh`, `postgres`, `admin`).
+#[derive(Debug, Default, Serialize)]
+struct FailedLoginRow {
+    user: String,
+    proto: String,
+    count: u64,
+    /// Client hosts, distinct, in the order they first failed (at most [`MAX_CLIENTS`]).
+    clients: Vec<String>,
+    first: String,
+    last: String,
+}
+
+/// Client hosts listed per failed-login row; the count covers them all.
+const MAX_CLIENTS: usize = 10;
+
+/// A torn or failing final record cut from the log at a restart (`audit.recovered`).
+#[derive(Debug, Serialize)]
+struct RepairRow {
+    at: String,
+    file: String,
+    offset: u64,
+    bytes: u64,
+    reason: String,
+    /// The side file in the audit directory holding the cut bytes, and their sha256.
+    kept_in: String,
+    sha256: String,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     generated_at: String,
@@ -94,6 +122,9 @@ struct Report {
     /// request lifetime); listed apart, since they have not lapsed.
     pending_requests: Vec<RequestRow>,
     forced_closes: Vec<CloseRow>,
+    /// Most failures first.
+    failed_logins: Vec<FailedLoginRow>,
+    log_repairs: Vec<RepairRow>,
 }
 
 fn field(r: &Record, keys: &[&str]) -> String {
@@ -104,6 +135,20 @@ fn field(r: &Record, keys: &[&str]) -> String {
             other => other.to_string(),
         })
         .unwrap_or_default()
+}
+
+fn count(r: &Record, key: &str) -> u64 {
+    r.event
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The host of a `client` field (`ip:port`), or the field as it is.
+fn host(client: &str) -> String {
+    client
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| client.to_owned(), |a| a.ip().to_string())
 }
 
 fn secs(r: &Record, keys: &[&str]) -> Option<i64> {
@@ -129,6 +174,8 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
     let mut session_grant: HashMap<String, String> = HashMap::new();
     let mut session_start: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut forced = Vec::new();
+    let mut failed: BTreeMap<(String, String), FailedLoginRow> = BTreeMap::new();
+    let mut repairs = Vec::new();
     let gid = |r: &Record| field(r, &["grant", "grant_id", "id"]);
     let rid = |r: &Record| field(r, &["request", "request_id", "id"]);
     for r in recs {
@@ -256,9 +303,37 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
                     }
                 }
             }
+            "auth.failed" if in_window(r) => {
+                let (user, proto) = (field(r, &["user"]), field(r, &["proto"]));
+                let row = failed
+                    .entry((user.clone(), proto.clone()))
+                    .or_insert_with(|| FailedLoginRow {
+                        user,
+                        proto,
+                        first: r.ts.clone(),
+                        ..Default::default()
+                    });
+                row.count += 1;
+                row.last = r.ts.clone();
+                let h = host(&field(r, &["client"]));
+                if row.clients.len() < MAX_CLIENTS && !row.clients.contains(&h) {
+                    row.clients.push(h);
+                }
+            }
+            "audit.recovered" if in_window(r) => repairs.push(RepairRow {
+                at: r.ts.clone(),
+                file: field(r, &["file"]),
+                offset: count(r, "offset"),
+                bytes: count(r, "bytes"),
+                reason: field(r, &["reason"]),
+                kept_in: field(r, &["kept_in"]),
+                sha256: field(r, &["sha256"]),
+            }),
             _ => {}
         }
     }
+    let mut failed: Vec<FailedLoginRow> = failed.into_values().collect();
+    failed.sort_by_key(|f| std::cmp::Reverse(f.count));
     for g in grants.values_mut() {
         if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
             // To the nearest second: a log written before grant.created carried created_at
@@ -305,6 +380,8 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
             .cloned()
             .collect(),
         forced_closes: forced,
+        failed_logins: failed,
+        log_repairs: repairs,
         grants,
     }
 }
@@ -413,6 +490,46 @@ fn markdown(r: &Report) -> String {
         "Sessions closed by expiry, revocation, kill or audit-log failure",
         &closes,
     ));
+    let failed: Vec<String> = r
+        .failed_logins
+        .iter()
+        .map(|f| {
+            let user = if f.user.is_empty() {
+                "(no user)"
+            } else {
+                &f.user
+            };
+            let times = if f.count == 1 {
+                format!("once, at {}", f.first)
+            } else {
+                format!("{} times, {} to {}", f.count, f.first, f.last)
+            };
+            format!(
+                "{user} over {}: {times}, from {}",
+                f.proto,
+                f.clients.join(", ")
+            )
+        })
+        .collect();
+    o.push_str(&list("Failed logins", &failed));
+    let repairs: Vec<String> = r
+        .log_repairs
+        .iter()
+        .map(|c| {
+            let mut line = format!(
+                "{} {} cut at offset {}: {} bytes ({})",
+                c.at, c.file, c.offset, c.bytes, c.reason
+            );
+            if !c.kept_in.is_empty() {
+                line.push_str(&format!(
+                    "; kept in audit/{} (sha256 {})",
+                    c.kept_in, c.sha256
+                ));
+            }
+            line
+        })
+        .collect();
+    o.push_str(&list("Audit log repairs at restart", &repairs));
     o
 }
 
