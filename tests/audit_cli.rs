@@ -149,6 +149,20 @@ fn verify_passes_on_a_log_recovered_from_a_torn_tail() {
         serde_json::from_str(text(&out.stdout).trim()).expect("one record");
     assert_eq!(rec["event"]["kept_in"], "seg-000002.jsonl.cut-0");
     assert_eq!(rec["event"]["file"], "seg-000002.jsonl");
+    assert!(
+        text(&ok.stdout).contains("cut at restarts: seg-000002.jsonl.cut-0 (kept"),
+        "{}",
+        text(&ok.stdout)
+    );
+    // The side file is held to the sha256 its record gives: removing it is caught.
+    std::fs::remove_file(&side).expect("remove the side file");
+    let gone = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone.stdout));
+    let err = text(&gone.stderr);
+    assert!(
+        err.contains("seg-000002.jsonl.cut-0") && err.contains("which is gone"),
+        "{err}"
+    );
 }
 
 #[test]

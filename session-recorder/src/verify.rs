@@ -1,6 +1,11 @@
 //! `verify`: checks every record, chain link and seal of a log, read-only.
 //!
 //! [`Verifier`] is the pure core (segments are fed as bytes); [`verify`] reads the files.
+//!
+//! Bytes that recovery cut from the log at a restart are kept in a side file, named with
+//! their sha256 by an `audit.recovered` record (see `recover.rs`). That record is in the
+//! chain, so the side file is evidence the chain vouches for: [`verify`] checks that each
+//! one is still there and holds exactly what was cut.
 
 use std::path::Path;
 
@@ -25,6 +30,18 @@ pub struct Summary {
     pub pubkey: Option<String>,
     /// The unsealed segment the gateway is still writing, if any.
     pub open_segment: Option<String>,
+    /// Side files holding bytes recovery cut at a restart, each checked against the sha256
+    /// its `audit.recovered` record gives.
+    pub kept: Vec<String>,
+}
+
+/// A side file an `audit.recovered` record names, with the sha256 (hex) of what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The `audit.recovered` record's seq.
+    pub seq: u64,
+    pub file: String,
+    pub sha256: String,
 }
 
 /// What is wrong at the place a [`VerifyError`] names.
@@ -56,6 +73,9 @@ pub enum Problem {
     /// A file could not be read.
     #[error("cannot read: {0}")]
     Io(String),
+    /// A side file holding bytes cut at a restart is gone, or no longer holds them.
+    #[error("the bytes cut at a restart (audit.recovered, seq {seq}) {what}")]
+    Kept { seq: u64, what: String },
 }
 
 /// The first bad place in a log.
@@ -81,6 +101,25 @@ pub struct Verifier {
     records: u64,
     bytes: u64,
     open_segment: Option<String>,
+    kept: Vec<Kept>,
+}
+
+/// How an `audit.recovered` record's event starts to be found in a line without parsing
+/// every line: inside a JSON string these quotes would be escaped.
+const RECOVERED: &[u8] = b"\"type\":\"audit.recovered\"";
+
+/// The side file an `audit.recovered` event names, if it names one (older logs did not).
+fn kept_in(seq: u64, line: &[u8]) -> Option<Kept> {
+    let rec: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let ev = rec.get("event")?;
+    if ev.get("type")?.as_str()? != "audit.recovered" {
+        return None;
+    }
+    Some(Kept {
+        seq,
+        file: ev.get("kept_in")?.as_str()?.to_owned(),
+        sha256: ev.get("sha256")?.as_str()?.to_owned(),
+    })
 }
 
 impl Verifier {
@@ -126,6 +165,10 @@ impl Verifier {
             self.chain
                 .link(&info)
                 .map_err(|e| err(e.into(), &self.chain))?;
+            let line = &data[off..off + len];
+            if memchr::memmem::find(line, RECOVERED).is_some() {
+                self.kept.extend(kept_in(info.seq, line));
+            }
             self.records += 1;
             off += len + 1;
         }
@@ -170,6 +213,11 @@ impl Verifier {
         Ok(())
     }
 
+    /// The side files named by the `audit.recovered` records fed so far, oldest first.
+    pub fn kept(&self) -> &[Kept] {
+        &self.kept
+    }
+
     /// The summary of everything fed so far.
     pub fn finish(self) -> Summary {
         Summary {
@@ -181,6 +229,7 @@ impl Verifier {
             last_hash: hex::encode(self.chain.last_hash),
             pubkey: self.key.map(|k| hex::encode(k.to_bytes())),
             open_segment: self.open_segment,
+            kept: self.kept.into_iter().map(|k| k.file).collect(),
         }
     }
 }
@@ -226,5 +275,37 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
         };
         v.segment(&name, &data, seal.as_deref())?;
     }
+    for k in v.kept() {
+        check_kept(dir, k)?;
+    }
     Ok(v.finish())
+}
+
+/// Is the side file `k` names still there, holding exactly the bytes that were cut?
+fn check_kept(dir: &Path, k: &Kept) -> Result<(), VerifyError> {
+    let bad = |what: String| VerifyError {
+        file: k.file.clone(),
+        offset: 0,
+        seq: k.seq,
+        problem: Problem::Kept { seq: k.seq, what },
+    };
+    // A name, not a path: the record must not send the check elsewhere.
+    if k.file.is_empty() || k.file.contains(['/', '\\']) || k.file.starts_with('.') {
+        return Err(bad(format!(
+            "are said to be kept in {:?}, which is not a file name",
+            k.file
+        )));
+    }
+    let bytes = std::fs::read(dir.join(&k.file)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("were kept in this file, which is gone".into()),
+        _ => bad(format!("cannot be read: {e}")),
+    })?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    if !digest.eq_ignore_ascii_case(&k.sha256) {
+        return Err(bad(format!(
+            "are not what this file holds now (sha256 {digest}, recorded {})",
+            k.sha256
+        )));
+    }
+    Ok(())
 }

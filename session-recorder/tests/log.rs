@@ -184,7 +184,25 @@ async fn a_tampered_final_record_is_cut_but_kept() {
         std::fs::read(dir.join(&side)).expect("side file"),
         &altered[last..]
     );
-    verify(&dir, Some(log.public_key())).expect("verify after the cut");
+    let summary = verify(&dir, Some(log.public_key())).expect("verify after the cut");
+    assert_eq!(summary.kept, std::slice::from_ref(&side));
+
+    // The side file is evidence the chain vouches for (its sha256 is in a record): verify
+    // fails when it is altered or removed, naming it and the record.
+    let mut changed = altered[last..].to_vec();
+    changed[20] ^= 1;
+    std::fs::write(dir.join(&side), &changed).expect("alter the side file");
+    let err = verify(&dir, Some(log.public_key())).expect_err("an altered side file fails");
+    assert_eq!((err.file.as_str(), err.seq), (side.as_str(), 2), "{err}");
+    assert!(
+        err.to_string().contains("not what this file holds now"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join(&side)).expect("remove the side file");
+    let err = verify(&dir, Some(log.public_key())).expect_err("a removed side file fails");
+    assert!(err.to_string().contains("which is gone"), "{err}");
+    std::fs::write(dir.join(&side), &altered[last..]).expect("put it back");
+    verify(&dir, Some(log.public_key())).expect("verify with the side file back");
 }
 
 #[tokio::test]

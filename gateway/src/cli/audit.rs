@@ -206,6 +206,12 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
                 s.last_seq,
                 s.last_hash
             );
+            if !s.kept.is_empty() {
+                outln!(
+                    "cut at restarts: {} (kept, and each still holds what its audit.recovered record says)",
+                    s.kept.join(", ")
+                );
+            }
             if let Some(open) = &s.open_segment {
                 outln!(
                     "open segment: {open} (unsealed: the gateway is writing it, or did not shut down cleanly)"
