@@ -634,3 +634,35 @@ async fn a_statement_failing_with_a_huge_error_is_logged_as_failed() {
         );
     }
 }
+
+/// psql in a LATIN1 terminal (`PGCLIENTENCODING=LATIN1`) sends `é` as one byte that is not
+/// UTF-8. PostgreSQL converts it and runs the statement; the log keeps the text (lossy) and,
+/// in `sql_bytes`, exactly the bytes psql sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_in_a_non_utf8_client_encoding_is_logged_with_its_bytes() {
+    use base64::Engine as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let sql: &[u8] = b"select 'caf\xe9' = U&'caf\\00E9' as same";
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.env("PGCLIENTENCODING", "LATIN1")
+        .args(["-X", "-A", "-t", "-c"])
+        .arg(std::ffi::OsStr::from_bytes(sql));
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "t", "PostgreSQL read the LATIN1 é as é: {err}");
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let q = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e.contains_key("sql_bytes"))
+        .unwrap_or_else(|| panic!("no pg.query with sql_bytes: {events:#?}"));
+    assert_eq!(q["sql"], "select 'caf\u{fffd}' = U&'caf\\00E9' as same");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(q["sql_bytes"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes, sql);
+    assert_eq!(q["tag"], "SELECT 1");
+}

@@ -12,7 +12,6 @@
 //!   statement; its outcome follows as a `pg.result` (`stmt`, `duration_us`, `tag` or
 //!   `error`) when the statement completes. `stmt` numbers the statements of a session.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,10 +27,12 @@ use statements::{MAX_NAMES, Statements, Undone};
 
 mod portals;
 mod query;
+mod sql;
 mod statements;
 mod unconfirmed;
 
 pub(crate) use query::{Finished, Query};
+use sql::Sql;
 
 /// Longest SQL text kept in an event.
 const MAX_SQL: usize = 16 * 1024;
@@ -44,16 +45,6 @@ pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
         s.push_str(portcullis_recorder::TRUNCATED);
     }
     s
-}
-
-/// [`capped_text`] shared: a statement's SQL is copied out of the frame once, then shared by
-/// its prepared statement, its portals and each execution without further copies.
-fn capped_sql(bytes: &[u8], max: usize) -> Arc<str> {
-    let cut = bytes.get(..max).unwrap_or(bytes);
-    match String::from_utf8_lossy(cut) {
-        Cow::Borrowed(s) if bytes.len() <= max => Arc::from(s),
-        _ => Arc::from(capped_text(bytes, max)),
-    }
 }
 
 /// A `Describe S` waiting for its ParameterDescription.
@@ -69,18 +60,21 @@ struct Described {
 /// How an execution of a portal the tap does not know is logged.
 fn unknown_portal(name: &[u8]) -> Portal {
     Portal {
-        sql: Arc::from(format!("<portal {:?}>", String::from_utf8_lossy(name))),
+        sql: Sql::text(Arc::from(format!(
+            "<portal {:?}>",
+            String::from_utf8_lossy(name)
+        ))),
         parse: None,
         params: Arc::from([]),
     }
 }
 
 /// How an execution of a statement the tap does not know is logged.
-fn unknown_statement(name: &[u8]) -> Arc<str> {
-    Arc::from(format!(
+fn unknown_statement(name: &[u8]) -> Sql {
+    Sql::text(Arc::from(format!(
         "<prepared statement {:?}>",
         String::from_utf8_lossy(name)
-    ))
+    )))
 }
 
 #[derive(Debug)]
@@ -150,7 +144,7 @@ impl Tracker {
     fn start(
         &mut self,
         simple: bool,
-        sql: Arc<str>,
+        sql: Sql,
         params: Option<Arc<[Value]>>,
         parse: Option<u64>,
     ) -> Option<Payload> {
@@ -159,6 +153,7 @@ impl Tracker {
             PgEvent {
                 stmt: Some(self.started),
                 sql: Some(&sql),
+                sql_bytes: sql.raw(),
                 params: params.as_deref(),
                 ..self.fields.pg_event("pg.query")
             }
@@ -193,10 +188,10 @@ impl Tracker {
         }
         match msg {
             FrontendMessage::Query { sql } => {
-                return self.start(true, capped_sql(sql, MAX_SQL), None, None);
+                return self.start(true, Sql::from_wire(sql, MAX_SQL), None, None);
             }
             FrontendMessage::Parse(p) => {
-                let sql = capped_sql(p.sql, MAX_SQL);
+                let sql = Sql::from_wire(p.sql, MAX_SQL);
                 self.statements
                     .parse(batch, p.name, sql, p.param_types().collect());
             }
@@ -260,7 +255,7 @@ impl Tracker {
                 let params = params::values(args, &[]);
                 return self.start(
                     true,
-                    Arc::from(format!("<fastpath function call: oid {oid}>")),
+                    Sql::text(Arc::from(format!("<fastpath function call: oid {oid}>"))),
                     Some(params),
                     None,
                 );
@@ -278,20 +273,25 @@ impl Tracker {
             self.batches_sent += 1;
         }
         match tag {
-            b'Q' => return self.start(true, capped_sql(prefix, MAX_SQL), None, None),
+            b'Q' => return self.start(true, Sql::from_wire(prefix, MAX_SQL), None, None),
             b'F' => {
-                let call = Arc::from("<fastpath function call: arguments too large>");
+                let call = Sql::text(Arc::from("<fastpath function call: arguments too large>"));
                 let params = Arc::from([Value::String("<too large>".into())]);
                 return self.start(true, call, Some(params), None);
             }
             b'E' => {
                 let portal = format!("<portal {:?}>", capped_text(prefix, 64));
-                return self.start(false, Arc::from(portal), Some(Arc::from([])), None);
+                return self.start(
+                    false,
+                    Sql::text(Arc::from(portal)),
+                    Some(Arc::from([])),
+                    None,
+                );
             }
             b'P' => {
                 let name_end = prefix.iter().position(|&b| b == 0).unwrap_or(0);
                 let name = prefix.get(..name_end).unwrap_or_default().to_vec();
-                let sql = capped_sql(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
+                let sql = Sql::from_wire(prefix.get(name_end + 1..).unwrap_or_default(), MAX_SQL);
                 let batch = self.batches_sent;
                 self.statements.parse(batch, &name, sql, Vec::new());
             }

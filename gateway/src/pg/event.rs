@@ -73,6 +73,20 @@ pub(crate) struct SessionFields {
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes every other string of the event.
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// serde's `serialize_with` hands the field by reference.
+#[allow(clippy::ref_option)]
+fn base64_bytes<S: serde::Serializer>(bytes: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(b) => s.serialize_str(&b64(b)),
+        None => s.serialize_none(),
+    }
+}
+
 fn json_string(s: &str) -> Box<RawValue> {
     // Serialising a string cannot fail, so the fallback (JSON null) is never taken.
     serde_json::value::to_raw_value(s).unwrap_or_default()
@@ -113,6 +127,7 @@ impl SessionFields {
             role: &self.role,
             session: &self.session,
             sql: None,
+            sql_bytes: None,
             stmt: None,
             tag: None,
             tags: None,
@@ -144,6 +159,12 @@ pub(crate) struct PgEvent<'a> {
     pub session: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<&'a str>,
+    /// The SQL's bytes, base64, when they were not UTF-8 (`sql` is then lossy).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "base64_bytes"
+    )]
+    pub sql_bytes: Option<&'a [u8]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stmt: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +207,7 @@ impl PgEvent<'_> {
             .with("proto", self.proto)
             .with("stmt", self.stmt)
             .with("sql", self.sql)
+            .with("sql_bytes", self.sql_bytes.map(b64))
             .with("params", self.params)
             .with("duration_us", self.duration_us)
             .with("copy_bytes", self.copy_bytes)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::sql::Sql;
 use super::statements::MAX_NAMES;
 use super::unconfirmed::{Sent, Unconfirmed};
 
@@ -21,7 +22,7 @@ use super::unconfirmed::{Sent, Unconfirmed};
 /// execution.
 #[derive(Debug, Clone)]
 pub(super) struct Portal {
-    pub sql: Arc<str>,
+    pub sql: Sql,
     pub parse: Option<u64>,
     pub params: Arc<[Value]>,
 }

@@ -7,11 +7,15 @@ use std::time::Instant;
 use portcullis_recorder::Payload;
 use serde_json::Value;
 
+use super::sql::Sql;
 use crate::pg::event::{PgEvent, SessionFields};
 
 /// A statement the tap has seen end. Its event is built by [`super::Tracker::payload`] only after
 /// the bytes that ended it went on to the client: building it (the JSON, the SQL escaped)
 /// is most of the tap's work per statement, and the client's answer need not wait for it.
+// A `Finished` lives briefly in a Vec the relay reuses; boxing the large variant would
+// allocate once per statement on the hot path to save stack space nobody misses.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Finished {
     /// A statement that ran (or failed, or was skipped or interrupted).
@@ -24,7 +28,7 @@ pub(crate) enum Finished {
 pub(crate) struct Query {
     /// The statement's number in the session (strict mode links `pg.result` to it).
     pub(super) stmt: u64,
-    pub(super) sql: Arc<str>,
+    pub(super) sql: Sql,
     /// The prepared statement definition it runs, if it runs one the tap knows.
     pub(super) parse: Option<u64>,
     /// The Bind of the portal it executes, if the tap knows the portal.
@@ -46,7 +50,7 @@ pub(crate) struct Query {
 }
 
 impl Query {
-    pub(super) fn new(stmt: u64, sql: Arc<str>, params: Option<Arc<[Value]>>) -> Self {
+    pub(super) fn new(stmt: u64, sql: Sql, params: Option<Arc<[Value]>>) -> Self {
         Query {
             stmt,
             sql,
@@ -84,6 +88,7 @@ impl Finished {
         } else {
             PgEvent {
                 sql: Some(&q.sql),
+                sql_bytes: q.sql.raw(),
                 params: q.params.as_deref(),
                 ..fields.pg_event("pg.query")
             }
@@ -103,6 +108,7 @@ impl Finished {
             // Strict mode recorded the SQL as sent; it is repeated when it turned out
             // to run another statement's.
             sql: ev.sql.or(q.sql_corrected.then_some(&*q.sql)),
+            sql_bytes: ev.sql_bytes.or(q.sql.raw().filter(|_| q.sql_corrected)),
             tag,
             tags: several.then_some(q.tags.as_slice()),
             ..ev

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::sql::Sql;
 use super::unconfirmed::{Sent, Unconfirmed};
 
 /// Most named statements remembered; beyond that the SQL of new ones is not tracked (their
@@ -22,7 +23,7 @@ pub(super) const MAX_NAMES: usize = 10_000;
 /// types as far as they are known (for rendering binary parameters).
 #[derive(Debug, Clone)]
 pub(super) struct Prepared {
-    pub sql: Arc<str>,
+    pub sql: Sql,
     pub types: Vec<u32>,
     /// Which definition this is (the session's count of definitions): a description sent
     /// for an earlier statement of the same name is not this one's, and an execution bound
@@ -87,7 +88,7 @@ impl Statements {
     }
 
     /// The client's Parse, sent in `batch`.
-    pub(super) fn parse(&mut self, batch: u64, name: &[u8], sql: Arc<str>, types: Vec<u32>) {
+    pub(super) fn parse(&mut self, batch: u64, name: &[u8], sql: Sql, types: Vec<u32>) {
         if !name.is_empty() && self.map.len() >= MAX_NAMES && !self.map.contains_key(name) {
             self.remember(Change::none(batch));
             return;
@@ -135,7 +136,7 @@ impl Statements {
 
     /// The SQL of the oldest unconfirmed Parse, if it was sent in `batch` and is the next
     /// change the server answers: an error now is that Parse's.
-    pub(super) fn failing_parse(&self, batch: u64) -> Option<Arc<str>> {
+    pub(super) fn failing_parse(&self, batch: u64) -> Option<Sql> {
         let c = self.unconfirmed.front().filter(|c| c.batch == batch)?;
         let parse = c.installed?;
         self.map
@@ -191,7 +192,7 @@ impl Statements {
                 Some((name, body)) if self.map.len() < MAX_NAMES => {
                     self.defined += 1;
                     let p = Prepared {
-                        sql: Arc::from(body),
+                        sql: Sql::text(Arc::from(body)),
                         types: Vec::new(),
                         parse: self.defined,
                     };
@@ -418,11 +419,11 @@ mod tests {
     #[test]
     fn a_parse_the_server_refused_is_undone_and_the_old_statement_stands() {
         let mut s = Statements::default();
-        s.parse(0, b"s1", Arc::from("delete from victim"), vec![]);
+        s.parse(0, b"s1", Sql::text(Arc::from("delete from victim")), vec![]);
         s.confirmed(0);
         assert!(s.batch_ended(1).is_empty());
         // Refused (42P05): no ParseComplete before its batch ends.
-        s.parse(1, b"s1", Arc::from("select 1"), vec![]);
+        s.parse(1, b"s1", Sql::text(Arc::from("select 1")), vec![]);
         assert_eq!(s.failing_parse(1).as_deref(), Some("select 1"));
         let undone = s.batch_ended(2);
         assert_eq!(undone.len(), 1);
@@ -436,12 +437,12 @@ mod tests {
     #[test]
     fn a_skipped_close_and_parse_leave_the_statement_as_it_was() {
         let mut s = Statements::default();
-        s.parse(0, b"s3", Arc::from("delete from victim"), vec![]);
+        s.parse(0, b"s3", Sql::text(Arc::from("delete from victim")), vec![]);
         s.confirmed(0);
         s.batch_ended(1);
         // An earlier statement of batch 1 failed: the Close and the Parse are skipped.
         s.close(1, b"s3");
-        s.parse(1, b"s3", Arc::from("select 'harmless'"), vec![]);
+        s.parse(1, b"s3", Sql::text(Arc::from("select 'harmless'")), vec![]);
         s.batch_ended(2);
         assert_eq!(sql_of(&s, b"s3").as_deref(), Some("delete from victim"));
     }
@@ -450,16 +451,16 @@ mod tests {
     fn an_undone_parse_does_not_undo_a_later_one_that_held() {
         let mut s = Statements::default();
         // Batch 0's Parse fails; batch 1's, pipelined behind it, succeeds.
-        s.parse(0, b"s", Arc::from("bad"), vec![]);
-        s.parse(1, b"s", Arc::from("good"), vec![]);
+        s.parse(0, b"s", Sql::text(Arc::from("bad")), vec![]);
+        s.parse(1, b"s", Sql::text(Arc::from("good")), vec![]);
         s.batch_ended(1);
         s.confirmed(1);
         s.batch_ended(2);
         assert_eq!(sql_of(&s, b"s").as_deref(), Some("good"));
         // And had batch 1's failed too, nothing would stand.
         let mut s = Statements::default();
-        s.parse(0, b"s", Arc::from("bad"), vec![]);
-        s.parse(1, b"s", Arc::from("worse"), vec![]);
+        s.parse(0, b"s", Sql::text(Arc::from("bad")), vec![]);
+        s.parse(1, b"s", Sql::text(Arc::from("worse")), vec![]);
         s.batch_ended(1);
         s.batch_ended(2);
         assert_eq!(sql_of(&s, b"s"), None);
@@ -469,7 +470,7 @@ mod tests {
     fn sql_commands_change_the_statements() {
         let mut s = Statements::default();
         for (b, name) in [(0, &b"a"[..]), (0, b"b"), (0, b"")] {
-            s.parse(b, name, Arc::from("select 1"), vec![]);
+            s.parse(b, name, Sql::text(Arc::from("select 1")), vec![]);
             s.confirmed(b);
         }
         assert!(!s.sql_command("deallocate a", b"DEALLOCATE"));
@@ -480,7 +481,7 @@ mod tests {
         // Two statements in one query: which name is not known, so none is trusted.
         s.sql_command("deallocate b; prepare b as select 2", b"PREPARE");
         assert_eq!(sql_of(&s, b"b"), None);
-        s.parse(1, b"c", Arc::from("select 3"), vec![]);
+        s.parse(1, b"c", Sql::text(Arc::from("select 3")), vec![]);
         assert!(s.sql_command("discard all", b"DISCARD ALL"));
         assert_eq!(sql_of(&s, b"c"), None);
         assert!(

@@ -370,7 +370,7 @@ fn prepared_statement_sql_is_shared_not_copied() {
     t.frontend(&bind);
     let stmt = t.statements.get(b"s1".as_slice()).unwrap();
     let (_, portal) = t.portals.get(b"".as_slice()).unwrap();
-    assert!(Arc::ptr_eq(&stmt.sql, &portal.sql));
+    assert!(stmt.sql.shares_text(&portal.sql));
 }
 
 /// A Query too large to buffer is answered by a ReadyForQuery like any other, so it counts
@@ -437,7 +437,7 @@ fn a_portal_bound_again_past_the_limit_is_logged_with_its_new_sql() {
     }
     // Inside a transaction block; then ROLLBACK TO SAVEPOINT (not shown to the tap).
     server(&mut t, &BackendMessage::ReadyForQuery { status: b'T' });
-    assert_eq!(t.portals.get(b"p0").unwrap().1.sql.as_ref(), "select 1");
+    assert_eq!(&*t.portals.get(b"p0").unwrap().1.sql, "select 1");
 
     t.frontend(&parse(b"delete from accounts"));
     t.frontend(&bind(b"p0"));
@@ -571,7 +571,7 @@ fn portals_end_with_their_transaction() {
     server(&mut t, &BackendMessage::BindComplete);
     server(&mut t, &READY);
     assert!(t.portals.get(b"c").is_none());
-    assert_eq!(t.portals.get(b"q").unwrap().1.sql.as_ref(), "select 'q'");
+    assert_eq!(&*t.portals.get(b"q").unwrap().1.sql, "select 'q'");
     server(&mut t, &PARSED);
     server(&mut t, &BackendMessage::BindComplete);
     server(&mut t, &READY);
@@ -644,8 +644,82 @@ fn an_execute_sent_behind_a_refused_bind_is_corrected() {
     let result = m(&t, &out[0]);
     assert_eq!(result["type"], "pg.result");
     assert_eq!(result["sql"], "delete from accounts");
-    assert_eq!(
-        t.portals.get(b"p").unwrap().1.sql.as_ref(),
-        "delete from accounts"
+    assert_eq!(&*t.portals.get(b"p").unwrap().1.sql, "delete from accounts");
+}
+
+/// SQL sent in a client_encoding other than UTF-8 (here LATIN1 `é`) is logged as lossy text
+/// and, so that nothing is lost, as its bytes in `sql_bytes` (base64): for a simple Query and
+/// for a prepared statement executed later, in both durabilities.
+#[test]
+fn sql_that_is_not_utf8_keeps_its_bytes() {
+    use base64::Engine as _;
+    let latin1: &[u8] = b"select 'caf\xe9'";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(latin1);
+    for strict in [false, true] {
+        let mut t = Tracker::new(&common(), strict);
+        let mut out = Vec::new();
+        let pre = t.frontend(&FrontendMessage::Query { sql: latin1 });
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        let pre_parse = [
+            FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+                name: b"s",
+                sql: latin1,
+                param_types: &[],
+            }),
+            FrontendMessage::Bind(Bind {
+                portal: b"",
+                statement: b"s",
+                param_formats: &[],
+                param_count: 0,
+                param_values: &[],
+                result_formats: &[],
+            }),
+            FrontendMessage::Execute {
+                portal: b"",
+                max_rows: 0,
+            },
+            FrontendMessage::Sync,
+        ]
+        .iter()
+        .filter_map(|msg| t.frontend(msg))
+        .collect::<Vec<_>>();
+        t.backend(&BackendMessage::ParseComplete, &mut out);
+        t.backend(&BackendMessage::BindComplete, &mut out);
+        t.backend(
+            &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+            &mut out,
+        );
+        t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+        assert_eq!(out.len(), 2);
+        // The statement's record: the outcome in batched mode, written before it ran in
+        // strict mode.
+        let records: Vec<_> = if strict {
+            pre.iter().chain(&pre_parse).map(map).collect()
+        } else {
+            out.iter().map(|f| m(&t, f)).collect()
+        };
+        assert_eq!(records.len(), 2, "strict {strict}");
+        for r in records {
+            assert_eq!(r["sql"], "select 'caf\u{fffd}'", "strict {strict}: {r:?}");
+            assert_eq!(r["sql_bytes"], b64.as_str(), "strict {strict}: {r:?}");
+        }
+    }
+    // UTF-8 SQL has no sql_bytes.
+    let mut t = Tracker::new(&common(), false);
+    let mut out = Vec::new();
+    t.frontend(&FrontendMessage::Query {
+        sql: "select 'café'".as_bytes(),
+    });
+    t.backend(
+        &BackendMessage::CommandComplete { tag: b"SELECT 1" },
+        &mut out,
     );
+    t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
+    let r = m(&t, &out[0]);
+    assert_eq!(r["sql"], "select 'café'");
+    assert!(!r.contains_key("sql_bytes"), "{r:?}");
 }
