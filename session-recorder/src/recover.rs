@@ -11,9 +11,10 @@
 //! directory are fsynced before the segment is truncated. [`segment::list`] does not count the
 //! side file as a segment, so the readers pass over it; the `audit.recovered` event names
 //! it and carries the sha256 of the cut bytes, which ties the file's contents to the chain
-//! (`verify` checks that the file still holds them). A side file of that name left by a recovery that crashed before truncating is
-//! reused when it holds exactly the same bytes; otherwise `.2`, `.3`, ... is appended to the
-//! name, so no earlier side file is ever overwritten.
+//! (`verify` checks that the file still holds them). A side file of that name left by a
+//! recovery that crashed before truncating is reused when it holds exactly the same bytes;
+//! otherwise `.2`, `.3`, ... is appended to the name, so no earlier side file is ever
+//! overwritten.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

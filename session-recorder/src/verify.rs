@@ -104,8 +104,8 @@ pub struct Verifier {
     kept: Vec<Kept>,
 }
 
-/// How an `audit.recovered` record's event starts to be found in a line without parsing
-/// every line: inside a JSON string these quotes would be escaped.
+/// Marks a line that may be an `audit.recovered` record, so that other lines need not be
+/// parsed: inside a JSON string value these quotes would be escaped.
 const RECOVERED: &[u8] = b"\"type\":\"audit.recovered\"";
 
 /// The side file an `audit.recovered` event names, if it names one (older logs did not).

@@ -92,12 +92,11 @@ pub fn password_matches(verifier: &str, password: &str) -> bool {
     ct_eq(&mine.stored_key, &stored.stored_key)
 }
 
-fn client_ip(parts: &Parts) -> IpAddr {
+fn client_addr(parts: &Parts) -> SocketAddr {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0)
 }
 
 fn unauthorized(msg: &str) -> ApiError {
@@ -134,7 +133,8 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
-        let ip = client_ip(parts);
+        let client = client_addr(parts);
+        let ip = client.ip();
         let creds = presented(parts);
         let Some(attempt) = st.limiter.attempt(ip) else {
             // The operator's token (32 random bytes, not guessable) still works from an
@@ -175,14 +175,10 @@ impl FromRequestParts<ApiState> for Caller {
             (_, Some(_)) => "wrong password or unknown user",
             _ => "malformed basic credentials",
         };
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| ip.to_string(), |c| c.0.to_string());
         let ev = portcullis_recorder::Event::new("auth.failed")
             .with("proto", "admin")
             .with("user", user.as_deref().unwrap_or(""))
-            .with("client", &client)
+            .with("client", client.to_string())
             .with("reason", reason);
         if let Err(e) = st.gw.audit.append(ev).await {
             tracing::error!(error = %e, "audit append failed");

@@ -73,23 +73,24 @@ pub(crate) struct SessionFields {
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes every other string of the event.
+fn json_string(s: &str) -> Box<RawValue> {
+    // Serialising a string cannot fail, so the fallback (JSON null) is never taken.
+    serde_json::value::to_raw_value(s).unwrap_or_default()
+}
+
+/// Bytes as the log holds them: standard base64.
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-// serde's `serialize_with` hands the field by reference.
+/// [`b64`] for serde's `serialize_with`, which hands the field by reference.
 #[allow(clippy::ref_option)]
 fn base64_bytes<S: serde::Serializer>(bytes: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
     match bytes {
         Some(b) => s.serialize_str(&b64(b)),
         None => s.serialize_none(),
     }
-}
-
-fn json_string(s: &str) -> Box<RawValue> {
-    // Serialising a string cannot fail, so the fallback (JSON null) is never taken.
-    serde_json::value::to_raw_value(s).unwrap_or_default()
 }
 
 impl SessionFields {

@@ -9,7 +9,7 @@ use super::capped_text;
 
 /// Copied out of the frame once, then shared by its prepared statement, its portals and each
 /// execution without further copies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sql {
     /// The text, lossy (U+FFFD for bytes that are not UTF-8) when `raw` is set.
     text: Arc<str>,
