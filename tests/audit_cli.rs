@@ -739,3 +739,69 @@ fn readers_stop_quietly_when_stdout_is_closed() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
     }
 }
+
+/// The log's signed head says where the log ended: removing the whole last segment with its
+/// seal, which leaves a chain that links and seals that check, fails verify, and so does
+/// removing the head itself.
+#[test]
+fn verify_fails_when_final_records_or_the_head_are_removed() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let dd = data.to_str().expect("utf-8");
+    write_log(
+        data,
+        (0..5)
+            .map(|i| sess("pg.query", "s_1").with("sql", format!("select {i}")))
+            .collect(),
+    );
+    write_log(
+        data,
+        vec![sess("pg.query", "s_2").with("sql", "drop table evidence")],
+    );
+    let ok = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("head: the log reaches seq 6"),
+        "{}",
+        text(&ok.stdout)
+    );
+
+    let audit = data.join("audit");
+    let head = std::fs::read(audit.join("head")).expect("head");
+    std::fs::remove_file(audit.join("seg-000002.jsonl")).expect("remove segment");
+    std::fs::remove_file(audit.join("seg-000002.seal")).expect("remove seal");
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("ends at seq 5") && err.contains("up to seq 6") && err.contains("removed"),
+        "{err}"
+    );
+
+    std::fs::remove_file(audit.join("head")).expect("remove head");
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    assert!(
+        text(&bad.stderr).contains("no signed head"),
+        "{}",
+        text(&bad.stderr)
+    );
+    // A head from another log (another key) does not vouch for this one either.
+    let other = tempfile::tempdir().expect("tempdir");
+    write_log(other.path(), vec![sess("pg.query", "s_3")]);
+    std::fs::copy(other.path().join("audit/head"), audit.join("head")).expect("copy");
+    let bad = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    assert!(
+        text(&bad.stderr).contains("not signed by the seal key"),
+        "{}",
+        text(&bad.stderr)
+    );
+    std::fs::write(audit.join("head"), &head).expect("put the head back");
+    assert_eq!(
+        portcullis(&["audit", "verify", "--data-dir", dd])
+            .status
+            .code(),
+        Some(1)
+    );
+}

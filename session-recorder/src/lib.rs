@@ -6,7 +6,8 @@
 //! waiting for it (hot paths in batched mode).
 //!
 //! Module map: [`record`] is the pure chain core (canonical bytes, hash, line checks);
-//! [`seal`] signs and checks segment seals; [`segment`] names and lists segment files;
+//! [`seal`] signs and checks segment seals; [`head`] signs where the log ends, so removed
+//! final records are caught; [`segment`] names and lists segment files;
 //! [`verify`] checks a whole log read-only; [`recover`] repairs a torn tail at open, keeping
 //! the cut bytes in a side file; `writer` is the single writer thread, `sync` its fsync
 //! thread and `health` whether the log still takes events (and who waits to hear it failed);
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asciicast;
+pub mod head;
 mod health;
 pub mod key;
 pub mod read;
@@ -233,7 +235,7 @@ impl AuditLog {
         let fail = |e: &dyn std::fmt::Display| AuditError::Unavailable(e.to_string());
         let key = key::load_or_create(key_path).map_err(|e| fail(&e))?;
         let pubkey = key.verifying_key();
-        let resume = recover::recover(dir).map_err(|e| fail(&e))?;
+        let resume = recover::recover(dir, &pubkey).map_err(|e| fail(&e))?;
         let cut = match &resume {
             recover::Resume::Continue { cut, .. } => cut.clone(),
             recover::Resume::New { .. } => None,

@@ -1,9 +1,11 @@
 //! Crash recovery at open: find where the writer left off, and cut a torn final record.
 //!
 //! Only the last segment may be unsealed; only its final record may be torn (a partial line,
-//! or a complete last line failing its own check or its chain link). Anything else is an
-//! inconsistency and the log refuses to open, naming the file and offset, because repairing
-//! it would hide tampering.
+//! or a complete last line failing its own check or its chain link), and only if the log's
+//! signed head (`head.rs`) does not vouch for it: a record the head names was durable, so a
+//! crash cannot have torn it. The log must also reach the head, with the head's hash at its
+//! seq. Anything else is an inconsistency and the log refuses to open, naming the file and
+//! offset, because repairing it would hide tampering.
 //!
 //! A cut destroys nothing. A last line that fails its check may have been altered rather
 //! than torn by a crash, so the cut bytes are first written verbatim to a side file next to
@@ -19,9 +21,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::record::{self, Chain};
+use crate::head::{self, Head};
+use crate::record::{self, Chain, Hash};
 use crate::seal::Seal;
 use crate::segment::{self, SegmentFile};
 
@@ -147,15 +151,74 @@ fn seal_chain(seg: &SegmentFile) -> Result<Chain, RecoverError> {
     })
 }
 
-/// Finds where to resume under `dir`, creating it and cutting a torn tail if needed.
-pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
+/// What the operator is told when the log shows records removed or altered.
+const EVIDENCE: &str = "keep the audit directory as evidence, and move it aside to start a new log";
+
+/// A refusal about the head file itself.
+fn head_problem(dir: &Path, problem: String) -> RecoverError {
+    RecoverError::Inconsistent {
+        file: dir.join(head::FILE),
+        offset: 0,
+        problem: format!("{problem}; {EVIDENCE}"),
+    }
+}
+
+/// Does the log, ending at `chain`, reach the head? `at_head` is the hash of the record at the
+/// head's seq when recovery saw it (records in earlier sealed segments are their seals' to
+/// vouch for).
+fn check_head(
+    dir: &Path,
+    head: &Head,
+    chain: &Chain,
+    at_head: Option<Hash>,
+) -> Result<(), RecoverError> {
+    if head.seq > chain.last_seq {
+        return Err(head_problem(
+            dir,
+            format!(
+                "the log ends at seq {} but its signed head vouches for records up to seq {}: records were removed",
+                chain.last_seq, head.seq
+            ),
+        ));
+    }
+    if at_head.is_some_and(|h| Some(h) != head.hash()) {
+        return Err(head_problem(
+            dir,
+            format!(
+                "the record at seq {} is not the one the log's signed head vouches for",
+                head.seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Finds where to resume under `dir`, creating it and cutting a torn tail if needed. The
+/// log's head must be signed by `key`.
+pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Resume, RecoverError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let head = head::read(dir, Some(key)).map_err(|e| head_problem(dir, e.to_string()))?;
     let segs = segment::list(dir).map_err(io(dir))?;
     let Some(last) = segs.last() else {
+        if let Some(h) = head.filter(|h| h.seq > 0) {
+            return Err(head_problem(
+                dir,
+                format!(
+                    "no segment is left but the log's signed head vouches for records up to seq {}",
+                    h.seq
+                ),
+            ));
+        }
         return Ok(Resume::New {
             index: 1,
             chain: Chain::default(),
         });
+    };
+    let Some(head) = head else {
+        return Err(head_problem(
+            dir,
+            "the log has segments but no signed head (was it removed?)".into(),
+        ));
     };
     for (i, seg) in segs.iter().enumerate() {
         if seg.index != i as u64 + 1 {
@@ -178,16 +241,20 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
     if tmp.exists() {
         std::fs::remove_file(&tmp).map_err(io(&tmp))?;
     }
+    let at = |chain: &Chain| (chain.last_seq == head.seq).then_some(chain.last_hash);
     if last.seal_path.exists() {
+        let chain = seal_chain(last)?;
+        check_head(dir, &head, &chain, at(&chain))?;
         return Ok(Resume::New {
             index: last.index + 1,
-            chain: seal_chain(last)?,
+            chain,
         });
     }
     let mut chain = match segs.len() {
         1 => Chain::default(),
         n => seal_chain(&segs[n - 2])?,
     };
+    let mut at_head = at(&chain);
     let first_seq = chain.last_seq + 1;
     let data = std::fs::read(&last.path).map_err(io(&last.path))?;
     let mut off = 0usize;
@@ -199,6 +266,7 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
             Some(len) => match record::check_line(&data[off..off + len]) {
                 Ok(info) => match chain.link(&info) {
                     Ok(()) => {
+                        at_head = at_head.or(at(&chain));
                         off += len + 1;
                         continue;
                     }
@@ -215,6 +283,16 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
                 problem,
             });
         }
+        if chain.last_seq < head.seq {
+            return Err(RecoverError::Inconsistent {
+                file: last.path.clone(),
+                offset: off as u64,
+                problem: format!(
+                    "{problem}; the log's signed head vouches for records up to seq {}, so this record was altered, not torn by a crash; {EVIDENCE}",
+                    head.seq
+                ),
+            });
+        }
         let tail = &data[off..];
         let file = last.name();
         // The side file must be durable before the segment loses the bytes.
@@ -229,6 +307,7 @@ pub fn recover(dir: &Path) -> Result<Resume, RecoverError> {
         });
         break;
     }
+    check_head(dir, &head, &chain, at_head)?;
     if cut.is_some() {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -272,6 +351,14 @@ mod tests {
         let (l2, h2) = line(2, &h1);
         data.extend_from_slice(&l2);
         (data, h2)
+    }
+
+    /// Signs a head for records up to `seq` (hash `hash`) under `dir`, as the writer does
+    /// once they are synced; returns the key to recover with.
+    fn vouch(dir: &Path, seq: u64, hash: &Hash) -> VerifyingKey {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        crate::head::HeadFile::open(dir, key.clone(), seq, hash).expect("head");
+        key.verifying_key()
     }
 
     fn cut_of(resume: Resume) -> (u64, Option<Cut>) {
@@ -319,8 +406,10 @@ mod tests {
             let mut data = good.clone();
             data.extend_from_slice(&tail);
             std::fs::write(&seg, &data).expect("write");
+            // The head vouches for seq 2: seq 3 was never synced, so it may be torn.
+            let key = vouch(d.path(), 2, &h2);
 
-            let (len, cut) = cut_of(recover(d.path()).expect(name));
+            let (len, cut) = cut_of(recover(d.path(), &key).expect(name));
             let cut = cut.expect(name);
             let off = good.len() as u64;
             let side = format!("seg-000001.jsonl.cut-{off}");
@@ -355,16 +444,17 @@ mod tests {
     #[test]
     fn an_intact_log_leaves_no_side_file() {
         let d = tempfile::tempdir().expect("tempdir");
-        let (good, _) = two_records();
+        let (good, h2) = two_records();
         std::fs::write(d.path().join("seg-000001.jsonl"), &good).expect("write");
-        let (len, cut) = cut_of(recover(d.path()).expect("recover"));
+        let key = vouch(d.path(), 2, &h2);
+        let (len, cut) = cut_of(recover(d.path(), &key).expect("recover"));
         assert_eq!((len, cut), (good.len() as u64, None));
         assert!(cut_files(d.path()).is_empty());
     }
 
     #[test]
     fn a_side_file_left_by_a_crashed_recovery_is_reused_only_if_identical() {
-        let (good, _) = two_records();
+        let (good, h2) = two_records();
         let tail = b"{\"seq\":3,\"ts\":\"2026-".to_vec();
         let side = format!("seg-000001.jsonl.cut-{}", good.len());
         // (what an earlier side file of that name holds, the name this cut is kept under)
@@ -379,8 +469,9 @@ mod tests {
             data.extend_from_slice(&tail);
             std::fs::write(d.path().join("seg-000001.jsonl"), &data).expect("write");
             std::fs::write(d.path().join(&side), &earlier).expect("write");
+            let key = vouch(d.path(), 2, &h2);
 
-            let (_, cut) = cut_of(recover(d.path()).expect("recover"));
+            let (_, cut) = cut_of(recover(d.path(), &key).expect("recover"));
             assert_eq!(cut.expect("cut").kept_in, want);
             assert_eq!(
                 std::fs::read(d.path().join(&want)).expect("kept"),
@@ -396,5 +487,73 @@ mod tests {
             names.dedup();
             assert_eq!(cut_files(d.path()), names);
         }
+    }
+
+    /// What the head vouches for cannot be cut or lost: a vouched final record that fails
+    /// its check, a log ending before the head, a different record at the head's seq, and
+    /// segments without a head all refuse to open, and leave every byte where it was.
+    #[test]
+    fn the_head_refuses_removed_or_altered_records() {
+        let (good, h2) = two_records();
+        let (one, h1) = line(1, &GENESIS);
+        let altered = String::from_utf8(good.clone())
+            .expect("utf-8")
+            .replace("select 2", "select 9")
+            .into_bytes();
+        /// (case, segment bytes, head seq and hash, what the refusal says)
+        type Case<'a> = (&'a str, &'a [u8], Option<(u64, Hash)>, &'a str);
+        let cases: [Case<'_>; 5] = [
+            (
+                "vouched record altered",
+                &altered,
+                Some((2, h2)),
+                "altered, not torn",
+            ),
+            ("records removed", &one, Some((2, h2)), "ends at seq 1"),
+            (
+                "another record at the head's seq",
+                &good,
+                Some((1, h2)),
+                "not the one",
+            ),
+            ("head removed", &good, None, "no signed head"),
+            (
+                "all removed but the head",
+                b"",
+                Some((2, h2)),
+                "vouches for records up to seq 2",
+            ),
+        ];
+        for (name, data, head, says) in cases {
+            let d = tempfile::tempdir().expect("tempdir");
+            let seg = d.path().join("seg-000001.jsonl");
+            if !data.is_empty() {
+                std::fs::write(&seg, data).expect("write");
+            }
+            let key = match head {
+                Some((seq, hash)) => vouch(d.path(), seq, &hash),
+                None => {
+                    let k = vouch(d.path(), 1, &h1);
+                    std::fs::remove_file(d.path().join(head::FILE)).expect("remove");
+                    k
+                }
+            };
+            let err = recover(d.path(), &key).expect_err(name).to_string();
+            assert!(err.contains(says), "{name}: {err}");
+            assert!(err.contains("evidence"), "{name}: {err}");
+            if !data.is_empty() {
+                assert_eq!(std::fs::read(&seg).expect("segment"), data, "{name}");
+            }
+            assert!(cut_files(d.path()).is_empty(), "{name}");
+        }
+        // A head signed with another key is refused too.
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("seg-000001.jsonl"), &good).expect("write");
+        vouch(d.path(), 2, &h2);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let err = recover(d.path(), &other)
+            .expect_err("other key")
+            .to_string();
+        assert!(err.contains("not signed by the seal key"), "{err}");
     }
 }

@@ -10,6 +10,9 @@
 //! a busy gateway from paying an fsync (and a journal commit) per millisecond batch, CPU that
 //! comes out of the cores the sessions and their targets share. A strict append is never
 //! paced: the thread syncs for it at once.
+//!
+//! After each sync it moves the log's signed head (`head.rs`) to the last record synced,
+//! before acknowledging strict appends: an append reported durable is vouched for.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -17,7 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::AuditError;
+use crate::head::HeadFile;
 use crate::health::Health;
+use crate::record::Hash;
 use crate::writer::Reply;
 
 /// With no strict append waiting, the fsync thread starts at most one sync per interval.
@@ -27,8 +32,9 @@ pub(crate) const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 struct State {
     /// The open segment; earlier segments were synced when they were sealed.
     file: Arc<File>,
-    /// Last seq fully written to `file`.
+    /// Last seq fully written to `file`, and its hash.
     written: u64,
+    written_hash: Hash,
     /// Last seq known durable.
     synced: u64,
     /// Strict appends waiting for a sync, in seq order.
@@ -50,6 +56,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Syncer {
     state: Mutex<State>,
+    /// Written by the fsync thread after its syncs and by the writer after its own.
+    head: Mutex<HeadFile>,
     cv: Condvar,
     healthy: Arc<Health>,
     /// [`SYNC_INTERVAL`], except in tests.
@@ -71,25 +79,32 @@ impl State {
 }
 
 impl Syncer {
-    /// Starts the fsync thread for `file`, whose records up to `synced` are durable.
+    /// Starts the fsync thread for `file`, whose records up to `synced` (with hash
+    /// `synced_hash`, which `head` already vouches for) are durable.
     pub(crate) fn start(
         file: Arc<File>,
         synced: u64,
+        synced_hash: Hash,
+        head: HeadFile,
         healthy: Arc<Health>,
     ) -> std::io::Result<Arc<Syncer>> {
-        Syncer::start_paced(file, synced, healthy, SYNC_INTERVAL)
+        Syncer::start_paced(file, synced, synced_hash, head, healthy, SYNC_INTERVAL)
     }
 
     fn start_paced(
         file: Arc<File>,
         synced: u64,
+        synced_hash: Hash,
+        head: HeadFile,
         healthy: Arc<Health>,
         interval: Duration,
     ) -> std::io::Result<Arc<Syncer>> {
         let s = Arc::new(Syncer {
+            head: Mutex::new(head),
             state: Mutex::new(State {
                 file,
                 written: synced,
+                written_hash: synced_hash,
                 synced,
                 waiters: VecDeque::new(),
                 failed: None,
@@ -121,11 +136,15 @@ impl Syncer {
         self.lock().failed.clone()
     }
 
-    /// Records up to `seq` are written; strict `waiters` are acknowledged once synced.
-    pub(crate) fn written(&self, seq: u64, waiters: Vec<(u64, Reply)>) {
+    /// Records up to `seq` (the last with hash `hash`) are written; strict `waiters` are
+    /// acknowledged once synced.
+    pub(crate) fn written(&self, seq: u64, hash: Hash, waiters: Vec<(u64, Reply)>) {
         let wake = {
             let mut st = self.lock();
-            st.written = st.written.max(seq);
+            if seq > st.written {
+                st.written = seq;
+                st.written_hash = hash;
+            }
             st.waiters.extend(waiters);
             st.ack_synced();
             st.idle || (st.pacing && !st.waiters.is_empty())
@@ -137,16 +156,36 @@ impl Syncer {
         }
     }
 
-    /// Everything up to `seq` was synced by the writer itself (rotation, close); new records
-    /// now go to `file`.
-    pub(crate) fn synced_by_writer(&self, seq: u64, file: Option<Arc<File>>) {
+    /// Moves the head to `seq`, durable, whose hash is `hash`.
+    fn vouch(&self, seq: u64, hash: &Hash) -> std::io::Result<()> {
+        self.head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .advance(seq, hash)
+    }
+
+    /// Everything up to `seq` (the last with hash `hash`) was synced by the writer itself
+    /// (rotation, close); new records now go to `file`.
+    pub(crate) fn synced_by_writer(
+        &self,
+        seq: u64,
+        hash: Hash,
+        file: Option<Arc<File>>,
+    ) -> std::io::Result<()> {
+        let vouched = self.vouch(seq, &hash);
         let mut st = self.lock();
-        st.synced = st.synced.max(seq);
-        st.written = st.written.max(seq);
+        if seq > st.written {
+            st.written = seq;
+            st.written_hash = hash;
+        }
         if let Some(f) = file {
             st.file = f;
         }
-        st.ack_synced();
+        if vouched.is_ok() {
+            st.synced = st.synced.max(seq);
+            st.ack_synced();
+        }
+        vouched
     }
 
     /// Stops the thread; waiters still pending are told the log stopped.
@@ -193,13 +232,18 @@ impl Syncer {
             {
                 st.syncs += 1;
             }
-            let (target, file) = (st.written, st.file.clone());
+            let (target, hash, file) = (st.written, st.written_hash, st.file.clone());
             drop(st);
-            let res = file.sync_data();
+            let res = file
+                .sync_data()
+                .map_err(|e| format!("fsync failed: {e}"))
+                .and_then(|()| {
+                    self.vouch(target, &hash)
+                        .map_err(|e| format!("writing the log's head failed: {e}"))
+                });
             st = self.lock();
-            if let Err(e) = res {
-                let msg = format!("fsync failed: {e}");
-                tracing::error!(error = %e, "audit log fsync failed; refusing further events");
+            if let Err(msg) = res {
+                tracing::error!(error = %msg, "audit log sync failed; refusing further events");
                 self.healthy.fail();
                 for (_, r) in st.waiters.drain(..) {
                     let _ = r.send(Err(AuditError::Unavailable(msg.clone())));
@@ -220,8 +264,17 @@ mod tests {
     fn syncer(interval: Duration) -> (tempfile::TempDir, Arc<Syncer>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = File::create(dir.path().join("seg")).expect("file");
-        let s = Syncer::start_paced(Arc::new(file), 0, Arc::new(Health::new()), interval)
-            .expect("start");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let head = HeadFile::open(dir.path(), key, 0, &[0; 32]).expect("head");
+        let s = Syncer::start_paced(
+            Arc::new(file),
+            0,
+            [0; 32],
+            head,
+            Arc::new(Health::new()),
+            interval,
+        )
+        .expect("start");
         (dir, s)
     }
 
@@ -242,10 +295,10 @@ mod tests {
     #[test]
     fn paces_unwaited_syncs_but_not_strict_ones() {
         let (_dir, s) = syncer(Duration::from_secs(3600));
-        s.written(1, Vec::new());
+        s.written(1, [1; 32], Vec::new());
         assert!(until(&s, |st| st.synced == 1), "first write is synced");
         for seq in 2..50 {
-            s.written(seq, Vec::new());
+            s.written(seq, [0; 32], Vec::new());
         }
         assert!(
             until(&s, |st| st.pacing),
@@ -255,7 +308,7 @@ mod tests {
         assert_eq!(s.lock().synced, 1);
 
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        s.written(50, vec![(50, tx)]);
+        s.written(50, [50; 32], vec![(50, tx)]);
         assert!(until(&s, |st| st.synced == 50), "a waiter ends the pacing");
         assert_eq!(rx.try_recv().ok().and_then(|r| r.ok()), Some(50));
         assert_eq!(s.lock().syncs, 2);
@@ -266,9 +319,9 @@ mod tests {
     #[test]
     fn syncs_unwaited_records_after_the_interval() {
         let (_dir, s) = syncer(Duration::from_millis(20));
-        s.written(1, Vec::new());
+        s.written(1, [1; 32], Vec::new());
         assert!(until(&s, |st| st.synced == 1));
-        s.written(2, Vec::new());
+        s.written(2, [2; 32], Vec::new());
         assert!(
             until(&s, |st| st.synced == 2),
             "synced once the interval passed"

@@ -6,13 +6,18 @@
 //! their sha256 by an `audit.recovered` record (see `recover.rs`). That record is in the
 //! chain, so the side file is evidence the chain vouches for: [`verify`] checks that each
 //! one is still there and holds exactly what was cut.
+//!
+//! The log's signed head (`head.rs`) says where the log ended when its records were last
+//! synced: [`verify`] requires it, signed by the seals' key, and requires the log to reach
+//! it with the head's hash at its seq, so final records removed leave a trace.
 
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::record::{self, Chain, LineError, LinkError};
+use crate::head;
+use crate::record::{self, Chain, Hash, LineError, LinkError};
 use crate::seal::{Seal, SealError};
 use crate::segment;
 
@@ -33,6 +38,8 @@ pub struct Summary {
     /// Side files holding bytes recovery cut at a restart, each checked against the sha256
     /// its `audit.recovered` record gives.
     pub kept: Vec<String>,
+    /// The seq the log's signed head vouches for (the log reaches it, with its hash).
+    pub head_seq: u64,
 }
 
 /// A side file an `audit.recovered` record names, with the sha256 (hex) of what it holds.
@@ -76,6 +83,17 @@ pub enum Problem {
     /// A side file holding bytes cut at a restart is gone, or no longer holds them.
     #[error("the bytes cut at a restart (audit.recovered, seq {seq}) {what}")]
     Kept { seq: u64, what: String },
+    /// The log's signed head is missing, invalid, or signed by another key.
+    #[error("{0}")]
+    Head(String),
+    /// The log ends before the record its signed head vouches for.
+    #[error(
+        "the log ends at seq {last} but its signed head vouches for records up to seq {head}: records were removed"
+    )]
+    HeadAhead { last: u64, head: u64 },
+    /// The record at the head's seq is not the one the head was signed for.
+    #[error("this record is not the one the log's signed head vouches for")]
+    HeadMismatch,
 }
 
 /// The first bad place in a log.
@@ -102,6 +120,8 @@ pub struct Verifier {
     bytes: u64,
     open_segment: Option<String>,
     kept: Vec<Kept>,
+    /// The seq and hash the log's head vouches for, when known.
+    head: Option<(u64, Hash)>,
 }
 
 /// Marks a line that may be an `audit.recovered` record, so that other lines need not be
@@ -130,6 +150,11 @@ impl Verifier {
             key,
             ..Default::default()
         }
+    }
+
+    /// Requires the record at `seq` to have hash `hash` (the log's signed head).
+    pub fn expect_head(&mut self, seq: u64, hash: Hash) {
+        self.head = Some((seq, hash));
     }
 
     /// Checks one segment's bytes and its seal (`None`: unsealed, only allowed last).
@@ -165,6 +190,15 @@ impl Verifier {
             self.chain
                 .link(&info)
                 .map_err(|e| err(e.into(), &self.chain))?;
+            if self
+                .head
+                .is_some_and(|(seq, hash)| seq == info.seq && hash != self.chain.last_hash)
+            {
+                return Err(VerifyError {
+                    seq: info.seq,
+                    ..err(Problem::HeadMismatch, &self.chain)
+                });
+            }
             let line = &data[off..off + len];
             if memchr::memmem::find(line, RECOVERED).is_some() {
                 self.kept.extend(kept_in(info.seq, line));
@@ -230,6 +264,7 @@ impl Verifier {
             pubkey: self.key.map(|k| hex::encode(k.to_bytes())),
             open_segment: self.open_segment,
             kept: self.kept.into_iter().map(|k| k.file).collect(),
+            head_seq: self.head.map_or(0, |(seq, _)| seq),
         }
     }
 }
@@ -255,7 +290,26 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
             problem: Problem::Empty,
         });
     }
+    let head_err = |problem: Problem| VerifyError {
+        file: head::FILE.to_string(),
+        offset: 0,
+        seq: 0,
+        problem,
+    };
+    // Checked against `pubkey`, or the key it names, which the seals must then share.
+    let head = match head::read(dir, pubkey.as_ref()) {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            return Err(head_err(Problem::Head(
+                "the log has no signed head (the file is missing), so nothing shows where it ended"
+                    .into(),
+            )));
+        }
+        Err(e) => return Err(head_err(Problem::Head(e.to_string()))),
+    };
+    let head_hash = head.hash().unwrap_or_default();
     let mut v = Verifier::new(pubkey);
+    v.expect_head(head.seq, head_hash);
     for (i, seg) in segs.iter().enumerate() {
         let want = i as u64 + 1;
         if seg.index != want {
@@ -274,6 +328,23 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
             Err(e) => return Err(io_err(&segment::seal_name(seg.index), e)),
         };
         v.segment(&name, &data, seal.as_deref())?;
+    }
+    if let Some(k) = v.key
+        && head.pubkey != hex::encode(k.to_bytes())
+    {
+        return Err(head_err(Problem::Head(format!(
+            "the log's head is signed with another key ({}) than its seals",
+            head.pubkey
+        ))));
+    }
+    if head.seq > v.chain.last_seq {
+        return Err(VerifyError {
+            seq: v.chain.last_seq + 1,
+            ..head_err(Problem::HeadAhead {
+                last: v.chain.last_seq,
+                head: head.seq,
+            })
+        });
     }
     for k in v.kept() {
         check_kept(dir, k)?;

@@ -16,6 +16,7 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::head::HeadFile;
 use crate::health::Health;
 use crate::record::{self, Chain};
 use crate::recover::Resume;
@@ -104,11 +105,21 @@ impl Writer {
                 let file = std::fs::OpenOptions::new()
                     .append(true)
                     .open(&segment.path)?;
+                // The head is about to vouch for these records: a gateway that crashed may
+                // have left them unsynced.
+                file.sync_data()?;
                 (segment, file, len, hasher, chain, first_seq)
             }
         };
         let file = Arc::new(file);
-        let syncer = Syncer::start(file.clone(), chain.last_seq, healthy.clone())?;
+        let head = HeadFile::open(dir, key.clone(), chain.last_seq, &chain.last_hash)?;
+        let syncer = Syncer::start(
+            file.clone(),
+            chain.last_seq,
+            chain.last_hash,
+            head,
+            healthy.clone(),
+        )?;
         Ok(Writer {
             syncer,
             dir: dir.to_path_buf(),
@@ -172,8 +183,11 @@ impl Writer {
         self.seal()?;
         let next = SegmentFile::at(&self.dir, self.seg.index + 1);
         self.file = Arc::new(create_segment(&self.dir, &next)?);
-        self.syncer
-            .synced_by_writer(self.chain.last_seq, Some(self.file.clone()));
+        self.syncer.synced_by_writer(
+            self.chain.last_seq,
+            self.chain.last_hash,
+            Some(self.file.clone()),
+        )?;
         self.seg = next;
         self.len = 0;
         self.hasher = Sha256::new();
@@ -243,7 +257,8 @@ impl Writer {
                 let _ = r.send(Ok(seq));
             }
         }
-        self.syncer.written(self.chain.last_seq, replies);
+        self.syncer
+            .written(self.chain.last_seq, self.chain.last_hash, replies);
         Ok(())
     }
 
@@ -251,7 +266,8 @@ impl Writer {
     fn finish(&mut self) -> std::io::Result<()> {
         self.flush_buf()?;
         self.file.sync_data()?;
-        self.syncer.synced_by_writer(self.chain.last_seq, None);
+        self.syncer
+            .synced_by_writer(self.chain.last_seq, self.chain.last_hash, None)?;
         if self.has_records() {
             self.seal()
         } else {
@@ -356,7 +372,10 @@ impl Writer {
         // Every handle dropped without close(): make what was written durable; the segment
         // stays open and is resumed at the next start.
         if self.file.sync_data().is_ok() {
-            self.syncer.synced_by_writer(self.chain.last_seq, None);
+            // Best effort: nobody is left to tell, and the next open checks the log anyway.
+            let _ = self
+                .syncer
+                .synced_by_writer(self.chain.last_seq, self.chain.last_hash, None);
         }
         self.syncer.stop();
     }

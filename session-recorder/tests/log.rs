@@ -130,8 +130,10 @@ async fn a_torn_tail_is_cut_and_recorded() {
     verify(&dir, None).expect("verify after repair");
 }
 
+/// A final record the log's signed head vouches for was durable: altered, it is refused at
+/// open and by verify, and nothing is cut.
 #[tokio::test]
-async fn a_tampered_final_record_is_cut_but_kept() {
+async fn a_tampered_final_record_the_head_vouches_for_refuses_to_open() {
     let d = tempfile::tempdir().expect("tempdir");
     let (dir, key) = paths(d.path());
     let log = AuditLog::open(&dir, &key, Durability::Strict).expect("open");
@@ -142,8 +144,53 @@ async fn a_tampered_final_record_is_cut_but_kept() {
         .await
         .expect("append");
     drop(log);
-    // A complete last line, altered after it was written: recovery cannot tell this from a
-    // torn write, so it cuts it, but the altered bytes must survive for whoever looks.
+    let seg = dir.join("seg-000001.jsonl");
+    let before = std::fs::read(&seg).expect("read");
+    let altered = String::from_utf8(before.clone())
+        .expect("utf-8")
+        .replace("drop table audit_me", "select 2 -- nothing")
+        .into_bytes();
+    std::fs::write(&seg, &altered).expect("write");
+    let err = AuditLog::open(&dir, &key, Durability::Strict).expect_err("refused");
+    assert!(err.to_string().contains("not torn by a crash"), "{err}");
+    assert_eq!(std::fs::read(&seg).expect("read"), altered, "nothing cut");
+    let err = verify(&dir, None).expect_err("verify fails");
+    assert_eq!(err.seq, 2, "{err}");
+
+    // Removing the altered record instead leaves the log short of its head.
+    let first = before.iter().position(|&b| b == b'\n').expect("line") + 1;
+    std::fs::write(&seg, &before[..first]).expect("write");
+    let err = verify(&dir, None).expect_err("verify fails");
+    assert!(err.to_string().contains("records were removed"), "{err}");
+    let err = AuditLog::open(&dir, &key, Durability::Strict).expect_err("refused");
+    assert!(err.to_string().contains("records were removed"), "{err}");
+    // And removing the head too is no way out.
+    std::fs::remove_file(dir.join("head")).expect("remove the head");
+    let err = verify(&dir, None).expect_err("verify fails");
+    assert!(err.to_string().contains("no signed head"), "{err}");
+    let err = AuditLog::open(&dir, &key, Durability::Strict).expect_err("refused");
+    assert!(err.to_string().contains("no signed head"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tampered_final_record_is_cut_but_kept() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (dir, key) = paths(d.path());
+    let log = AuditLog::open(&dir, &key, Durability::Strict).expect("open");
+    log.append(Event::new("pg.query").with("sql", "select 1"))
+        .await
+        .expect("append");
+    // The head as it stood before the last record was synced: a crash between the record's
+    // write and its sync leaves the head here.
+    let head = std::fs::read(dir.join("head")).expect("head");
+    log.append(Event::new("pg.query").with("sql", "drop table audit_me"))
+        .await
+        .expect("append");
+    drop(log);
+    std::fs::write(dir.join("head"), &head).expect("put the older head back");
+    // A complete last line the head does not vouch for, altered after it was written:
+    // recovery cannot tell this from a torn write, so it cuts it, but the altered bytes must
+    // survive for whoever looks.
     let seg = dir.join("seg-000001.jsonl");
     let before = std::fs::read(&seg).expect("read");
     let last = before[..before.len() - 1]

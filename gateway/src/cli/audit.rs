@@ -206,6 +206,10 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
                 s.last_seq,
                 s.last_hash
             );
+            outln!(
+                "head: the log reaches seq {}, the last record its signed head vouches for",
+                s.head_seq
+            );
             if !s.kept.is_empty() {
                 outln!(
                     "cut at restarts: {} (kept, and each still holds what its audit.recovered record says)",
