@@ -666,3 +666,28 @@ async fn sql_in_a_non_utf8_client_encoding_is_logged_with_its_bytes() {
     assert_eq!(bytes, sql);
     assert_eq!(q["tag"], "SELECT 1");
 }
+
+/// A statement behind 100 KiB of comment padding (as QA hid a DELETE behind the old 16 KiB
+/// cap) is logged whole: the reviewer sees what ran, not only the padding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_padded_past_any_small_cap_is_logged_whole() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let sql = format!(
+        "/*{}*/ select 'hidden behind the padding' as revealed",
+        " ".repeat(100 << 10)
+    );
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.args(["-X", "-A", "-t", "-c", &sql]);
+    let (ok, out, err) = output(cmd).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "hidden behind the padding");
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let q = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e["tag"] == "SELECT 1")
+        .unwrap_or_else(|| panic!("no pg.query: {events:#?}"));
+    assert_eq!(q["sql"].as_str(), Some(sql.as_str()));
+}

@@ -198,9 +198,30 @@ impl Options {
     }
 }
 
+/// Events up to this size count only against the queue's length.
+const SMALL_EVENT: usize = 16 << 10;
+
+/// Bytes of larger events that may wait in the queue at once. The queue is bounded in events
+/// (16,384 by default); with events of up to a mebibyte (a `pg.query` keeps whole statements
+/// up to the proxy's parse limit), that alone would let it hold gigabytes.
+const LARGE_EVENT_BUDGET: usize = 64 << 20;
+
+/// What an event takes from the budget of large events while it waits to be written.
+pub(crate) fn budget_cost(p: &Payload) -> u32 {
+    match p {
+        Payload::Json(j) if j.0.len() > SMALL_EVENT => {
+            u32::try_from(j.0.len().min(LARGE_EVENT_BUDGET)).unwrap_or(u32::MAX)
+        }
+        _ => 0,
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     tx: mpsc::Sender<Cmd>,
+    /// [`LARGE_EVENT_BUDGET`] in permits, one per byte: taken before a large event is
+    /// queued, given back by the writer once it has written (or refused) the event.
+    budget: Arc<tokio::sync::Semaphore>,
     healthy: Arc<health::Health>,
     pubkey: VerifyingKey,
     durability: Durability,
@@ -256,12 +277,15 @@ impl AuditLog {
                 .map_err(|e| fail(&e))?;
         }
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let budget = Arc::new(tokio::sync::Semaphore::new(LARGE_EVENT_BUDGET));
+        let returned = budget.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(rx, &returned))
             .map_err(|e| fail(&e))?;
         Ok(AuditLog {
             inner: Arc::new(Inner {
+                budget,
                 tx,
                 healthy,
                 pubkey,
@@ -282,11 +306,7 @@ impl AuditLog {
             return Err(AuditError::Unavailable("audit log is not writable".into()));
         }
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Cmd::Append(event.into(), Some(tx)))
-            .await
-            .map_err(|_| AuditError::Unavailable("audit log closed".into()))?;
+        self.queue(event.into(), Some(tx)).await?;
         rx.await.map_err(|_| {
             AuditError::Unavailable("audit writer stopped before writing the event".into())
         })?
@@ -308,11 +328,38 @@ impl AuditLog {
         if !self.healthy() {
             return Err(AuditError::Unavailable("audit log is not writable".into()));
         }
+        self.queue(event.into(), None).await
+    }
+
+    /// Queues an event, first taking its share of the budget of large events (the writer
+    /// gives it back).
+    ///
+    /// # Cancellation safety
+    /// If dropped while waiting for budget or queue space, the event was not queued and no
+    /// budget is held.
+    async fn queue(&self, event: Payload, reply: Option<writer::Reply>) -> Result<(), AuditError> {
+        let closed = || AuditError::Unavailable("audit log closed".into());
+        let cost = budget_cost(&event);
+        let permits = match cost {
+            0 => None,
+            n => Some(
+                self.inner
+                    .budget
+                    .acquire_many(n)
+                    .await
+                    .map_err(|_| closed())?,
+            ),
+        };
         self.inner
             .tx
-            .send(Cmd::Append(event.into(), None))
+            .send(Cmd::Append(event, reply))
             .await
-            .map_err(|_| AuditError::Unavailable("audit log closed".into()))
+            .map_err(|_| closed())?;
+        // Queued: from here on the writer owns the cost and returns it.
+        if let Some(p) = permits {
+            p.forget();
+        }
+        Ok(())
     }
 
     /// Is the log currently writable? False after an I/O error (fail closed) or `close`.
@@ -351,6 +398,38 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Large events wait for budget, not for memory: many more than the budget holds are all
+    /// written, in order, and every byte of budget is back once they are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_events_share_a_bounded_budget_and_give_it_back() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(
+            &d.path().join("audit"),
+            &d.path().join("key"),
+            Durability::Batched,
+        )
+        .expect("open");
+        let sql = "x".repeat(3 << 20);
+        let n = 3 * LARGE_EVENT_BUDGET / sql.len();
+        for i in 0..n {
+            let ev = JsonEvent::new(&serde_json::json!({"type": "pg.query", "n": i, "sql": sql}))
+                .expect("event");
+            assert!(budget_cost(&Payload::Json(ev.clone())) > 0);
+            log.submit(ev).await.expect("submit");
+            assert!(log.inner.budget.available_permits() <= LARGE_EVENT_BUDGET);
+        }
+        let seq = log.append(Event::new("small")).await.expect("append");
+        assert_eq!(seq, n as u64 + 1);
+        log.close().await.expect("close");
+        assert_eq!(log.inner.budget.available_permits(), LARGE_EVENT_BUDGET);
+        let all: Vec<Record> = records(&d.path().join("audit"))
+            .expect("records")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(all.len(), n + 1);
+        assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    }
 
     #[test]
     fn capped_cuts_on_a_character_boundary_and_marks_the_cut() {

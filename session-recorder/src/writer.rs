@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::head::HeadFile;
 use crate::health::Health;
@@ -23,7 +23,7 @@ use crate::recover::Resume;
 use crate::seal::Seal;
 use crate::segment::SegmentFile;
 use crate::sync::Syncer;
-use crate::{AuditError, Durability, Payload};
+use crate::{AuditError, Durability, Payload, budget_cost};
 
 /// The most events committed in one write.
 const MAX_BATCH: usize = 4096;
@@ -276,8 +276,9 @@ impl Writer {
         }
     }
 
-    /// The writer loop; returns when closed or when every handle is gone.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+    /// The writer loop; returns when closed or when every handle is gone. Each large event's
+    /// share of `budget` (see `budget_cost`) is given back once it is written or refused.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>, budget: &Semaphore) {
         let healthy = self.healthy.clone();
         let mut failed: Option<String> = None;
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -310,7 +311,8 @@ impl Writer {
                             waited_for |= reply.is_some();
                             batch.push((ev, reply));
                         }
-                        Cmd::Append(_, reply) => {
+                        Cmd::Append(ev, reply) => {
+                            budget.add_permits(budget_cost(&ev) as usize);
                             if let Some(r) = reply {
                                 let _ =
                                     r.send(Err(AuditError::Unavailable("audit log closed".into())));
@@ -337,6 +339,7 @@ impl Writer {
             }
             // A full batch means more are queued: the next one is taken at once.
             let full = batch.len() >= MAX_BATCH;
+            let cost: usize = batch.iter().map(|(ev, _)| budget_cost(ev) as usize).sum();
             if let Some(msg) = &failed {
                 for (_, reply) in batch.drain(..) {
                     if let Some(r) = reply {
@@ -350,6 +353,7 @@ impl Writer {
                 healthy.fail();
                 failed = Some(format!("write failed: {e}"));
             }
+            budget.add_permits(cost);
             if let Some(reply) = close {
                 healthy.close();
                 let res = match &failed {
@@ -359,6 +363,8 @@ impl Writer {
                         .map_err(|e| AuditError::Unavailable(format!("sealing failed: {e}"))),
                 };
                 self.syncer.stop();
+                // Anyone still waiting for budget hears the log is closed.
+                budget.close();
                 let _ = reply.send(res);
                 return;
             }
@@ -369,6 +375,7 @@ impl Writer {
                 polled = rx.try_recv().ok();
             }
         }
+        budget.close();
         // Every handle dropped without close(): make what was written durable; the segment
         // stays open and is resumed at the next start.
         if self.file.sync_data().is_ok() {

@@ -34,8 +34,11 @@ mod unconfirmed;
 pub(crate) use query::{Finished, Query};
 use sql::Sql;
 
-/// Longest SQL text kept in an event.
-const MAX_SQL: usize = 16 * 1024;
+/// Longest SQL text kept in an event: every statement the relay parses whole (up to its parse
+/// limit) is logged whole. A smaller cap would let a user hide a statement behind a comment
+/// or whitespace padding longer than the cap. The recorder bounds in bytes how much of such
+/// large events may wait in its queue.
+const MAX_SQL: usize = super::relay::PARSE_LIMIT;
 
 /// Lossy UTF-8, capped at `max` bytes on a char boundary.
 pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {

@@ -27,7 +27,7 @@ use crate::grants::{CloseReason, Counters, LiveProbe};
 const BUF: usize = 64 * 1024;
 /// Largest message assembled whole for the audit; longer ones are streamed and audited
 /// from their first bytes (a statement from the client, an error from the server).
-const PARSE_LIMIT: usize = 1024 * 1024;
+pub(crate) const PARSE_LIMIT: usize = 1024 * 1024;
 
 /// How a relay direction ended.
 #[derive(Debug)]
