@@ -471,12 +471,15 @@ async fn cancel_request_stops_a_running_query() {
 
 /// A psql killed mid-query (its terminal closed, `kill -9`) has closed its side, over TLS
 /// (no close_notify) as in the clear: the log says `client_closed`, not a gateway error.
+/// PostgreSQL runs the statement to its end all the same (it would directly too), and the
+/// log says how it ended, not that it was interrupted: QA found an UPDATE that committed
+/// logged as interrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_mid_query_closed_the_session_itself() {
     let h = Harness::start(Duration::from_secs(60)).await;
     h.grant("alice", "pg", "rw", HOUR).await;
     for (i, sslmode) in ["require", "disable"].into_iter().enumerate() {
-        let sql = format!("select pg_sleep(60), {i}");
+        let sql = format!("select pg_sleep(1), {i}");
         let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", sslmode);
         cmd.args(["-c", &sql]);
         let mut psql = cmd.spawn().unwrap();
@@ -500,10 +503,10 @@ async fn a_client_killed_mid_query_closed_the_session_itself() {
     for i in 0..2 {
         let q = events
             .iter()
-            .find(|e| e["type"] == "pg.query" && e["sql"] == format!("select pg_sleep(60), {i}"))
+            .find(|e| e["type"] == "pg.query" && e["sql"] == format!("select pg_sleep(1), {i}"))
             .unwrap_or_else(|| panic!("query {i} not logged: {events:#?}"));
-        assert_eq!(q["error"], "interrupted", "{q:?}");
-        assert_eq!(q["error_message"], "session closed: client_closed", "{q:?}");
+        assert_eq!(q["tag"], "SELECT 1", "{q:?}");
+        assert!(q.get("error").is_none(), "{q:?}");
     }
 }
 

@@ -9,12 +9,21 @@
 //! back-pressures the writer across the proxy. What one read brings is forwarded with one
 //! write (a query's RowDescription, rows, CommandComplete and ReadyForQuery together), not
 //! one write per message: on a loaded machine each syscall and wakeup is what a hop costs.
+//!
+//! A client that is done (Terminate, or end of stream at a message boundary: a half-close,
+//! or a psql that was killed) ends only the client-to-upstream direction, as it would
+//! end a backend's input: the upstream is sent Terminate, finishes what it was sent, and
+//! closes. Until then its answers still go to the client (a half-closed client reads them)
+//! or, once the client cannot take them, are dropped, and either way they reach the audit:
+//! a statement that ran to completion is logged with its real outcome, not as interrupted.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
-    BackendMessage, Fields, FrontendMessage, MAX_MESSAGE_LEN, PgError, read_header,
+    BackendMessage, Fields, FrontendMessage, MAX_MESSAGE_LEN, PgError, encode_terminate,
+    read_header,
 };
 use portcullis_recorder::AuditLog;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -34,6 +43,9 @@ pub(crate) const PARSE_LIMIT: usize = 1024 * 1024;
 pub(crate) enum RelayEnd {
     /// The client closed the connection or sent Terminate.
     ClientClosed,
+    /// Client to upstream only: the client is done at a message boundary and the upstream
+    /// was sent Terminate; the upstream's remaining answers are still to be relayed.
+    ClientDone,
     /// The upstream closed the connection.
     UpstreamClosed,
     /// The kill path's FATAL was delivered to the client.
@@ -77,6 +89,18 @@ pub(crate) struct Ctx<'a> {
     pub counters: &'a Counters,
     pub ask: &'a mpsc::Sender<Ask>,
     pub live: &'a LiveProbe,
+    /// Set once the client is done ([`RelayEnd::ClientDone`]): a failed write to it then
+    /// no longer ends the upstream-to-client direction, which drains the upstream instead.
+    pub client_done: AtomicBool,
+}
+
+/// Did the peer go away (reset, broken pipe, unexpected end) rather than fail?
+pub(crate) fn went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
 }
 
 impl Ctx<'_> {
@@ -253,14 +277,31 @@ where
             return RelayEnd::UpstreamIo(e);
         }
         if terminated {
-            return RelayEnd::ClientClosed;
+            ctx.client_done.store(true, Ordering::Release);
+            return RelayEnd::ClientDone;
         }
         make_room(&mut buf, want);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => return RelayEnd::ClientClosed,
-            Ok(n) => ctx.counters.add_in(n as u64),
+        let gone = match rd.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                ctx.counters.add_in(n as u64);
+                continue;
+            }
+            Err(e) if went_away(&e) => Some(e),
             Err(e) => return RelayEnd::ClientIo(e),
+        };
+        // The client's input ended. At a message boundary that is a Terminate, as a backend
+        // takes it; inside a message the upstream is cut off as before.
+        if !buf.is_empty() || streaming > 0 {
+            return gone.map_or(RelayEnd::ClientClosed, RelayEnd::ClientIo);
         }
+        let mut t = Vec::with_capacity(5);
+        encode_terminate(&mut t);
+        if let Err(e) = write_flush(wr, &t).await {
+            return RelayEnd::UpstreamIo(e);
+        }
+        ctx.client_done.store(true, Ordering::Release);
+        return RelayEnd::ClientDone;
     }
 }
 
@@ -284,6 +325,9 @@ where
     let mut streaming = 0usize;
     let mut events = Vec::new();
     let mut control_open = true;
+    // The client is done and no longer takes what we write: the upstream's answers are
+    // read, audited and dropped until it closes.
+    let mut dropping = false;
     loop {
         let mut fwd = 0usize;
         let mut want = 0usize;
@@ -340,8 +384,14 @@ where
             ctx.with_tracker(|t| t.backend(&msg, &mut events));
             fwd += total;
         }
-        if let Err(e) = forward(wr, &mut buf, fwd).await {
-            return RelayEnd::ClientIo(e);
+        if dropping {
+            buf.advance(fwd);
+        } else if let Err(e) = forward(wr, &mut buf, fwd).await {
+            if !ctx.client_done.load(Ordering::Acquire) {
+                return RelayEnd::ClientIo(e);
+            }
+            dropping = true;
+            buf.advance(fwd);
         }
         ctx.emit(&mut events).await;
         make_room(&mut buf, want);
@@ -349,7 +399,9 @@ where
             biased;
             c = control.recv(), if streaming == 0 && control_open => match c {
                 Some(Control::Notice(bytes)) => {
-                    if let Err(e) = write_flush(wr, &bytes).await {
+                    if let Err(e) = write_flush(wr, &bytes).await
+                        && !ctx.client_done.load(Ordering::Acquire)
+                    {
                         return RelayEnd::ClientIo(e);
                     }
                 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
 use super::listener::{STARTUP_TIMEOUT, Started};
-use super::relay::{Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client};
+use super::relay::{
+    Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client, went_away,
+};
 use super::upstream::{self, UpstreamError};
 use super::{PgShared, SessionError};
 use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
@@ -60,14 +63,6 @@ fn startup_params(params: &[(Vec<u8>, Vec<u8>)]) -> Option<BTreeMap<String, Stri
 
 /// Is this read or write error a peer closing its side without the protocol's goodbye
 /// (TCP reset, broken pipe, or a TLS stream cut short of its close_notify)?
-fn went_away(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    matches!(
-        e.kind(),
-        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
-    )
-}
-
 fn kill_message(reason: CloseReason, grant: &str, target: &str, killer: &str) -> String {
     match reason {
         CloseReason::GrantExpired => {
@@ -331,6 +326,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         counters: &counters,
         ask: &ask_tx,
         live: &live,
+        client_done: AtomicBool::new(false),
     };
     let mut closing: Option<CloseReason> = None;
     // `killer` says who killed the session, for a kill (`Lease::killer`).
@@ -369,13 +365,22 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         let mut u2c = Gated::new(u2c);
         let grace = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(grace);
+        // The client is done (see `relay.rs`): the session lasts until the upstream has
+        // answered what it was sent and closed, as the backend itself does.
+        let mut client_done = false;
         loop {
             // Biased: no random start per poll; a branch that is not woken costs nothing,
             // so the relay going first delays no other branch.
             tokio::select! {
                 biased;
-                end = &mut c2u => break end,
-                end = &mut u2c => break end,
+                end = &mut c2u, if !client_done => match end {
+                    RelayEnd::ClientDone => client_done = true,
+                    end => break end,
+                },
+                end = &mut u2c => break match end {
+                    RelayEnd::UpstreamClosed if client_done => RelayEnd::ClientClosed,
+                    end => end,
+                },
                 Some(ask) = Gated::new(Box::pin(ask_rx.recv())) => match ask {
                     Ask::GrantLapsed => {
                         if let Some(reason) = lease.lapsed() {
@@ -417,7 +422,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     };
 
     let reason = match &end {
-        RelayEnd::ClientClosed => CloseReason::ClientClosed,
+        RelayEnd::ClientClosed | RelayEnd::ClientDone => CloseReason::ClientClosed,
         RelayEnd::UpstreamClosed => CloseReason::UpstreamClosed,
         RelayEnd::Killed(r) => *r,
         RelayEnd::ClientProtocol(e) => {

@@ -66,6 +66,7 @@ async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
             counters: &counters,
             ask: &ask_tx,
             live: &live,
+            client_done: std::sync::atomic::AtomicBool::new(false),
         };
         let bytes = query(&sql);
         let mut from_client = &bytes[..];
