@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_protocol::pg::{MAX_STARTUP_LEN, PgError, StartupPacket};
+use portcullis_protocol::pg::{
+    MAX_STARTUP_LEN, PROTOCOL_3_0, PgError, StartupPacket, encode_negotiate_protocol_version,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -91,6 +93,21 @@ pub(crate) struct Started {
     pub minor: u16,
     pub unknown_options: Vec<Vec<u8>>,
     pub tls: bool,
+}
+
+/// The NegotiateProtocolVersion owed to a client that asked for a minor version above 3.0
+/// or sent `_pq_.` options, or none when it asked for exactly what we speak.
+///
+/// The version is 3.0 written whole (`3 << 16`), as PostgreSQL writes it: libpq 18 asking
+/// for up to 3.2 reads a bare 0 as a demand to go below 3.0 and drops the connection.
+pub(super) fn negotiation(minor: u16, unknown_options: &[Vec<u8>]) -> Option<Vec<u8>> {
+    if minor == 0 && unknown_options.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let opts: Vec<&[u8]> = unknown_options.iter().map(Vec::as_slice).collect();
+    encode_negotiate_protocol_version(&mut out, PROTOCOL_3_0, &opts);
+    Some(out)
 }
 
 impl std::fmt::Debug for Started {
@@ -248,4 +265,39 @@ async fn read_startup(io: &mut BoxIo) -> Result<Vec<u8>, SessionError> {
         .await
         .map_err(SessionError::ClientIo)?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole reply, byte for byte, for each way a client can ask for more than 3.0.
+    #[test]
+    fn negotiation_offers_protocol_3_0_whole() {
+        let v = |rest: &[u8]| {
+            let mut m = vec![b'v'];
+            m.extend_from_slice(&(4 + u32::try_from(rest.len()).expect("short")).to_be_bytes());
+            m.extend_from_slice(rest);
+            m
+        };
+        // (minor version asked for, `_pq_.` options sent, the reply)
+        type Case = (u16, &'static [&'static str], Option<Vec<u8>>);
+        let cases: [Case; 5] = [
+            // Exactly 3.0 and no options: nothing to negotiate.
+            (0, &[], None),
+            // libpq 18 with max_protocol_version=3.2.
+            (2, &[], Some(v(&[0, 3, 0, 0, 0, 0, 0, 0]))),
+            (1, &[], Some(v(&[0, 3, 0, 0, 0, 0, 0, 0]))),
+            (0, &["_pq_.x"], Some(v(b"\0\x03\0\0\0\0\0\x01_pq_.x\0"))),
+            (
+                2,
+                &["_pq_.a", "_pq_.b"],
+                Some(v(b"\0\x03\0\0\0\0\0\x02_pq_.a\0_pq_.b\0")),
+            ),
+        ];
+        for (minor, opts, want) in cases {
+            let opts: Vec<Vec<u8>> = opts.iter().map(|o| o.as_bytes().to_vec()).collect();
+            assert_eq!(negotiation(minor, &opts), want, "3.{minor} {opts:?}");
+        }
+    }
 }

@@ -11,8 +11,7 @@ use portcullis_config::{PgTlsMode, TargetKind};
 use portcullis_protocol::login::parse_pg_database;
 use portcullis_protocol::pg::{
     encode_authentication_ok, encode_backend_key_data, encode_error_response,
-    encode_negotiate_protocol_version, encode_notice_response, encode_ready_for_query,
-    encode_terminate,
+    encode_notice_response, encode_ready_for_query, encode_terminate,
 };
 use portcullis_recorder::{AuditLog, Event};
 use tokio::io::AsyncWriteExt as _;
@@ -23,7 +22,7 @@ use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
 use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
-use super::listener::{STARTUP_TIMEOUT, Started};
+use super::listener::{STARTUP_TIMEOUT, Started, negotiation};
 use super::relay::{
     Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client, went_away,
 };
@@ -123,13 +122,10 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     }
     let dbname = param(&params, "database").unwrap_or_else(|| user.clone());
-    if minor > 0 || !unknown_options.is_empty() {
-        let mut out = Vec::new();
-        let opts: Vec<&[u8]> = unknown_options.iter().map(Vec::as_slice).collect();
-        encode_negotiate_protocol_version(&mut out, 0, &opts);
-        if io.write_all(&out).await.is_err() {
-            return;
-        }
+    if let Some(out) = negotiation(minor, &unknown_options)
+        && io.write_all(&out).await.is_err()
+    {
+        return;
     }
 
     let (verifier, known) = verifier_for(&gw, &user);

@@ -145,9 +145,10 @@ pub enum BackendMessage<'a> {
     NoData,
     EmptyQueryResponse,
     PortalSuspended,
-    /// The newest minor protocol version the server speaks and the options it ignored.
+    /// The newest protocol version the server speaks of the major version asked for, as a
+    /// whole protocol number (3.0 is `3 << 16`), and the options it ignored.
     NegotiateProtocolVersion {
-        newest_minor: i32,
+        newest: i32,
         options: &'a [u8],
     },
     /// The parameter types the server resolved for a described statement (`t`), as type
@@ -242,7 +243,7 @@ impl<'a> BackendMessage<'a> {
                 }
             }
             b'v' => BackendMessage::NegotiateProtocolVersion {
-                newest_minor: r.i32("newest minor version")?,
+                newest: r.i32("newest protocol version")?,
                 options: r.rest(),
             },
             _ => BackendMessage::Other {
@@ -340,12 +341,9 @@ impl<'a> BackendMessage<'a> {
             BackendMessage::NoData => raw(out, b'n', &[]),
             BackendMessage::EmptyQueryResponse => raw(out, b'I', &[]),
             BackendMessage::PortalSuspended => raw(out, b's', &[]),
-            BackendMessage::NegotiateProtocolVersion {
-                newest_minor,
-                options,
-            } => {
+            BackendMessage::NegotiateProtocolVersion { newest, options } => {
                 let at = begin(out, b'v');
-                i32(out, newest_minor);
+                i32(out, newest);
                 out.extend_from_slice(options);
                 finish(out, at);
             }

@@ -120,10 +120,15 @@ pub fn encode_parameter_status(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     finish(out, at);
 }
 
-/// NegotiateProtocolVersion: the newest minor version we speak and the options we ignored.
-pub fn encode_negotiate_protocol_version(out: &mut Vec<u8>, newest_minor: i32, unknown: &[&[u8]]) {
+/// NegotiateProtocolVersion: the newest version we speak of the major version the client
+/// asked for, and the options we ignored.
+///
+/// `newest` is a whole protocol number, major in the high 16 bits, as PostgreSQL sends it
+/// ([`PROTOCOL_3_0`] for 3.0), not a bare minor number: libpq 18 reads 0 as a request to
+/// go back to a protocol older than 3.0 and gives up on the connection.
+pub fn encode_negotiate_protocol_version(out: &mut Vec<u8>, newest: i32, unknown: &[&[u8]]) {
     let at = begin(out, b'v');
-    i32(out, newest_minor);
+    i32(out, newest);
     i32(out, i32::try_from(unknown.len()).unwrap_or(i32::MAX));
     for o in unknown {
         cstr(out, o);
