@@ -681,27 +681,29 @@ fn report_reviews_grants_requests_and_sessions() {
     let md = portcullis(&["report", "--data-dir", dd]);
     let md = text(&md.stdout);
     assert!(
-        md.contains("(alice on pg-prod, grant g_1): killed by carol (INC-9 runaway query)"),
+        md.contains(
+            "(`alice` on `pg-prod`, grant `g_1`): killed by `carol` (`INC-9 runaway query`)"
+        ),
         "{md}"
     );
     assert!(
-        md.contains("| g_1 | alice | pg-prod | read | INC-1 | bob | bob | 4h |"),
+        md.contains("| `g_1` | `alice` | `pg-prod` | `read` | `INC-1` | `bob` | `bob` | 4h |"),
         "{md}"
     );
-    assert!(md.contains("## Grants never used\n\n- g_2"), "{md}");
+    assert!(md.contains("## Grants never used\n\n- `g_2`"), "{md}");
     assert!(
-        md.contains("session s_2 (alice on pg-prod, grant g_0): audit_failed"),
+        md.contains("session `s_2` (`alice` on `pg-prod`, grant `g_0`): audit_failed"),
         "{md}"
     );
     assert!(
-        md.contains("- dave over ssh: 3 times, ")
-            && md.contains(", from 10.0.0.7, 2001:db8::8\n- bob over admin: once, at "),
+        md.contains("- `dave` over `ssh`: 3 times, ")
+            && md.contains(", from `10.0.0.7`, `2001:db8::8`\n- `bob` over `admin`: once, at "),
         "{md}"
     );
     assert!(
         md.contains(
-            "seg-000001.jsonl cut at offset 100: 42 bytes (the record was altered); \
-             kept in audit/seg-000001.jsonl.cut-100 (sha256 ab12)"
+            "`seg-000001.jsonl` cut at offset 100: 42 bytes (`the record was altered`); \
+             kept in `audit/seg-000001.jsonl.cut-100` (sha256 `ab12`)"
         ),
         "{md}"
     );

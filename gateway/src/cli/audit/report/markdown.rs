@@ -1,17 +1,72 @@
 //! The markdown form of the access review: a table of grants, then one list per finding.
+//!
+//! The log holds strings that anyone can choose: an unauthenticated client picks the user
+//! name of its `auth.failed`, a requester writes the reason, an operator the kill reason.
+//! Every string the log supplies is therefore shown through [`logged`], so none can start a
+//! line, a heading, a list item, a link or a table cell of its own; the exceptions are the
+//! records' timestamps and the close reasons `build` matched against its own list. The JSON
+//! form needs none of this and carries every value whole.
 
 use super::{Report, RequestRow};
+
+/// The most characters of one logged value the markdown shows, counted after escaping.
+const MAX_SHOWN: usize = 200;
 
 fn dur(s: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string()
 }
 
-fn cell(s: &str) -> String {
+/// A string from the log as inert markdown: a code span, in which markdown means nothing,
+/// with control and other unprintable characters written as Rust escapes (`\n`, `\u{1b}`)
+/// and backslashes doubled so those escapes are unambiguous, cut after [`MAX_SHOWN`]
+/// characters with the full length said after it. An empty value is `-`.
+fn logged(s: &str) -> String {
     if s.is_empty() {
-        "-".into()
-    } else {
-        s.replace('|', "\\|").replace('\n', " ")
+        return "-".into();
     }
+    let mut text = String::with_capacity(s.len().min(MAX_SHOWN));
+    let mut shown = 0;
+    let mut whole = true;
+    for c in s.chars() {
+        // Quotes are escaped by escape_debug, but mean nothing in a code span.
+        let quote = matches!(c, '"' | '\'');
+        let esc = c.escape_debug();
+        let n = if quote { 1 } else { esc.len() };
+        if shown + n > MAX_SHOWN {
+            whole = false;
+            break;
+        }
+        shown += n;
+        if quote {
+            text.push(c);
+        } else {
+            text.extend(esc);
+        }
+    }
+    // A code span ends at the first run of exactly as many backticks as opened it, and
+    // backslashes do not escape inside it: open with one more than the longest run inside.
+    let run = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(run + 1);
+    // CommonMark drops one space from each end of a span that has both; a space on each side
+    // keeps a backtick at either end apart from the fence and leading spaces as they were.
+    let pad = if (text.starts_with(['`', ' ']) || text.ends_with(['`', ' ']))
+        && !text.chars().all(|c| c == ' ')
+    {
+        " "
+    } else {
+        ""
+    };
+    let mut out = format!("{fence}{pad}{text}{pad}{fence}");
+    if !whole {
+        out.push_str(&format!("… ({} characters in all)", s.chars().count()));
+    }
+    out
+}
+
+/// A logged value in a table cell, where GFM ends the cell at any `|` not escaped, even one
+/// inside a code span.
+fn cell(s: &str) -> String {
+    logged(s).replace('|', "\\|")
 }
 
 pub(super) fn markdown(r: &Report) -> String {
@@ -51,23 +106,27 @@ pub(super) fn markdown(r: &Report) -> String {
         }
         s
     };
-    o.push_str(&list("Grants never used", &r.unused_grants));
-    o.push_str(&list("Grants at their maximum duration", &r.grants_at_max));
+    let ids = |ids: &[String]| -> Vec<String> { ids.iter().map(|i| logged(i)).collect() };
+    o.push_str(&list("Grants never used", &ids(&r.unused_grants)));
+    o.push_str(&list(
+        "Grants at their maximum duration",
+        &ids(&r.grants_at_max),
+    ));
     let reqs = |qs: &[RequestRow]| -> Vec<String> {
         qs.iter()
             .map(|q| {
                 format!(
-                    "{} {} on {} ({}) \"{}\" {}{}",
-                    q.id,
-                    q.user,
-                    q.target,
-                    cell(&q.role),
-                    q.reason,
+                    "{} {} on {} ({}) {} {}{}",
+                    logged(&q.id),
+                    logged(&q.user),
+                    logged(&q.target),
+                    logged(&q.role),
+                    logged(&q.reason),
                     q.status,
                     if q.decided_by.is_empty() {
                         String::new()
                     } else {
-                        format!(" by {}", q.decided_by)
+                        format!(" by {}", logged(&q.decided_by))
                     }
                 )
             })
@@ -82,13 +141,18 @@ pub(super) fn markdown(r: &Report) -> String {
         .map(|c| {
             let mut line = format!(
                 "{} session {} ({} on {}, grant {}): {}",
-                c.at, c.session, c.user, c.target, c.grant, c.reason
+                c.at,
+                logged(&c.session),
+                logged(&c.user),
+                logged(&c.target),
+                logged(&c.grant),
+                c.reason
             );
             if !c.killed_by.is_empty() {
-                line.push_str(&format!(" by {}", c.killed_by));
+                line.push_str(&format!(" by {}", logged(&c.killed_by)));
             }
             if !c.kill_reason.is_empty() {
-                line.push_str(&format!(" ({})", c.kill_reason));
+                line.push_str(&format!(" ({})", logged(&c.kill_reason)));
             }
             line
         })
@@ -102,19 +166,20 @@ pub(super) fn markdown(r: &Report) -> String {
         .iter()
         .map(|f| {
             let user = if f.user.is_empty() {
-                "(no user)"
+                "(no user)".to_owned()
             } else {
-                &f.user
+                logged(&f.user)
             };
             let times = if f.count == 1 {
                 format!("once, at {}", f.first)
             } else {
                 format!("{} times, {} to {}", f.count, f.first, f.last)
             };
+            let clients: Vec<String> = f.clients.iter().map(|c| logged(c)).collect();
             format!(
                 "{user} over {}: {times}, from {}",
-                f.proto,
-                f.clients.join(", ")
+                logged(&f.proto),
+                clients.join(", ")
             )
         })
         .collect();
@@ -125,12 +190,17 @@ pub(super) fn markdown(r: &Report) -> String {
         .map(|c| {
             let mut line = format!(
                 "{} {} cut at offset {}: {} bytes ({})",
-                c.at, c.file, c.offset, c.bytes, c.reason
+                c.at,
+                logged(&c.file),
+                c.offset,
+                c.bytes,
+                logged(&c.reason)
             );
             if !c.kept_in.is_empty() {
                 line.push_str(&format!(
-                    "; kept in audit/{} (sha256 {})",
-                    c.kept_in, c.sha256
+                    "; kept in {} (sha256 {})",
+                    logged(&format!("audit/{}", c.kept_in)),
+                    logged(&c.sha256)
                 ));
             }
             line
@@ -138,4 +208,162 @@ pub(super) fn markdown(r: &Report) -> String {
         .collect();
     o.push_str(&list("Audit log repairs at restart", &repairs));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_recorder::Record;
+    use serde_json::json;
+
+    use super::super::{build, time};
+    use super::*;
+
+    /// Each kind of hostile or awkward value, and exactly how it is shown.
+    #[test]
+    fn logged_values_are_inert_code_spans() {
+        let cases = [
+            ("alice", "`alice`"),
+            ("", "-"),
+            ("## Grants never used", "`## Grants never used`"),
+            ("a\nb\r\tc", r"`a\nb\r\tc`"),
+            ("\u{1b}[31mred", r"`\u{1b}[31mred`"),
+            // A literal backslash-n stays apart from an escaped newline.
+            (r"a\nb", r"`a\\nb`"),
+            ("it's \"x\"", "`it's \"x\"`"),
+            ("a`b", "``a`b``"),
+            ("``x", "``` ``x ```"),
+            ("x`", "`` x` ``"),
+            (" x ", "`  x  `"),
+            ("   ", "`   `"),
+            (
+                "[click](http://evil) <img src=x>",
+                "`[click](http://evil) <img src=x>`",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(logged(raw), want, "{raw:?}");
+        }
+        assert_eq!(cell("a|b"), r"`a\|b`");
+        // Cut after MAX_SHOWN characters, never inside an escape, with the length said.
+        let long = "x".repeat(5000);
+        assert_eq!(
+            logged(&long),
+            format!("`{}`… (5000 characters in all)", "x".repeat(MAX_SHOWN))
+        );
+        let newlines = "\n".repeat(150);
+        assert_eq!(
+            logged(&newlines),
+            format!("`{}`… (150 characters in all)", r"\n".repeat(MAX_SHOWN / 2))
+        );
+    }
+
+    fn rec(seq: u64, event: serde_json::Value) -> Record {
+        let serde_json::Value::Object(event) = event else {
+            panic!("an event is an object")
+        };
+        Record {
+            seq,
+            ts: format!("2026-11-29T10:00:{seq:02}Z"),
+            prev: String::new(),
+            hash: String::new(),
+            event,
+        }
+    }
+
+    /// Strings an unauthenticated client or a requester chose cannot add headings, list
+    /// items or table cells to the review, and a huge one is cut.
+    #[test]
+    fn hostile_strings_do_not_shape_the_report() {
+        let forged = "\n\n## Grants never used\n- fake |x|";
+        let huge = "A".repeat(5000);
+        let recs = [
+            rec(
+                1,
+                json!({"type": "grant.created", "grant": "g_1", "user": "alice",
+                       "target": "pg", "role": "read", "reason": forged,
+                       "created_by": "bob"}),
+            ),
+            rec(
+                2,
+                json!({"type": "request.created", "request": "r_1", "user": "dave",
+                       "target": "pg", "reason": forged}),
+            ),
+            rec(
+                3,
+                json!({"type": "request.denied", "request": "r_1", "by": "bob",
+                       "reason": "no"}),
+            ),
+            rec(
+                4,
+                json!({"type": "session.started", "session": "s_1", "grant": "g_1"}),
+            ),
+            rec(
+                5,
+                json!({"type": "session.ended", "session": "s_1", "user": "alice",
+                       "target": "pg", "reason": "killed", "killed_by": "carol",
+                       "kill_reason": forged}),
+            ),
+            rec(
+                6,
+                json!({"type": "auth.failed", "proto": "postgres", "user": forged,
+                       "client": "10.0.0.7:5000"}),
+            ),
+            rec(
+                7,
+                json!({"type": "auth.failed", "proto": "ssh", "user": huge,
+                       "client": "10.0.0.8:5000"}),
+            ),
+        ];
+        let now = time("2026-11-29T12:00:00Z").expect("time");
+        let md = markdown(&build(&recs, None, now));
+
+        let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            headings,
+            [
+                "# Portcullis access review",
+                "## Grants",
+                "## Grants never used",
+                "## Grants at their maximum duration",
+                "## Denied requests",
+                "## Lapsed requests",
+                "## Pending requests",
+                "## Sessions closed by expiry, revocation, kill or audit-log failure",
+                "## Failed logins",
+                "## Audit log repairs at restart",
+            ],
+            "{md}"
+        );
+        assert!(!md.lines().any(|l| l.starts_with("- fake")), "{md}");
+        // The one grant row keeps its 14 cell borders: no `|` of the reason splits a cell.
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| `g_1`"))
+            .expect("the grant's row");
+        let borders = row
+            .match_indices('|')
+            .filter(|(i, _)| !row[..*i].ends_with('\\'))
+            .count();
+        assert_eq!(borders, 14, "{row}");
+        assert!(
+            row.contains(r"`\n\n## Grants never used\n- fake \|x\|`"),
+            "{row}"
+        );
+        let forged_login = format!(
+            "- `{}` over `postgres`: once, at ",
+            r"\n\n## Grants never used\n- fake |x|"
+        );
+        assert!(md.contains(&forged_login), "{md}");
+        // The huge name is cut, and says so.
+        let line = md
+            .lines()
+            .find(|l| l.contains("AAAA"))
+            .expect("the huge name's line");
+        assert!(line.len() < MAX_SHOWN + 200, "{}", line.len());
+        assert!(
+            line.contains("… (5000 characters in all) over `ssh`"),
+            "{line}"
+        );
+        assert!(md.len() < 5000, "{}", md.len());
+    }
 }
