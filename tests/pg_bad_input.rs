@@ -105,6 +105,7 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
         .await;
     h.grant("bob", "pg", "badpw", Duration::from_secs(3600))
         .await;
+    h.grant("bob", "pg", "ro", Duration::from_secs(3600)).await;
 
     // The healthy client, connected first and used after every bad input.
     let (healthy, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
@@ -212,13 +213,22 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     assert_eq!((e.0.as_str(), e.1.as_str()), ("FATAL", "08P01"), "{e:?}");
     check_healthy().await;
 
-    // No grant, an unknown target and a malformed dbname.
+    // A role not held and several roles held with none named, each saying how to get in (in
+    // PostgreSQL's terms: the role goes in the dbname), an unknown target and a malformed
+    // dbname.
     for (user, pw, db, want) in [
         (
             "bob",
             pg_support::BOB_PW,
             "pg+rw",
-            "no live grant for bob on pg with role rw",
+            "no live grant for bob on pg with role rw; roles held: badpw, ro; \
+             request access with: portcullis request create --target pg --role rw --for 1h",
+        ),
+        (
+            "bob",
+            pg_support::BOB_PW,
+            "pg",
+            "bob holds several roles on pg (badpw, ro); name one: dbname=pg+ROLE",
         ),
         ("alice", ALICE_PW, "nowhere", "unknown target nowhere"),
         ("alice", ALICE_PW, "pg+rw+x", "too many '+'"),

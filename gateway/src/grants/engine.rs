@@ -17,7 +17,7 @@ use super::model::{Actor, GrantRecord, GrantStatus, SessionRecord, new_id};
 use super::sessions::{Registry, SessionEntry, Victims};
 use super::store::Store;
 use super::table::{Choice, LiveGrant, LiveTable};
-use super::{CloseReason, Denied, GrantsError, SessionInfo};
+use super::{CloseReason, Denied, GrantsError, Proto, SessionInfo};
 use crate::notify::Notifier;
 
 /// Which sessions the kill path closes: a grant's (whose watch is closed too), one, or all.
@@ -168,7 +168,7 @@ impl Inner {
         let now = self.clock.now_nanos();
         let (grant, warn_before) = match self.table.choose(user, target, role, now) {
             Choice::Grant(g, warn_before) => (g, warn_before),
-            Choice::NoGrant => return Err(self.refusal(user, target, role, now)),
+            Choice::NoGrant => return Err(self.refusal(user, target, role, info.proto, now)),
             Choice::UnknownTarget => {
                 return Err(Denied::UnknownTarget {
                     target: target.to_owned(),
@@ -192,7 +192,14 @@ impl Inner {
     }
 
     /// Why `authorize` found no grant to use (the cold path; it may allocate).
-    fn refusal(&self, user: &str, target: &str, role: Option<&str>, now: i64) -> Denied {
+    fn refusal(
+        &self,
+        user: &str,
+        target: &str,
+        role: Option<&str>,
+        proto: Proto,
+        now: i64,
+    ) -> Denied {
         let mut held: Vec<String> = self.table.with_user(user, |gs| {
             gs.filter(|g| &*g.target == target && g.is_live_at(now))
                 .map(|g| g.role.to_string())
@@ -225,6 +232,7 @@ impl Inner {
                 user: user.to_owned(),
                 target: target.to_owned(),
                 held,
+                proto,
             },
         }
     }

@@ -9,6 +9,7 @@
 
 mod audit;
 mod clock;
+mod denied;
 mod engine;
 mod expiry;
 mod lease;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use portcullis_config::Config;
 
 pub use audit::AuditSink;
+pub use denied::Denied;
 pub use engine::NewGrant;
 pub use lease::{Lease, LiveProbe};
 pub use model::{
@@ -107,39 +109,6 @@ impl CloseReason {
 pub enum Proto {
     Ssh,
     Postgres,
-}
-
-/// Why `authorize` said no. Display is the sentence shown to the user.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Denied {
-    /// No such target in the config.
-    #[error("unknown target {target}")]
-    UnknownTarget { target: String },
-    /// The user holds no live grant on the target.
-    #[error(
-        "no live grant for {user} on {target}; request access with: portcullis request create --target {target} --for 1h --reason \"...\""
-    )]
-    NoGrant { user: String, target: String },
-    /// The user's grant on the target has expired.
-    #[error(
-        "your grant on {target} has expired; request access again with: portcullis request create --target {target} --for 1h --reason \"...\""
-    )]
-    Expired { user: String, target: String },
-    /// The user holds grants on the target, but not for this role.
-    #[error("no live grant for {user} on {target} with role {role}; roles held: {held}")]
-    RoleNotHeld {
-        user: String,
-        target: String,
-        role: String,
-        held: String,
-    },
-    /// More than one role is held and none was named.
-    #[error("{user} holds several roles on {target} ({held}); name one: {user}+{target}+ROLE")]
-    AmbiguousRole {
-        user: String,
-        target: String,
-        held: String,
-    },
 }
 
 /// What the proxy tells the registry about the session it is starting.

@@ -425,12 +425,25 @@ async fn authorize_explains_every_refusal() {
         matches!(&e, Denied::RoleNotHeld { held, .. } if held == "read"),
         "{e}"
     );
+    assert!(
+        e.to_string()
+            .contains("portcullis request create --target pg --role write"),
+        "{e}"
+    );
     add(&f.grants, "alice", "pg", "write", S(10)).await;
     let e = err(f.grants.authorize("alice", "pg", None, info()));
     assert!(
-        matches!(&e, Denied::AmbiguousRole { held, .. } if held == "read, write"),
+        matches!(&e, Denied::AmbiguousRole { held, proto: Proto::Postgres, .. } if held == "read, write"),
         "{e}"
     );
+    assert!(e.to_string().ends_with("name one: dbname=pg+ROLE"), "{e}");
+    // Over SSH the role goes in the login name instead.
+    let ssh = SessionInfo {
+        proto: Proto::Ssh,
+        ..info()
+    };
+    let e = err(f.grants.authorize("alice", "pg", None, ssh));
+    assert!(e.to_string().ends_with("name one: alice+pg+ROLE"), "{e}");
     let l = f
         .grants
         .authorize("alice", "pg", Some("write"), info())
