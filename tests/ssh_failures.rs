@@ -112,6 +112,44 @@ fn every_failure_is_a_clear_message_and_a_healthy_session_keeps_working() {
     });
 }
 
+/// A malformed login name is let in only to be told why; it must not count as a login. With
+/// `-N` the client opens no channel and keepalives alone would hold the connection open for
+/// ever (it used to be); the gateway disconnects it instead, saying why. Any key will do:
+/// the name is refused before a key is asked for.
+#[test]
+fn a_malformed_login_name_with_no_command_is_disconnected_with_the_reason() {
+    let env = Env::start();
+    let mut child = Command::new("ssh")
+        .args(testbed::client_options())
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&env.stranger_key)
+        .args(["-p", &env.port(), "-N", "x+y+z+w@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh -N");
+    // The gateway gives it ten seconds (`EXPLAIN_WAIT`); the bound here is only how long
+    // this test waits before calling it a failure.
+    let exited = wait_for(Duration::from_secs(60), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "a malformed login with -N is still connected: {}",
+            env.gw.log()
+        );
+    }
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("has too many '+'"), "{stderr}");
+    env.wait_event("auth.failed", |e| event_str(e, "user") == "x+y+z+w");
+}
+
 /// An echo server on 127.0.0.1; returns its port.
 fn echo_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use portcullis_config::{Allow, TargetKind};
 use portcullis_protocol::login::{SshLogin, parse_ssh_login};
@@ -23,13 +24,21 @@ use super::session::{self, Authorized, SessionCtx};
 use crate::context::Shared;
 use crate::grants::{Proto, SessionInfo};
 
+/// How long a refused connection (a malformed login name, or a user without access) stays
+/// open to be told why before the gateway disconnects it. A client that runs something
+/// opens its session channel at once and reads the sentence well within this (the refusal
+/// itself waits as long for the start request: `replies::refuse`); one that never opens a
+/// channel (`ssh -N`) reads it in the disconnect message instead.
+const EXPLAIN_WAIT: Duration = Duration::from_secs(10);
+
 /// Where the connection stands.
 #[derive(Debug)]
 enum State {
     /// Not authenticated yet.
     Unauthenticated,
     /// Authenticated as a real user but refused (or the login name was malformed): every
-    /// session channel shows this sentence and exits 1.
+    /// session channel shows this sentence and exits 1. Such a connection has not logged
+    /// in: the login grace time still runs, and it is disconnected after [`EXPLAIN_WAIT`].
     Refused(String),
     /// Authorized; the session starts once russh reports the authentication done.
     Authorized(Box<Authorized>),
@@ -42,7 +51,8 @@ pub struct ClientHandler {
     gw: Shared,
     peer: SocketAddr,
     gone: CancellationToken,
-    /// Fired once the client has logged in (see `ssh::within_login_grace`).
+    /// Fired once the client has logged in to a session (see `ssh::login_grace`); never
+    /// for a refused connection.
     logged_in: CancellationToken,
     state: State,
     /// The last login name tried, for the `auth.failed` record of a connection that never
@@ -239,16 +249,38 @@ impl russh::server::Handler for ClientHandler {
         Ok(Auth::Accept)
     }
 
+    /// Only an authorized connection counts as logged in. A refused one was let in only to
+    /// be told why (a malformed login name is let in with no key at all): were it logged
+    /// in, nothing would ever close it, and anyone could hold a connection open for ever.
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        self.logged_in.cancel();
         let state = std::mem::replace(&mut self.state, State::Unauthenticated);
         self.state = match state {
-            State::Authorized(auth) => State::Active(session::start(
-                self.gw.clone(),
-                *auth,
-                session.handle(),
-                self.gone.clone(),
-            )),
+            State::Authorized(auth) => {
+                self.logged_in.cancel();
+                State::Active(session::start(
+                    self.gw.clone(),
+                    *auth,
+                    session.handle(),
+                    self.gone.clone(),
+                ))
+            }
+            State::Refused(sentence) => {
+                let client = session.handle();
+                let gone = self.gone.clone();
+                let said = sentence.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = gone.cancelled() => {}
+                        () = tokio::time::sleep(EXPLAIN_WAIT) => {
+                            debug!("refused connection still open; disconnecting");
+                            let _ = client
+                                .disconnect(russh::Disconnect::ByApplication, said, String::new())
+                                .await;
+                        }
+                    }
+                });
+                State::Refused(sentence)
+            }
             other => other,
         };
         Ok(())
