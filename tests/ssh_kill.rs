@@ -160,3 +160,62 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         );
     }
 }
+
+/// The bytes the gateway has sent the clients of its (one) ssh session so far.
+fn bytes_out(env: &Env) -> Option<u64> {
+    let list = env.cli(&["sessions", "list", "--json"]);
+    let sessions: serde_json::Value = serde_json::from_slice(&list.stdout).ok()?;
+    sessions.as_array()?.iter().find(|s| s["proto"] == "ssh")?["bytes_out"].as_u64()
+}
+
+/// A client that has stopped reading its channel (its stdout a pipe nobody reads) leaves
+/// no window for the closing line, and may never open it again. The kill path must not wait
+/// for it: the line is left out, and the exit status, the close and the disconnect go out
+/// at once. (They used to queue behind the line, and the connection stayed open for as long
+/// as the client lived.)
+#[test]
+fn a_revoke_closes_a_client_that_stopped_reading_at_once() {
+    let env = Env::start();
+    let g = env.grant("web-1", "deploy", "1h");
+    // Far more than the client's window (OpenSSH's 2 MiB) and the pipe's buffer together.
+    let mut child = env
+        .ssh("alice+web-1")
+        .arg("head -c 67108864 /dev/zero; sleep 600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh spawns");
+    let _unread = child.stdout.take().expect("stdout");
+    // The window is spent once the gateway has sent at least a window's worth and sends
+    // no more.
+    let mut last = 0;
+    let stalled = wait_for(Duration::from_secs(30), || {
+        let now = bytes_out(&env)?;
+        let stalled = now >= 2 << 20 && now == last;
+        last = now;
+        stalled.then_some(now)
+    });
+    assert!(
+        stalled.is_some(),
+        "the client's window never filled ({last} bytes out): {}",
+        env.gw.log()
+    );
+
+    let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
+    assert!(out.status.success(), "revoke: {}", text(&out.stderr));
+    // SPEC §6 allows a second; this bound is only how long the test waits before calling
+    // it a failure.
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the client's connection is still open after the revoke: {}",
+            env.gw.log()
+        );
+    }
+    env.wait_event("session.ended", |e| {
+        event_str(e, "reason") == "grant_revoked"
+    });
+}

@@ -130,13 +130,14 @@ pub async fn session(
     };
     reply.accept().await;
     let (c_rx, c_tx) = chan.split();
+    let c_tx = Arc::new(c_tx);
     let (u_rx, u_tx) = up_chan.split();
     let u_tx = Arc::new(u_tx);
     ctx.register(
         id,
         Registered {
             interactive: false,
-            session: true,
+            stderr: Some(c_tx.clone()),
             upstream: Some(u_tx.clone()),
         },
     );
@@ -145,7 +146,7 @@ pub async fn session(
     let started = Instant::now();
     both_halves(
         client_to_upstream(&ctx, id, c_rx, &u_tx, &state, &replies),
-        upstream_to_client(&ctx, id, u_rx, c_tx, &state, &replies),
+        upstream_to_client(&ctx, id, u_rx, &c_tx, &state, &replies),
     )
     .await;
     ctx.unregister(id);
@@ -465,16 +466,16 @@ async fn upstream_to_client(
     ctx: &SessionCtx,
     id: ChannelId,
     mut rx: ChannelReadHalf,
-    down: ChannelWriteHalf<DownMsg>,
+    down: &ChannelWriteHalf<DownMsg>,
     state: &Mutex<State>,
     replies: &Replies,
 ) {
     let (mut eof_held, mut exited) = (false, false);
     while let Some(msg) = rx.wait().await {
         let ok = match msg {
-            ChannelMsg::Data { data } => output(ctx, id, &down, state, data, None).await,
+            ChannelMsg::Data { data } => output(ctx, id, down, state, data, None).await,
             ChannelMsg::ExtendedData { data, ext } => {
-                output(ctx, id, &down, state, data, Some(ext)).await
+                output(ctx, id, down, state, data, Some(ext)).await
             }
             ChannelMsg::Eof if !exited => {
                 eof_held = true;

@@ -70,7 +70,7 @@ pub async fn forward(
         id,
         Registered {
             interactive: false,
-            session: false,
+            stderr: None,
             upstream: None,
         },
     );

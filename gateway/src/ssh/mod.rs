@@ -12,6 +12,7 @@
 
 mod audit;
 mod channel;
+mod cut;
 mod forward;
 mod login_grace;
 mod policy;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::context::Shared;
+use cut::Cut;
 use login_grace::{LOGIN_GRACE, LoginGrace};
 
 /// Why an SSH session could not be set up or went wrong; Display is shown to the user on
@@ -64,6 +66,13 @@ const KEEPALIVE_MAX: usize = 4;
 /// so at most about 3 MiB is ever queued; the count only has to hold that many packets
 /// (a few hundred of OpenSSH's 16-32 KiB ones) so the session loop never waits on it.
 const CHANNEL_BUFFER: usize = 1024;
+
+/// How long a closing session's client may keep its connection once the kill path has
+/// started; then its socket is cut under russh. The kill path queues its lines (at most
+/// `session::NOTICE_WAIT` spent on them), the closes and the disconnect at once, and a
+/// client that reads them hangs up within milliseconds; SPEC §6 allows the whole close a
+/// second, whatever the client does.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Read buffer under each russh connection. russh reads a packet's first block and then its
 /// rest with two exact reads straight from the socket; buffered, a keystroke's packet is one
@@ -145,10 +154,18 @@ pub async fn listen(
                 let _tracked = tracked;
                 let gone = CancellationToken::new();
                 let logged_in = CancellationToken::new();
+                let closing = CancellationToken::new();
+                let cut = CancellationToken::new();
                 let login_by = tokio::time::Instant::now() + LOGIN_GRACE;
                 let socket = LoginGrace::new(socket, logged_in.clone(), login_by);
-                let handler =
-                    server::ClientHandler::new(gw.clone(), peer, gone.clone(), logged_in.clone());
+                let socket = Cut::new(socket, &cut);
+                let handler = server::ClientHandler::new(
+                    gw.clone(),
+                    peer,
+                    gone.clone(),
+                    logged_in.clone(),
+                    closing.clone(),
+                );
                 let socket = tokio::io::BufReader::with_capacity(READ_BUFFER, socket);
                 let running = match russh::server::run_stream(config, socket, handler).await {
                     Ok(r) => r,
@@ -161,23 +178,37 @@ pub async fn listen(
                 let mut running = std::pin::pin!(running);
                 let ended = tokio::select! {
                     result = &mut running => Some(result),
+                    // The kill path tells the client and disconnects it; a client that does
+                    // not hang up in time (it reads nothing, or ignores the disconnect) is
+                    // cut off below.
+                    () = closing.cancelled() => {
+                        tokio::time::timeout(CLOSE_WAIT, &mut running).await.ok()
+                    }
                     _ = gw.shutdown.cancelled() => {
                         // Authorized sessions close themselves through the kill path (with
                         // the reason on stderr); give them that moment before cutting.
-                        tokio::time::timeout(Duration::from_secs(1), &mut running).await.ok()
+                        match tokio::time::timeout(Duration::from_secs(1), &mut running).await {
+                            Ok(result) => Some(result),
+                            Err(_) => {
+                                let disconnect = handle.disconnect(
+                                    russh::Disconnect::ByApplication,
+                                    "portcullis is shutting down".into(),
+                                    String::new(),
+                                );
+                                let _ = tokio::time::timeout(CLOSE_WAIT, disconnect).await;
+                                tokio::time::timeout(CLOSE_WAIT, &mut running).await.ok()
+                            }
+                        }
                     }
                 };
                 match ended {
                     Some(Ok(())) => {}
                     Some(Err(e)) => debug!(error = %e, "ssh connection ended with an error"),
                     None => {
-                        let _ = handle
-                            .disconnect(
-                                russh::Disconnect::ByApplication,
-                                "portcullis is shutting down".into(),
-                                String::new(),
-                            )
-                            .await;
+                        debug!("the client did not hang up in time; cutting its connection");
+                        cut.cancel();
+                        // Cut, russh's session task ends at its next read or write.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, &mut running).await;
                     }
                 }
                 gone.cancel();

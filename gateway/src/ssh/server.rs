@@ -54,6 +54,8 @@ pub struct ClientHandler {
     /// Fired once the client has logged in to a session (see `ssh::login_grace`); never
     /// for a refused connection.
     logged_in: CancellationToken,
+    /// Fired when the session starts closing (`SessionCtx::closing`).
+    closing: CancellationToken,
     state: State,
     /// The last login name tried, for the `auth.failed` record of a connection that never
     /// authenticated.
@@ -75,12 +77,14 @@ impl ClientHandler {
         peer: SocketAddr,
         gone: CancellationToken,
         logged_in: CancellationToken,
+        closing: CancellationToken,
     ) -> Self {
         ClientHandler {
             gw,
             peer,
             gone,
             logged_in,
+            closing,
             state: State::Unauthenticated,
             tried: None,
         }
@@ -262,6 +266,7 @@ impl russh::server::Handler for ClientHandler {
                     *auth,
                     session.handle(),
                     self.gone.clone(),
+                    self.closing.clone(),
                 ))
             }
             State::Refused(sentence) => {

@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use portcullis_config::{Role, Target};
 use russh::ChannelId;
 use russh::client::Msg as UpMsg;
+use russh::server::Msg as DownMsg;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +35,10 @@ const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// at p99 35–40 ms; 30 ms later, at p99 5–6 ms. The target is still hung up well within
 /// the second SPEC §6 allows.
 const UPSTREAM_HANGUP_DELAY: Duration = Duration::from_millis(30);
+/// How long the kill path may spend on the lines it says on the channels' stderr, all of
+/// them together. A line goes out only if the client's window has room for it right away
+/// (see [`say`]), so this bounds only a race with the channel's own output.
+const NOTICE_WAIT: Duration = Duration::from_millis(100);
 
 /// Where the upstream connection stands, as the channel tasks see it.
 #[derive(Clone)]
@@ -48,8 +54,9 @@ pub enum UpState {
 pub struct Registered {
     /// Has a pty (interactive): gets the pre-expiry warning.
     pub interactive: bool,
-    /// A session channel (has a stderr); forwards are only closed.
-    pub session: bool,
+    /// A session channel's writer to the client, for the warning and the kill path's lines
+    /// on its stderr; forwards have no stderr and are only closed.
+    pub stderr: Option<Arc<russh::ChannelWriteHalf<DownMsg>>>,
     /// The upstream side, to send SIGHUP before the connection is cut.
     pub upstream: Option<Arc<russh::ChannelWriteHalf<UpMsg>>>,
 }
@@ -66,7 +73,9 @@ pub struct SessionCtx {
     pub channels: Mutex<HashMap<ChannelId, Registered>>,
     pub recordings: Mutex<Vec<(String, String)>>,
     pub tasks: TaskTracker,
-    /// Cancelled when the kill path starts: no new channel may start.
+    /// Cancelled when the session starts closing (the kill path, or the client gone): no
+    /// new channel may start, and the connection task bounds how long the client's
+    /// connection may stay open from here (`ssh::listen`).
     pub closing: CancellationToken,
     /// The user's client, for agent channels the target opens (set once agent forwarding
     /// was allowed and requested).
@@ -157,12 +166,13 @@ pub struct Authorized {
 }
 
 /// Builds the session context and spawns its supervisor; returns the context for the
-/// handler's channel callbacks.
+/// handler's channel callbacks. `closing` becomes [`SessionCtx::closing`].
 pub fn start(
     gw: Shared,
     auth: Authorized,
     client: russh::server::Handle,
     client_gone: CancellationToken,
+    closing: CancellationToken,
 ) -> Arc<SessionCtx> {
     let Authorized {
         lease,
@@ -191,7 +201,7 @@ pub fn start(
         channels: Mutex::new(HashMap::new()),
         recordings: Mutex::new(Vec::new()),
         tasks: TaskTracker::new(),
-        closing: CancellationToken::new(),
+        closing,
         agent: Arc::new(Mutex::new(None)),
         live: live_tx,
     });
@@ -358,53 +368,81 @@ fn warning_line(grant: &str, target: &str, remaining: Duration) -> String {
     )
 }
 
+/// Says the `warn_before` line on each interactive channel whose client has window for it;
+/// a terminal that is not being read misses it rather than holding up the session.
 async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) {
-    let line = warning_line(lease.grant_id(), &ctx.target.name, remaining);
-    let ids: Vec<ChannelId> = ctx
+    let line = Bytes::from(warning_line(lease.grant_id(), &ctx.target.name, remaining));
+    let writers: Vec<Arc<russh::ChannelWriteHalf<DownMsg>>> = ctx
         .channels
         .lock()
         .map(|m| {
-            m.iter()
-                .filter(|(_, r)| r.interactive)
-                .map(|(id, _)| *id)
+            m.values()
+                .filter(|r| r.interactive)
+                .filter_map(|r| r.stderr.clone())
                 .collect()
         })
         .unwrap_or_default();
-    for id in ids {
-        let _ = ctx
-            .client
-            .extended_data(id, 1, line.clone().into_bytes())
-            .await;
+    let by = tokio::time::Instant::now() + NOTICE_WAIT;
+    for w in writers {
+        say(&w, line.clone(), by).await;
     }
 }
 
-/// The kill path for one SSH session: tell every channel why and close it, disconnect the
-/// client at once (it must not wait on the target), then, [`UPSTREAM_HANGUP_DELAY`] later,
-/// hang up the target's processes and cut the upstream connection behind it.
+/// Says `line` on a channel's stderr if the client's window has room for all of it now,
+/// giving up at `by`; true if it went out.
+///
+/// It never waits for the client to open its window: a client that has stopped reading the
+/// channel (`ssh gw 'cat big' | sleep 600`) may never open it. Through the session handle
+/// instead, russh would hold the line until the window opened, and every message queued
+/// after it, for any channel, with it (the connection's EXIT_STATUS, CLOSE and DISCONNECT
+/// included). The channel's own writer keeps its window count, so the line is checked
+/// against the same window as the channel's output and never overdraws it.
+///
+/// # Cancellation safety
+/// Not cancellation safe: cancelled while sending, part of the line may have gone out.
+async fn say(w: &russh::ChannelWriteHalf<DownMsg>, line: Bytes, by: tokio::time::Instant) -> bool {
+    let len = line.len();
+    tokio::time::timeout_at(by, async {
+        w.writable_packet_size().await >= len && w.extended_data_bytes(1, line).await.is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The kill path for one SSH session: tell every channel why (where its client has window
+/// for the line: see [`say`]) and close it, disconnect the client at once (it must not
+/// wait on the target), then, [`UPSTREAM_HANGUP_DELAY`] later, hang up the target's
+/// processes and cut the upstream connection behind it. Should the client not hang up
+/// when told, the connection task cuts its socket (`ssh::listen`, on `closing`).
 async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&Upstream>) {
     let message = close_message(reason, lease.grant_id(), lease.killer());
     type Up = Arc<russh::ChannelWriteHalf<UpMsg>>;
-    let (ids, upstreams): (Vec<(ChannelId, bool)>, Vec<Up>) = ctx
+    type Down = Option<Arc<russh::ChannelWriteHalf<DownMsg>>>;
+    let (channels, upstreams): (Vec<(ChannelId, Down)>, Vec<Up>) = ctx
         .channels
         .lock()
         .map(|m| {
             (
-                m.iter().map(|(id, r)| (*id, r.session)).collect(),
+                m.iter().map(|(id, r)| (*id, r.stderr.clone())).collect(),
                 m.values().filter_map(|r| r.upstream.clone()).collect(),
             )
         })
         .unwrap_or_default();
-    let line = format!("\r\n{message}\r\n").into_bytes();
-    for (id, session) in ids {
-        if session {
-            let _ = ctx.client.extended_data(id, 1, line.clone()).await;
+    let line = Bytes::from(format!("\r\n{message}\r\n"));
+    let by = tokio::time::Instant::now() + NOTICE_WAIT;
+    for (id, stderr) in channels {
+        if let Some(w) = stderr {
+            if !say(&w, line.clone(), by).await {
+                debug!(channel = %id, "no window for the closing line; closing without it");
+            }
             let _ = ctx.client.exit_status_request(id, KILLED_EXIT_STATUS).await;
         }
         let _ = ctx.client.eof(id).await;
         let _ = ctx.client.close(id).await;
     }
     // One ordered queue to the client: the lines, statuses and closes above go out before
-    // the disconnect, so nothing here waits for the client or the target to answer.
+    // the disconnect. None of them waits for window (russh holds back everything queued
+    // behind data that does not fit), so nothing here waits for the client or the target.
     let _ = ctx
         .client
         .disconnect(
