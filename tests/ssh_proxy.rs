@@ -68,6 +68,49 @@ fn exec_relays_stdout_stderr_and_exit_status() {
     assert_eq!(ev["env"]["PORTCULLIS_CHECK"], "42", "{ev:?}");
 }
 
+/// An exec's command reaches the target byte for byte, UTF-8 or not (`scp` or `rsync` of a
+/// file named in Latin-1), as it does from sshd direct. The log keeps its text, with U+FFFD
+/// for the byte that is not UTF-8, and the exact bytes beside it in `command_bytes`.
+#[test]
+fn an_exec_command_that_is_not_utf8_reaches_the_target_exactly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let command: &[u8] = b"printf '%s' '\xff' | od -An -tx1";
+    let out = env
+        .ssh("alice+web-1")
+        .arg(OsStr::from_bytes(command))
+        .output()
+        .expect("ssh runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ff", "{}", text(&out.stderr));
+    let ev = env.wait_event("ssh.exec", |e| {
+        event_str(e, "command").starts_with("printf '%s'")
+    });
+    assert_eq!(
+        event_str(&ev, "command"),
+        "printf '%s' '\u{fffd}' | od -An -tx1"
+    );
+    // base64 of the command's bytes.
+    assert_eq!(
+        event_str(&ev, "command_bytes"),
+        "cHJpbnRmICclcycgJ/8nIHwgb2QgLUFuIC10eDE="
+    );
+    // A UTF-8 command has no `command_bytes`.
+    let out = env
+        .ssh("alice+web-1")
+        .arg("printf '%s' 'é' | od -An -tx1")
+        .output()
+        .expect("ssh runs");
+    assert_eq!(text(&out.stdout).trim(), "c3 a9", "{}", text(&out.stderr));
+    let ev = env.wait_event("ssh.exec", |e| {
+        event_str(e, "command") == "printf '%s' 'é' | od -An -tx1"
+    });
+    assert!(!ev.contains_key("command_bytes"), "{ev:?}");
+}
+
 #[test]
 fn scp_sftp_and_rsync_move_files_intact() {
     let env = Env::start();

@@ -21,7 +21,7 @@ use russh::{
 use tracing::debug;
 
 use super::audit;
-use super::policy::{self, Start};
+use super::policy::{self, ExecCommand, Start};
 use super::replies::{Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{self, PtyTap, SftpTap, StdinLines};
@@ -325,14 +325,13 @@ async fn client_to_upstream(
                 want_reply,
                 command,
             } => {
-                let command = String::from_utf8_lossy(&command).into_owned();
                 start(
                     ctx,
                     id,
                     up,
                     state,
                     replies,
-                    Start::Exec(command),
+                    Start::Exec(ExecCommand::from_wire(&command)),
                     want_reply,
                 )
                 .await
@@ -401,7 +400,14 @@ async fn start(
             .with(
                 "command",
                 match &what {
-                    Start::Exec(c) => Some(c.clone()),
+                    Start::Exec(c) => Some(c.to_string()),
+                    _ => None,
+                },
+            )
+            .with(
+                "command_bytes",
+                match &what {
+                    Start::Exec(c) => c.raw().map(audit::base64),
                     _ => None,
                 },
             )
@@ -439,7 +445,7 @@ async fn start(
     replies.ask(want_reply, Asked::Start(what.kind()));
     let sent = match &what {
         Start::Shell => up.request_shell(want_reply).await,
-        Start::Exec(command) => up.exec(want_reply, command.as_bytes()).await,
+        Start::Exec(command) => up.exec(want_reply, command.bytes()).await,
         Start::Subsystem(name) => up.request_subsystem(want_reply, name.as_str()).await,
     };
     if let Ok(mut s) = state.lock() {

@@ -1,14 +1,70 @@
 //! Which of a role's `allow` entries a channel request needs, and the sentence a user sees
 //! when the role does not have it.
 
+use std::ops::Deref;
+
 use portcullis_config::Allow;
 
 /// What a session channel was asked to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     Shell,
-    Exec(String),
+    Exec(ExecCommand),
     Subsystem(String),
+}
+
+/// An exec request's command: its text, which the policy checks and the log keeps, and the
+/// client's bytes, which the target runs.
+///
+/// A command need not be UTF-8 (`scp` or `rsync` of a file named in Latin-1): its text then
+/// has U+FFFD for each byte that is not, while the target still gets the bytes exactly, as
+/// from sshd direct. Only bytes outside ASCII are ever replaced, so the shell syntax the
+/// policy reads in the text (`is_scp`) is the syntax the target's shell reads in the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCommand {
+    text: String,
+    /// The client's bytes, when they were not UTF-8.
+    raw: Option<Vec<u8>>,
+}
+
+impl ExecCommand {
+    /// The command of an exec request, as the client sent it.
+    pub fn from_wire(bytes: &[u8]) -> ExecCommand {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => ExecCommand {
+                text: text.to_owned(),
+                raw: None,
+            },
+            Err(_) => ExecCommand {
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                raw: Some(bytes.to_vec()),
+            },
+        }
+    }
+
+    /// The bytes to send the target: exactly the client's.
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.text.as_bytes())
+    }
+
+    /// The client's bytes, when they were not UTF-8 (the text alone would lose them).
+    pub fn raw(&self) -> Option<&[u8]> {
+        self.raw.as_deref()
+    }
+}
+
+impl Deref for ExecCommand {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for ExecCommand {
+    fn from(text: &str) -> ExecCommand {
+        ExecCommand::from_wire(text.as_bytes())
+    }
 }
 
 impl Start {

@@ -58,7 +58,8 @@ pub(super) async fn finish(
         Some(Start::Exec(command)) => ctx
             .ident
             .event("ssh.exec")
-            .with("command", command)
+            .with("command", &*command)
+            .with("command_bytes", command.raw().map(audit::base64))
             .with("exit_status", exit_status)
             .with("exit_signal", exit_signal),
         Some(Start::Shell) => ctx
