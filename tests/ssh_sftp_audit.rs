@@ -4,8 +4,9 @@
 
 mod ssh_env;
 
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use portcullis_gateway::testbed::client_options;
 use serde_json::{Map, Value};
@@ -241,6 +242,74 @@ fn a_transfer_cut_short_closes_its_file_as_interrupted() {
     // Every byte the target holds went through the gateway and was counted.
     let held = std::fs::metadata(&target).expect("the partial file").len();
     assert!(held <= written, "{held} held: {ev:?}");
+    let sub = env.wait_event("ssh.subsystem", |e| event_str(e, "name") == "sftp");
+    assert_eq!(sub["decoded"], true, "{sub:?}");
+}
+
+/// QA's finding, end to end: a client that sends a request under an id still awaiting its
+/// reply cannot hide the first from the log. OpenSSH's sftp-server carries out both, so the
+/// remove below deletes the file although a stat follows under its id before the reply;
+/// the remove is logged, its outcome unknown. Raw packets on the subsystem, as a client that
+/// is not OpenSSH's `sftp` would send them.
+#[test]
+fn a_request_id_sent_again_before_its_reply_hides_nothing() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let remote = tempfile::tempdir().expect("remote dir");
+    let victim = remote.path().join("x");
+    std::fs::write(&victim, "x").expect("victim");
+    let packet = |kind: u8, id: Option<u32>, text: &[u8]| {
+        let mut body = vec![kind];
+        match id {
+            Some(id) => body.extend_from_slice(&id.to_be_bytes()),
+            // SSH_FXP_INIT carries the version where others carry an id.
+            None => body.extend_from_slice(&3u32.to_be_bytes()),
+        }
+        if !text.is_empty() {
+            body.extend_from_slice(&u32::try_from(text.len()).expect("short").to_be_bytes());
+            body.extend_from_slice(text);
+        }
+        let mut p = u32::try_from(body.len())
+            .expect("short")
+            .to_be_bytes()
+            .to_vec();
+        p.extend(body);
+        p
+    };
+    let path = victim.display().to_string();
+    let stream = [
+        packet(1, None, b""),
+        packet(13, Some(7), path.as_bytes()), // SSH_FXP_REMOVE
+        packet(17, Some(7), b"/"),            // SSH_FXP_STAT, same id
+    ]
+    .concat();
+    // sftp-server stops at end of input even with requests unread, so the input stays open
+    // until the three replies (version, the remove's status, the stat's attributes) are in.
+    let mut ssh = env
+        .ssh("alice+web-1")
+        .args(["-s", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh runs");
+    let mut input = ssh.stdin.take().expect("stdin");
+    input.write_all(&stream).expect("requests sent");
+    let mut output = ssh.stdout.take().expect("stdout");
+    for _ in 0..3 {
+        let mut len = [0u8; 4];
+        output.read_exact(&mut len).expect("a reply");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        output.read_exact(&mut body).expect("a reply");
+    }
+    drop(input);
+    let out = ssh.wait_with_output().expect("ssh ends");
+    assert!(out.status.success(), "ssh: {}", text(&out.stderr));
+    assert!(!victim.exists(), "sftp-server carried out the remove");
+
+    let ev = op(&env, "remove", &victim);
+    assert_eq!(event_str(&ev, "outcome_unknown"), "id_reused", "{ev:?}");
+    assert!(!ev.contains_key("error"), "{ev:?}");
     let sub = env.wait_event("ssh.subsystem", |e| event_str(e, "name") == "sftp");
     assert_eq!(sub["decoded"], true, "{sub:?}");
 }

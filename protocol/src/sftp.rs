@@ -13,7 +13,7 @@ mod request;
 mod tracker;
 
 pub use request::Request;
-pub use tracker::{Op, Tracker};
+pub use tracker::{Op, Tracker, Unanswered};
 
 /// The largest packet accepted; OpenSSH's own limit is 256 KiB.
 pub const MAX_PACKET: u32 = 1024 * 1024;
@@ -21,6 +21,9 @@ pub const MAX_PACKET: u32 = 1024 * 1024;
 pub const MAX_PREFIX: usize = 16 * 1024;
 /// At most this many requests awaiting a reply and open handles are tracked.
 pub const MAX_TRACKED: usize = 4096;
+/// At most this many bytes of requests awaiting a reply are tracked: a path may be as long
+/// as [`MAX_PREFIX`], so the count alone would let one channel hold 64 MiB.
+pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why the stream could not be decoded. After an error the decoder stops watching.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,12 +94,32 @@ impl Attrs {
 /// A server-to-client packet, as far as the audit cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Version { version: u32 },
-    Status { id: u32, code: u32, message: String },
-    Handle { id: u32, handle: Vec<u8> },
-    Data { id: u32, len: u32 },
-    Attrs { id: u32, attrs: Attrs },
-    Other { kind: u8 },
+    Version {
+        version: u32,
+    },
+    Status {
+        id: u32,
+        code: u32,
+        message: String,
+    },
+    Handle {
+        id: u32,
+        handle: Vec<u8>,
+    },
+    Data {
+        id: u32,
+        len: u32,
+    },
+    Attrs {
+        id: u32,
+        attrs: Attrs,
+    },
+    /// Any other reply (a name list, an extended reply), or one too short to read; its id
+    /// when it has one, so that the request it answers is not left waiting.
+    Other {
+        kind: u8,
+        id: Option<u32>,
+    },
 }
 
 /// Decodes one direction's packets from a packet's kept prefix.
@@ -157,8 +180,12 @@ impl Decode for Response {
     fn decode(prefix: &[u8]) -> Self {
         let mut r = Reader(prefix);
         let Some(kind) = r.u8() else {
-            return Response::Other { kind: 0 };
+            return Response::Other { kind: 0, id: None };
         };
+        // Every reply but the version starts with the id of the request it answers.
+        let id = (kind != ty::VERSION)
+            .then(|| Reader(prefix.get(1..).unwrap_or_default()).u32())
+            .flatten();
         let parsed = (|| {
             Some(match kind {
                 ty::VERSION => Response::Version { version: r.u32()? },
@@ -184,7 +211,7 @@ impl Decode for Response {
                 _ => return None,
             })
         })();
-        parsed.unwrap_or(Response::Other { kind })
+        parsed.unwrap_or(Response::Other { kind, id })
     }
 }
 
@@ -310,7 +337,29 @@ mod tests {
             // Attributes cut short.
             (
                 packet(&[ATTRS, 0, 0, 0, 3, 0, 0, 0, 1, 0]),
-                Response::Other { kind: ATTRS },
+                Response::Other {
+                    kind: ATTRS,
+                    id: Some(3),
+                },
+            ),
+            // A name list (readdir, realpath) is not read beyond its id.
+            (
+                with_id(104, 4, &[]),
+                Response::Other {
+                    kind: 104,
+                    id: Some(4),
+                },
+            ),
+            (
+                packet(&[104, 0, 0]),
+                Response::Other {
+                    kind: 104,
+                    id: None,
+                },
+            ),
+            (
+                packet(&[VERSION, 0, 0, 0, 3]),
+                Response::Version { version: 3 },
             ),
         ];
         for (bytes, want) in cases {
@@ -351,14 +400,16 @@ mod tests {
             let mut t = Tracker::default();
             let mut reqs = Vec::new();
             let _ = Decoder::<Request>::default().push(&bytes, &mut reqs);
+            let mut ops = Vec::new();
             for r in reqs {
-                t.request(r);
+                t.request(r, &mut ops);
             }
             let mut out = Vec::new();
             let _ = Decoder::<Response>::default().push(&bytes, &mut out);
             for r in out {
-                let _ = t.response(r);
+                t.response(r, &mut ops);
             }
+            ops.extend(t.finish());
         }
 
         #[test]

@@ -25,7 +25,7 @@ use super::policy::{self, ExecCommand, Start};
 use super::replies::{Asked, Replies, refuse, refuse_started};
 use super::session::{Registered, SessionCtx};
 use super::tap::{self, PtyTap, SftpTap, StdinLines};
-use events::{finish, record, stdin_commands, tap_output};
+use events::{finish, is_strict, record, stdin_commands, tap_output};
 use portcullis_config::Allow;
 
 mod events;
@@ -188,17 +188,25 @@ async fn client_to_upstream(
                 // What must be seen before the bytes go on: an sftp request (its reply must
                 // never be tapped first) and whether Enter was pressed (likewise its echo).
                 // The recording waits until the keystroke is on its way.
-                let (pty, lines) = match state.lock() {
+                let (pty, lines, sftp_ops) = match state.lock() {
                     Ok(mut s) => {
                         s.bytes_in += len;
-                        if let Some(t) = &mut s.sftp {
-                            t.client(&data);
-                        }
+                        let sftp_ops = s.sftp.as_mut().map(|t| t.client(&data));
                         let lines = s.stdin.as_mut().map(|t| t.push(&data));
-                        (s.pty.as_mut().map(|p| p.typed(&data)).is_some(), lines)
+                        let pty = s.pty.as_mut().map(|p| p.typed(&data)).is_some();
+                        (pty, lines, sftp_ops)
                     }
-                    Err(_) => (false, None),
+                    Err(_) => (false, None, None),
                 };
+                // An sftp request logged without waiting for its reply (its id was reused,
+                // or too many are in flight) goes to the log before it goes to the server,
+                // as a command does.
+                if let Some(ops) = sftp_ops.filter(|o| !o.is_empty())
+                    && !record(ctx, id, (Vec::new(), ops), is_strict(ctx)).await
+                {
+                    ctx.audit_failed().await;
+                    return;
+                }
                 // A command goes to the log before it goes to the shell.
                 if let Some(lines) = lines.filter(|l| !l.is_empty())
                     && !stdin_commands(ctx, id, lines).await

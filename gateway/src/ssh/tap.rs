@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use portcullis_protocol::sftp::{Decoder, Op, Request, Response, Tracker};
+use portcullis_protocol::sftp::{Decoder, Op, Request, Response, Tracker, Unanswered};
 use portcullis_recorder::Event;
 
 use super::audit::Ident;
@@ -281,6 +281,7 @@ pub fn sftp_event(ident: &Ident, op: Op, channel: &str) -> Event {
         .with("bytes", bytes)
         .with("error", op.error)
         .with("interrupted", op.interrupted.then_some(true))
+        .with("outcome_unknown", op.unanswered.map(Unanswered::as_str))
         .with("channel", channel)
 }
 
@@ -297,17 +298,20 @@ pub struct SftpTap {
 }
 
 impl SftpTap {
-    /// Client bytes.
-    pub fn client(&mut self, bytes: &[u8]) {
+    /// Client bytes; the operations to log before they go on: requests whose reply could
+    /// not be told apart from another's (see [`Tracker`]), logged with the outcome unknown.
+    pub fn client(&mut self, bytes: &[u8]) -> Vec<Op> {
+        let mut ops = Vec::new();
         if self.broken {
-            return;
+            return ops;
         }
         if self.requests.push(bytes, &mut self.scratch_req).is_err() {
             self.broken = true;
         }
         for r in self.scratch_req.drain(..) {
-            self.tracker.request(r);
+            self.tracker.request(r, &mut ops);
         }
+        ops
     }
 
     /// Server bytes; the operations they complete.
@@ -320,14 +324,15 @@ impl SftpTap {
         }
         let mut ops = Vec::new();
         for r in self.scratch_resp.drain(..) {
-            ops.extend(self.tracker.response(r));
+            self.tracker.response(r, &mut ops);
         }
         ops
     }
 
-    /// The channel ended: a close, marked interrupted, for every file still open.
-    pub fn unclosed(&mut self) -> Vec<Op> {
-        self.tracker.unclosed()
+    /// The channel ended: every request still awaiting its reply, outcome unknown, then a
+    /// close, marked interrupted, for every file still open.
+    pub fn finish(&mut self) -> Vec<Op> {
+        self.tracker.finish()
     }
 }
 
@@ -561,6 +566,28 @@ mod tests {
             ..Op::default()
         };
         assert_eq!(sftp_event(&ident, close, "0").0["bytes"], 0);
+
+        // A remove sent again under its id before the reply: logged, its outcome unknown,
+        // and not mistaken for one that succeeded (no `error` either way).
+        let remove = Op {
+            op: "remove",
+            path: "/tmp/x".into(),
+            unanswered: Some(Unanswered::IdReused),
+            ..Op::default()
+        };
+        let ev = sftp_event(&ident, remove, "0").0;
+        assert_eq!(ev["outcome_unknown"], "id_reused");
+        assert!(!ev.contains_key("error"));
+        let done = Op {
+            op: "remove",
+            path: "/tmp/x".into(),
+            ..Op::default()
+        };
+        assert!(
+            !sftp_event(&ident, done, "0")
+                .0
+                .contains_key("outcome_unknown")
+        );
     }
 
     #[test]

@@ -115,9 +115,10 @@ pub enum Request {
         name: String,
     },
     /// Anything else (readdir, realpath, read-only extensions...), or a packet too short to
-    /// read.
+    /// read; its id when it has one, so that its reply is not taken for another request's.
     Other {
         kind: u8,
+        id: Option<u32>,
     },
 }
 
@@ -125,8 +126,12 @@ impl Decode for Request {
     fn decode(prefix: &[u8]) -> Self {
         let mut r = Reader(prefix);
         let Some(kind) = r.u8() else {
-            return Request::Other { kind: 0 };
+            return Request::Other { kind: 0, id: None };
         };
+        // Every request but the init starts with the id its reply will carry.
+        let id = (kind != ty::INIT)
+            .then(|| Reader(prefix.get(1..).unwrap_or_default()).u32())
+            .flatten();
         let parsed = (|| {
             Some(match kind {
                 ty::INIT => Request::Init { version: r.u32()? },
@@ -219,7 +224,7 @@ impl Decode for Request {
                 _ => return None,
             })
         })();
-        parsed.unwrap_or(Request::Other { kind })
+        parsed.unwrap_or(Request::Other { kind, id })
     }
 }
 
@@ -256,7 +261,10 @@ fn decode_extended(r: &mut Reader<'_>) -> Option<Request> {
             to: r.bytes()?.to_vec(),
             to_offset: r.u64()?,
         },
-        _ if QUIET_EXTENSIONS.contains(&name) => Request::Other { kind: ty::EXTENDED },
+        _ if QUIET_EXTENSIONS.contains(&name) => Request::Other {
+            kind: ty::EXTENDED,
+            id: Some(id),
+        },
         _ => Request::Extension {
             id,
             name: String::from_utf8_lossy(name).into_owned(),
@@ -336,10 +344,21 @@ mod tests {
             // Truncated: the path's length runs past the packet.
             (
                 packet(&[REMOVE, 0, 0, 0, 1, 0, 0, 0, 9, b'/']),
-                Request::Other { kind: REMOVE },
+                Request::Other {
+                    kind: REMOVE,
+                    id: Some(1),
+                },
             ),
             // realpath is not decoded.
-            (packet(&[16, 0, 0, 0, 1]), Request::Other { kind: 16 }),
+            (
+                packet(&[16, 0, 0, 0, 1]),
+                Request::Other {
+                    kind: 16,
+                    id: Some(1),
+                },
+            ),
+            // Too short to carry an id.
+            (packet(&[16, 0, 0]), Request::Other { kind: 16, id: None }),
             (
                 extended(6, b"posix-rename@openssh.com", &[b"/x", b"/y"]),
                 Request::Rename {
@@ -350,11 +369,17 @@ mod tests {
             ),
             (
                 extended(7, b"statvfs@openssh.com", &[b"/"]),
-                Request::Other { kind: EXTENDED },
+                Request::Other {
+                    kind: EXTENDED,
+                    id: Some(7),
+                },
             ),
             (
                 extended(7, b"fsync@openssh.com", &[b"h"]),
-                Request::Other { kind: EXTENDED },
+                Request::Other {
+                    kind: EXTENDED,
+                    id: Some(7),
+                },
             ),
             // OpenSSH puts the target first: `ln -s a /d/b` makes /d/b.
             (
@@ -473,6 +498,7 @@ mod tests {
             ),
         ) {
             let mut t = Tracker::default();
+            let mut ops = Vec::new();
             for (kind, ext, id, tail) in reqs {
                 let kind = if kind == 21 { EXTENDED } else { kind };
                 let mut b = vec![kind];
@@ -482,7 +508,7 @@ mod tests {
                 }
                 b.extend_from_slice(&tail);
                 for r in decode_all::<Request>(&packet(&b)) {
-                    t.request(r);
+                    t.request(r, &mut ops);
                 }
             }
             for (kind, id, tail) in replies {
@@ -490,9 +516,10 @@ mod tests {
                 b.extend_from_slice(&id.to_be_bytes());
                 b.extend_from_slice(&tail);
                 for r in decode_all::<Response>(&packet(&b)) {
-                    let _ = t.response(r);
+                    t.response(r, &mut ops);
                 }
             }
+            ops.extend(t.finish());
         }
 
     }

@@ -4,10 +4,42 @@
 //! The rule it keeps: every request that changes the filesystem, and every file handle
 //! opened, yields an operation, whether or not a byte went through it (an empty file
 //! uploaded is a file created or truncated). Reads of metadata and directory listings do not.
+//!
+//! The client chooses the ids, and OpenSSH's sftp-server carries out a request whatever its
+//! id, so an id the client sends again before its reply, or more requests in flight than
+//! are tracked, must not lose an operation. Such a request is logged at once with its
+//! outcome unknown ([`Unanswered`]) rather than waiting for a reply that cannot be told
+//! apart from another's; so are requests the channel ended before answering.
 
 use std::collections::HashMap;
 
-use super::{Attrs, MAX_TRACKED, Request, Response};
+use super::{Attrs, MAX_PENDING_BYTES, MAX_TRACKED, Request, Response};
+
+/// Why an operation's outcome is not known: it was logged without the server's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Another request was sent under the same id before the reply, so which reply answers
+    /// which cannot be told (the draft lets a server answer out of order).
+    IdReused,
+    /// More requests were awaiting replies than are tracked (by count or by bytes).
+    Untracked,
+    /// The channel ended before the reply came.
+    NoReply,
+    /// The reply under its id was not of a kind that answers the request.
+    UnexpectedReply,
+}
+
+impl Unanswered {
+    /// The value of the event's `outcome_unknown` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unanswered::IdReused => "id_reused",
+            Unanswered::Untracked => "untracked",
+            Unanswered::NoReply => "no_reply",
+            Unanswered::UnexpectedReply => "unexpected_reply",
+        }
+    }
+}
 
 /// One auditable SFTP operation (`ssh.sftp`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,12 +69,23 @@ pub struct Op {
     /// Close: bytes read from and written to the file through this handle.
     pub bytes_read: Option<u64>,
     pub bytes_written: Option<u64>,
-    /// The server's answer: None when it said OK, else its status message.
+    /// The server's answer: None when it said OK (or its answer is not known, see
+    /// `unanswered`), else its status message.
     pub error: Option<String>,
     /// Close: the client never closed the handle; the channel ended with it open (the
     /// client went away, or the session was closed mid-transfer). The counts are what went
     /// through it until then.
     pub interrupted: bool,
+    /// The request was sent but its outcome is not known, and why; `error` is then None.
+    pub unanswered: Option<Unanswered>,
+}
+
+impl Op {
+    /// Bytes of text it holds, for the memory budget.
+    fn text_len(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.path.len() + opt(&self.to) + opt(&self.link_target) + opt(&self.extension)
+    }
 }
 
 #[derive(Debug)]
@@ -65,14 +108,47 @@ enum Pending {
     Fstat {
         handle: Vec<u8>,
     },
-    /// A copy-data request; on success its bytes count on both handles.
+    /// A copy-data request; on success its bytes count on both handles. The operations are
+    /// boxed so that every entry, a write's included, is not the size of an [`Op`].
     Copy {
-        op: Op,
+        op: Box<Op>,
         from: Vec<u8>,
         to: Vec<u8>,
     },
     /// An operation complete but for the server's verdict.
-    Done(Op),
+    Done(Box<Op>),
+    /// A request the audit keeps nothing of (a write, a readdir, a realpath...), held only
+    /// so that its reply is not taken for the answer to another request under its id.
+    Quiet,
+}
+
+impl Pending {
+    /// What tracking it costs, in bytes: the entry and the text it holds.
+    fn cost(&self) -> usize {
+        let text = match self {
+            Pending::Open { path, .. } | Pending::Stat { path } => path.len(),
+            Pending::Close { handle } | Pending::Read { handle } | Pending::Fstat { handle } => {
+                handle.len()
+            }
+            Pending::Copy { op, from, to } => {
+                std::mem::size_of::<Op>() + op.text_len() + from.len() + to.len()
+            }
+            Pending::Done(op) => std::mem::size_of::<Op>() + op.text_len(),
+            Pending::Quiet => 0,
+        };
+        text + std::mem::size_of::<(u32, Slot)>()
+    }
+}
+
+/// What is known of the requests under one id that await their replies.
+#[derive(Debug)]
+enum Slot {
+    /// One request, sent as the `seq`th tracked.
+    One { seq: u64, pending: Pending },
+    /// Several were sent before their replies, and were logged when sent. The replies still
+    /// to come are only counted, so that none is taken for the answer to a later request
+    /// under the id.
+    Reused { replies_due: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -92,12 +168,32 @@ struct OpenFile {
 /// does not say how much that is, and its reply is a bare status. The bytes copied are then
 /// the source's size as the server last reported it (OpenSSH stats the source just before
 /// it opens it) less the starting offset; unknown when no size was seen.
-#[derive(Debug, Default)]
+///
+/// Memory stays bounded however the client behaves: at most [`MAX_TRACKED`] ids awaiting
+/// replies and [`MAX_PENDING_BYTES`] of them. Past either, requests are logged when sent
+/// with their outcome unknown, and no new id is tracked for the rest of the channel: the
+/// reply to a request not tracked could otherwise be taken for the answer to a later one
+/// under the same id.
+#[derive(Debug)]
 pub struct Tracker {
-    pending: HashMap<u32, Pending>,
+    pending: HashMap<u32, Slot>,
+    /// What the entries of `pending` cost, by [`Pending::cost`].
+    pending_bytes: usize,
+    /// The next request's place in sending order, so those left at the end go in order.
+    next_seq: u64,
+    /// A request went untracked; see [`Tracker`].
+    overflowed: bool,
+    max_pending: usize,
+    max_pending_bytes: usize,
     handles: HashMap<Vec<u8>, OpenFile>,
     /// The last path a stat answered with a size for, and that size.
     last_stat: Option<(String, u64)>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::with_limits(MAX_TRACKED, MAX_PENDING_BYTES)
+    }
 }
 
 fn status_error(code: u32, message: &str) -> Option<String> {
@@ -111,14 +207,106 @@ fn status_error(code: u32, message: &str) -> Option<String> {
 }
 
 impl Tracker {
-    fn expect(&mut self, id: u32, p: Pending) {
-        if self.pending.len() < MAX_TRACKED {
-            self.pending.insert(id, p);
+    /// A tracker with other bounds than the defaults (the tests reach them cheaply).
+    fn with_limits(max_pending: usize, max_pending_bytes: usize) -> Self {
+        Tracker {
+            pending: HashMap::new(),
+            pending_bytes: 0,
+            next_seq: 0,
+            overflowed: false,
+            max_pending,
+            max_pending_bytes,
+            handles: HashMap::new(),
+            last_stat: None,
         }
     }
 
-    fn done(&mut self, id: u32, op: Op) {
-        self.expect(id, Pending::Done(op));
+    /// Awaits the reply to request `id`; when it cannot be paired with its reply, its
+    /// operation (and that of an earlier request under the id) goes to `out` now.
+    fn expect(&mut self, id: u32, p: Pending, out: &mut Vec<Op>) {
+        match self.pending.remove(&id) {
+            Some(Slot::One { pending: old, .. }) => {
+                self.pending_bytes = self.pending_bytes.saturating_sub(old.cost());
+                // Replacing the entry under the same key: the map does not grow.
+                self.pending.insert(id, Slot::Reused { replies_due: 2 });
+                out.extend(self.unanswered(old, Unanswered::IdReused));
+                out.extend(self.unanswered(p, Unanswered::IdReused));
+            }
+            Some(Slot::Reused { replies_due }) => {
+                self.pending.insert(
+                    id,
+                    Slot::Reused {
+                        replies_due: replies_due.saturating_add(1),
+                    },
+                );
+                out.extend(self.unanswered(p, Unanswered::IdReused));
+            }
+            None => {
+                let cost = p.cost();
+                if self.overflowed
+                    || self.pending.len() >= self.max_pending
+                    || self.pending_bytes.saturating_add(cost) > self.max_pending_bytes
+                {
+                    self.overflowed = true;
+                    out.extend(self.unanswered(p, Unanswered::Untracked));
+                } else {
+                    self.pending_bytes += cost;
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.pending.insert(id, Slot::One { seq, pending: p });
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, id: u32, op: Op, out: &mut Vec<Op>) {
+        self.expect(id, Pending::Done(Box::new(op)), out);
+    }
+
+    /// The operation of a request logged without its answer, if it is auditable: a close
+    /// then ends its handle's tracking, with what went through it.
+    fn unanswered(&mut self, p: Pending, why: Unanswered) -> Option<Op> {
+        let op = match p {
+            Pending::Open {
+                path,
+                pflags: Some(f),
+                attrs,
+            } => Op {
+                op: "open",
+                path,
+                pflags: Some(f),
+                attrs,
+                ..Op::default()
+            },
+            Pending::Close { handle } => {
+                let f = self.handles.remove(&handle)?;
+                if f.dir {
+                    return None;
+                }
+                Op {
+                    op: "close",
+                    path: f.path,
+                    bytes_read: Some(f.read),
+                    bytes_written: Some(f.written),
+                    ..Op::default()
+                }
+            }
+            // Whether the copy happened, and so what it moved, is not known.
+            Pending::Copy { op, .. } => Op {
+                bytes_copied: None,
+                ..*op
+            },
+            Pending::Done(op) => *op,
+            Pending::Open { pflags: None, .. }
+            | Pending::Read { .. }
+            | Pending::Stat { .. }
+            | Pending::Fstat { .. }
+            | Pending::Quiet => return None,
+        };
+        Some(Op {
+            unanswered: Some(why),
+            ..op
+        })
     }
 
     /// The path a handle was opened on; empty for a handle not seen opened.
@@ -129,8 +317,9 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    /// A client request went by.
-    pub fn request(&mut self, req: Request) {
+    /// A client request went by; operations that cannot wait for their reply (see
+    /// [`Tracker`]) are appended to `out`.
+    pub fn request(&mut self, req: Request, out: &mut Vec<Op>) {
         let op = |op, path| Op {
             op,
             path,
@@ -149,6 +338,7 @@ impl Tracker {
                     pflags: Some(pflags),
                     attrs,
                 },
+                out,
             ),
             Request::Opendir { id, path } => self.expect(
                 id,
@@ -157,16 +347,18 @@ impl Tracker {
                     pflags: None,
                     attrs: None,
                 },
+                out,
             ),
-            Request::Close { id, handle } => self.expect(id, Pending::Close { handle }),
-            Request::Read { id, handle, .. } => self.expect(id, Pending::Read { handle }),
-            Request::Write { handle, len, .. } => {
+            Request::Close { id, handle } => self.expect(id, Pending::Close { handle }, out),
+            Request::Read { id, handle, .. } => self.expect(id, Pending::Read { handle }, out),
+            Request::Write { id, handle, len } => {
                 if let Some(f) = self.handles.get_mut(&handle) {
                     f.written += u64::from(len);
                 }
+                self.expect(id, Pending::Quiet, out);
             }
-            Request::Stat { id, path } => self.expect(id, Pending::Stat { path }),
-            Request::Fstat { id, handle } => self.expect(id, Pending::Fstat { handle }),
+            Request::Stat { id, path } => self.expect(id, Pending::Stat { path }, out),
+            Request::Fstat { id, handle } => self.expect(id, Pending::Fstat { handle }, out),
             Request::Fsetstat { id, handle, attrs } => {
                 let path = self.path_of(&handle);
                 self.done(
@@ -175,6 +367,7 @@ impl Tracker {
                         attrs,
                         ..op("setstat", path)
                     },
+                    out,
                 );
             }
             Request::Setstat { id, path, attrs } => self.done(
@@ -183,6 +376,7 @@ impl Tracker {
                     attrs,
                     ..op("setstat", path)
                 },
+                out,
             ),
             Request::Mkdir { id, path, attrs } => self.done(
                 id,
@@ -190,15 +384,17 @@ impl Tracker {
                     attrs,
                     ..op("mkdir", path)
                 },
+                out,
             ),
-            Request::Remove { id, path } => self.done(id, op("remove", path)),
-            Request::Rmdir { id, path } => self.done(id, op("rmdir", path)),
+            Request::Remove { id, path } => self.done(id, op("remove", path), out),
+            Request::Rmdir { id, path } => self.done(id, op("rmdir", path), out),
             Request::Rename { id, from, to } => self.done(
                 id,
                 Op {
                     to: Some(to),
                     ..op("rename", from)
                 },
+                out,
             ),
             Request::Symlink { id, link, target } => self.done(
                 id,
@@ -206,6 +402,7 @@ impl Tracker {
                     link_target: Some(target),
                     ..op("symlink", link)
                 },
+                out,
             ),
             Request::Hardlink { id, link, target } => self.done(
                 id,
@@ -213,6 +410,7 @@ impl Tracker {
                     link_target: Some(target),
                     ..op("hardlink", link)
                 },
+                out,
             ),
             Request::CopyData {
                 id,
@@ -240,7 +438,8 @@ impl Tracker {
                     bytes_copied: copied,
                     ..op("copy", self.path_of(&from))
                 };
-                self.expect(id, Pending::Copy { op: copy, from, to });
+                let op = Box::new(copy);
+                self.expect(id, Pending::Copy { op, from, to }, out);
             }
             Request::Extension { id, name } => self.done(
                 id,
@@ -248,69 +447,108 @@ impl Tracker {
                     extension: Some(name),
                     ..op("extension", String::new())
                 },
+                out,
             ),
-            Request::Init { .. } | Request::Other { .. } => {}
+            Request::Other { id: Some(id), .. } => self.expect(id, Pending::Quiet, out),
+            Request::Init { .. } | Request::Other { id: None, .. } => {}
         }
     }
 
-    /// A server reply went by; returns the operation it completes, if auditable.
-    pub fn response(&mut self, resp: Response) -> Option<Op> {
-        match resp {
-            Response::Handle { id, handle } => match self.pending.remove(&id)? {
+    /// A server reply went by; the operations it completes are appended to `out`.
+    pub fn response(&mut self, resp: Response, out: &mut Vec<Op>) {
+        let id = match &resp {
+            Response::Status { id, .. }
+            | Response::Handle { id, .. }
+            | Response::Data { id, .. }
+            | Response::Attrs { id, .. }
+            | Response::Other { id: Some(id), .. } => *id,
+            Response::Version { .. } | Response::Other { id: None, .. } => return,
+        };
+        match self.pending.remove(&id) {
+            Some(Slot::One { pending, .. }) => {
+                self.pending_bytes = self.pending_bytes.saturating_sub(pending.cost());
+                let op = self.answer(pending, resp, out);
+                out.extend(op);
+            }
+            Some(Slot::Reused { replies_due }) if replies_due > 1 => {
+                self.pending.insert(
+                    id,
+                    Slot::Reused {
+                        replies_due: replies_due - 1,
+                    },
+                );
+            }
+            // The last reply due under a reused id: the id is free again.
+            Some(Slot::Reused { .. }) | None => {}
+        }
+    }
+
+    /// The operation request `p` completes with reply `resp`; a handle the server gives out
+    /// again while the tracker still holds it closes the old one into `out`.
+    fn answer(&mut self, p: Pending, resp: Response, out: &mut Vec<Op>) -> Option<Op> {
+        match (p, resp) {
+            (
                 Pending::Open {
                     path,
                     pflags,
                     attrs,
-                } => {
-                    let size = match &self.last_stat {
-                        Some((p, size)) if *p == path => Some(*size),
-                        _ => None,
-                    };
-                    if self.handles.len() < MAX_TRACKED {
-                        self.handles.insert(
-                            handle,
-                            OpenFile {
-                                path: path.clone(),
-                                dir: pflags.is_none(),
-                                size,
-                                ..OpenFile::default()
-                            },
-                        );
-                    }
-                    // Directory listings are not file access worth a record each.
-                    pflags.map(|f| Op {
-                        op: "open",
-                        path,
-                        pflags: Some(f),
-                        attrs,
-                        ..Op::default()
-                    })
+                },
+                Response::Handle { handle, .. },
+            ) => {
+                let size = match &self.last_stat {
+                    Some((p, size)) if *p == path => Some(*size),
+                    _ => None,
+                };
+                // A server gives a handle out again only once it is closed, so an old entry
+                // under it lost its close (to a reply not seen); it is closed here rather
+                // than overwritten unlogged.
+                if self.handles.contains_key(&handle) {
+                    out.extend(self.unanswered(
+                        Pending::Close {
+                            handle: handle.clone(),
+                        },
+                        Unanswered::UnexpectedReply,
+                    ));
                 }
-                _ => None,
-            },
-            Response::Data { id, len } => {
-                if let Some(Pending::Read { handle }) = self.pending.remove(&id)
-                    && let Some(f) = self.handles.get_mut(&handle)
-                {
+                if self.handles.len() < MAX_TRACKED {
+                    self.handles.insert(
+                        handle,
+                        OpenFile {
+                            path: path.clone(),
+                            dir: pflags.is_none(),
+                            size,
+                            ..OpenFile::default()
+                        },
+                    );
+                }
+                // Directory listings are not file access worth a record each.
+                pflags.map(|f| Op {
+                    op: "open",
+                    path,
+                    pflags: Some(f),
+                    attrs,
+                    ..Op::default()
+                })
+            }
+            (Pending::Read { handle }, Response::Data { len, .. }) => {
+                if let Some(f) = self.handles.get_mut(&handle) {
                     f.read += u64::from(len);
                 }
                 None
             }
-            Response::Attrs { id, attrs } => {
-                match self.pending.remove(&id)? {
-                    Pending::Stat { path } => self.last_stat = attrs.size.map(|s| (path, s)),
-                    Pending::Fstat { handle } => {
-                        if let Some(f) = self.handles.get_mut(&handle) {
-                            f.size = attrs.size;
-                        }
-                    }
-                    _ => {}
+            (Pending::Stat { path }, Response::Attrs { attrs, .. }) => {
+                self.last_stat = attrs.size.map(|s| (path, s));
+                None
+            }
+            (Pending::Fstat { handle }, Response::Attrs { attrs, .. }) => {
+                if let Some(f) = self.handles.get_mut(&handle) {
+                    f.size = attrs.size;
                 }
                 None
             }
-            Response::Status { id, code, message } => {
+            (p, Response::Status { code, message, .. }) => {
                 let error = status_error(code, &message);
-                match self.pending.remove(&id)? {
+                match p {
                     Pending::Open {
                         path,
                         pflags,
@@ -337,7 +575,10 @@ impl Tracker {
                             ..Op::default()
                         })
                     }
-                    Pending::Read { .. } | Pending::Stat { .. } | Pending::Fstat { .. } => None,
+                    Pending::Read { .. }
+                    | Pending::Stat { .. }
+                    | Pending::Fstat { .. }
+                    | Pending::Quiet => None,
                     Pending::Copy { mut op, from, to } => {
                         if error.is_some() {
                             // How much a failed copy wrote before failing is not known.
@@ -350,20 +591,38 @@ impl Tracker {
                                 f.written += n;
                             }
                         }
-                        Some(Op { error, ..op })
+                        Some(Op { error, ..*op })
                     }
-                    Pending::Done(op) => Some(Op { error, ..op }),
+                    Pending::Done(op) => Some(Op { error, ..*op }),
                 }
             }
-            Response::Version { .. } | Response::Other { .. } => None,
+            // A reply of another kind does not say how the request went; an auditable one
+            // is still logged, its outcome unknown.
+            (p, _) => self.unanswered(p, Unanswered::UnexpectedReply),
         }
     }
 
-    /// The channel ended: a close for every file handle still open (`interrupted`), so a
-    /// transfer cut short still says what it moved. In path order; directories are left out,
-    /// as their closes are.
-    pub fn unclosed(&mut self) -> Vec<Op> {
-        let mut ops: Vec<Op> = self
+    /// The channel ended: every auditable request still awaiting its reply, in the order
+    /// sent, outcome unknown; then a close for every file handle still open
+    /// (`interrupted`), so a transfer cut short still says what it moved, in path order.
+    /// Directories are left out, as their closes are.
+    pub fn finish(&mut self) -> Vec<Op> {
+        let mut waiting: Vec<(u64, Pending)> = self
+            .pending
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::One { seq, pending } => Some((seq, pending)),
+                // Logged when the id was sent again.
+                Slot::Reused { .. } => None,
+            })
+            .collect();
+        self.pending_bytes = 0;
+        waiting.sort_by_key(|(seq, _)| *seq);
+        let mut ops: Vec<Op> = waiting
+            .into_iter()
+            .filter_map(|(_, p)| self.unanswered(p, Unanswered::NoReply))
+            .collect();
+        let mut open: Vec<Op> = self
             .handles
             .drain()
             .filter(|(_, f)| !f.dir)
@@ -376,250 +635,11 @@ impl Tracker {
                 ..Op::default()
             })
             .collect();
-        ops.sort_by(|a, b| a.path.cmp(&b.path));
+        open.sort_by(|a, b| a.path.cmp(&b.path));
+        ops.append(&mut open);
         ops
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::super::fixtures::*;
-    use super::*;
-
-    /// Plays a conversation of (client packet, server packet) pairs; the operations logged.
-    fn play(exchange: &[(Vec<u8>, Vec<u8>)]) -> Vec<Op> {
-        let mut t = Tracker::default();
-        let mut ops = Vec::new();
-        for (c, s) in exchange {
-            for r in decode_all::<Request>(c) {
-                t.request(r);
-            }
-            for r in decode_all::<Response>(s) {
-                ops.extend(t.response(r));
-            }
-        }
-        ops
-    }
-
-    fn names(ops: &[Op]) -> Vec<(&'static str, &str)> {
-        ops.iter().map(|o| (o.op, o.path.as_str())).collect()
-    }
-
-    #[test]
-    fn upload_session() {
-        let ops = play(&[
-            (open(1, "/tmp/up", 0x1a), handle(1, b"H")),
-            (write(2, b"H", &[0u8; 1000]), status(2, 0, "")),
-            (write(3, b"H", &[0u8; 24]), status(3, 0, "")),
-            (with_id(CLOSE, 4, &[b"H"]), status(4, 0, "")),
-            (
-                with_id(RENAME, 5, &[b"/tmp/up", b"/tmp/up2"]),
-                status(5, 0, ""),
-            ),
-            (with_id(RMDIR, 6, &[b"/nope"]), status(6, 2, "No such file")),
-        ]);
-        assert_eq!(
-            names(&ops),
-            vec![
-                ("open", "/tmp/up"),
-                ("close", "/tmp/up"),
-                ("rename", "/tmp/up"),
-                ("rmdir", "/nope")
-            ]
-        );
-        assert_eq!(ops[1].bytes_written, Some(1024));
-        assert_eq!(ops[1].bytes_read, Some(0));
-        assert_eq!(ops[2].to.as_deref(), Some("/tmp/up2"));
-        assert_eq!(ops[3].error.as_deref(), Some("No such file"));
-    }
-
-    /// A channel that ends mid-transfer still closes, as interrupted, each file left open
-    /// with what went through it; a closed file and a directory are not repeated.
-    #[test]
-    fn files_left_open_close_as_interrupted_when_the_channel_ends() {
-        let mut t = Tracker::default();
-        let mut ops = Vec::new();
-        for (c, s) in [
-            (open(1, "/tmp/b", 0x1a), handle(1, b"B")),
-            (open(2, "/tmp/a", 1), handle(2, b"A")),
-            (with_id(OPENDIR, 3, &[b"/"]), handle(3, b"D")),
-            (open(4, "/tmp/done", 0x1a), handle(4, b"C")),
-            (with_id(CLOSE, 5, &[b"C"]), status(5, 0, "")),
-            (write(6, b"B", &[0u8; 700]), Vec::new()),
-            (read(7, b"A"), with_id(DATA, 7, &[&[0u8; 300]])),
-        ] {
-            for r in decode_all::<Request>(&c) {
-                t.request(r);
-            }
-            for r in decode_all::<Response>(&s) {
-                ops.extend(t.response(r));
-            }
-        }
-        assert!(ops.iter().all(|o| !o.interrupted));
-        let left = t.unclosed();
-        assert_eq!(names(&left), vec![("close", "/tmp/a"), ("close", "/tmp/b")]);
-        assert!(left.iter().all(|o| o.interrupted && o.error.is_none()));
-        assert_eq!(
-            (left[0].bytes_read, left[0].bytes_written),
-            (Some(300), Some(0))
-        );
-        assert_eq!(
-            (left[1].bytes_read, left[1].bytes_written),
-            (Some(0), Some(700))
-        );
-        assert!(t.unclosed().is_empty());
-    }
-
-    /// An empty file put or got still closes with its counts; a directory listing does not.
-    #[test]
-    fn empty_files_close_with_zero_bytes_and_directories_stay_quiet() {
-        let ops = play(&[
-            (open(1, "/e", 0x1a), handle(1, b"W")),
-            (with_id(CLOSE, 2, &[b"W"]), status(2, 0, "")),
-            (open(3, "/e", 0x01), handle(3, b"R")),
-            (read(4, b"R"), status(4, 1, "EOF")),
-            (with_id(CLOSE, 5, &[b"R"]), status(5, 0, "")),
-            (with_id(OPENDIR, 6, &[b"/"]), handle(6, b"D")),
-            (with_id(CLOSE, 7, &[b"D"]), status(7, 0, "")),
-        ]);
-        assert_eq!(
-            names(&ops),
-            vec![
-                ("open", "/e"),
-                ("close", "/e"),
-                ("open", "/e"),
-                ("close", "/e")
-            ]
-        );
-        for close in [&ops[1], &ops[3]] {
-            assert_eq!((close.bytes_read, close.bytes_written), (Some(0), Some(0)));
-        }
-    }
-
-    #[test]
-    fn links_name_the_link_made_and_what_it_points_to() {
-        let ops = play(&[
-            // OpenSSH order: target first, then the link.
-            (with_id(SYMLINK, 1, &[b"a", b"/d/b"]), status(1, 0, "")),
-            (
-                extended(2, b"hardlink@openssh.com", &[b"/d/a", b"/d/c"]),
-                status(2, 0, ""),
-            ),
-            (
-                with_id(SYMLINK, 3, &[b"x", b"/d/b"]),
-                status(3, 4, "Failure"),
-            ),
-        ]);
-        assert_eq!(
-            names(&ops),
-            vec![
-                ("symlink", "/d/b"),
-                ("hardlink", "/d/c"),
-                ("symlink", "/d/b")
-            ]
-        );
-        assert_eq!(ops[0].link_target.as_deref(), Some("a"));
-        assert_eq!(ops[1].link_target.as_deref(), Some("/d/a"));
-        assert_eq!(ops[2].error.as_deref(), Some("Failure"));
-    }
-
-    /// OpenSSH's `cp`: stat the source, open both, copy-data to the end, close both.
-    #[test]
-    fn copy_resolves_handles_and_counts_the_source_size() {
-        let copy = |id, len| {
-            let mut b = vec![EXTENDED];
-            b.extend_from_slice(&u32::to_be_bytes(id));
-            put_string(&mut b, b"copy-data");
-            put_string(&mut b, b"S");
-            b.extend_from_slice(&0u64.to_be_bytes());
-            b.extend_from_slice(&u64::to_be_bytes(len));
-            put_string(&mut b, b"D");
-            b.extend_from_slice(&0u64.to_be_bytes());
-            packet(&b)
-        };
-        let ops = play(&[
-            (with_id(STAT, 1, &[b"/src"]), attrs_reply(1, 5000)),
-            (open(2, "/src", 0x01), handle(2, b"S")),
-            (open(3, "/dst", 0x1a), handle(3, b"D")),
-            (copy(4, 0), status(4, 0, "")),
-            (copy(5, 100), status(5, 0, "")),
-            (with_id(CLOSE, 6, &[b"S"]), status(6, 0, "")),
-            (with_id(CLOSE, 7, &[b"D"]), status(7, 0, "")),
-            (copy(8, 0), status(8, 9, "Bad handle")),
-        ]);
-        assert_eq!(
-            names(&ops),
-            vec![
-                ("open", "/src"),
-                ("open", "/dst"),
-                ("copy", "/src"),
-                ("copy", "/src"),
-                ("close", "/src"),
-                ("close", "/dst"),
-                ("copy", ""),
-            ]
-        );
-        assert_eq!(ops[2].to.as_deref(), Some("/dst"));
-        assert_eq!((ops[2].length, ops[2].bytes_copied), (Some(0), Some(5000)));
-        assert_eq!(ops[3].bytes_copied, Some(100));
-        assert_eq!(ops[4].bytes_read, Some(5100));
-        assert_eq!(ops[5].bytes_written, Some(5100));
-        assert_eq!(ops[6].bytes_copied, None);
-        assert_eq!(ops[6].error.as_deref(), Some("Bad handle"));
-    }
-
-    #[test]
-    fn setstat_says_what_it_sets() {
-        let ops = play(&[
-            (open(1, "/f", 0x02), handle(1, b"H")),
-            (
-                path_attrs(SETSTAT, 2, b"/f", &[(0x4, &[0o100644])]),
-                status(2, 0, ""),
-            ),
-            (
-                path_attrs(FSETSTAT, 3, b"H", &[(0x1, &[0, 7]), (0x2, &[1000, 100])]),
-                status(3, 0, ""),
-            ),
-            (
-                path_attrs(SETSTAT, 4, b"/f", &[(0x8, &[1, 2])]),
-                status(4, 3, "Permission denied"),
-            ),
-        ]);
-        assert_eq!(
-            names(&ops),
-            vec![
-                ("open", "/f"),
-                ("setstat", "/f"),
-                ("setstat", "/f"),
-                ("setstat", "/f")
-            ]
-        );
-        let a = |i: usize| ops[i].attrs.clone().unwrap();
-        assert_eq!(a(1).mode().as_deref(), Some("0644"));
-        assert_eq!(
-            (a(2).size, a(2).uid, a(2).gid),
-            (Some(7), Some(1000), Some(100))
-        );
-        assert_eq!((a(3).atime, a(3).mtime), (Some(1), Some(2)));
-        assert_eq!(ops[3].error.as_deref(), Some("Permission denied"));
-    }
-
-    #[test]
-    fn unknown_extensions_are_logged_by_name_read_only_ones_are_not() {
-        let ops = play(&[
-            (
-                extended(1, b"statvfs@openssh.com", &[b"/"]),
-                status(1, 0, ""),
-            ),
-            (extended(2, b"fsync@openssh.com", &[b"H"]), status(2, 0, "")),
-            (
-                extended(3, b"evil@example.com", &[b"/"]),
-                status(3, 8, "Unsupported"),
-            ),
-        ]);
-        assert_eq!(names(&ops), vec![("extension", "")]);
-        assert_eq!(ops[0].extension.as_deref(), Some("evil@example.com"));
-        assert_eq!(ops[0].error.as_deref(), Some("Unsupported"));
-    }
-}
+mod tests;

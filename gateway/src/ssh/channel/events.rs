@@ -42,11 +42,12 @@ pub(super) async fn finish(
     {
         r.push((file.display().to_string(), sha));
     }
-    // Files the client never closed (it went away, or the session was closed mid-transfer)
-    // close here, before the channel's own event, with what went through them.
+    // Requests the server never answered, and files the client never closed (it went away,
+    // or the session was closed mid-transfer), are logged here, before the channel's own
+    // event: the requests with their outcome unknown, the files with what went through them.
     let mut sftp_broken = None;
     if let Some(mut t) = sftp {
-        record(ctx, id, (Vec::new(), t.unclosed()), is_strict(ctx)).await;
+        record(ctx, id, (Vec::new(), t.finish()), is_strict(ctx)).await;
         sftp_broken = Some(t.broken);
     }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -162,6 +163,6 @@ pub(super) async fn stdin_commands(ctx: &SessionCtx, id: ChannelId, lines: Vec<S
 }
 
 /// Whether events are appended durably (strict) rather than queued.
-fn is_strict(ctx: &SessionCtx) -> bool {
+pub(super) fn is_strict(ctx: &SessionCtx) -> bool {
     ctx.gw.audit.durability() == Durability::Strict
 }
