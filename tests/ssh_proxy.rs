@@ -111,6 +111,43 @@ fn an_exec_command_that_is_not_utf8_reaches_the_target_exactly() {
     assert!(!ev.contains_key("command_bytes"), "{ev:?}");
 }
 
+/// An environment variable or a TERM whose bytes are not UTF-8 (a Latin-1 locale, say) used
+/// to end the whole connection; now the variable is refused, as an sshd that does not accept
+/// it refuses it, the TERM is passed on lossily, and the command runs.
+#[test]
+fn an_env_value_that_is_not_utf8_is_refused_not_fatal() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let out = env
+        .ssh("alice+web-1")
+        .env("LC_PORTCULLIS", OsStr::from_bytes(b"a\xffb"))
+        .args(["-o", "SendEnv=LC_PORTCULLIS", "echo still-here"])
+        .output()
+        .expect("ssh runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "still-here",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .ssh("alice+web-1")
+        .env("TERM", OsStr::from_bytes(b"xt\xffrm"))
+        .args(["-tt", "echo still-here"])
+        .output()
+        .expect("ssh runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("still-here"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn scp_sftp_and_rsync_move_files_intact() {
     let env = Env::start();

@@ -1629,7 +1629,10 @@ impl Session {
                 }
                 match req_type.as_str() {
                     "pty-req" => {
-                        let term = map_err!(String::decode(r))?;
+                        // Portcullis: a TERM that is not UTF-8 is read lossily rather than
+                        // ending the whole connection (with every other channel on it).
+                        let term = String::from_utf8_lossy(&map_err!(Bytes::decode(r))?)
+                            .into_owned();
                         let col_width = map_err!(u32::decode(r))?;
                         let row_height = map_err!(u32::decode(r))?;
                         let pix_width = map_err!(u32::decode(r))?;
@@ -1742,9 +1745,22 @@ impl Session {
                             .await
                     }
                     "env" => {
-                        let env_variable = map_err!(String::decode(r))?;
-                        let env_value = map_err!(String::decode(r))?;
+                        // Portcullis: a name or value that is not UTF-8 is refused, as sshd
+                        // refuses a variable it does not accept, instead of ending the whole
+                        // connection (with every other channel on it).
+                        let name = map_err!(Bytes::decode(r))?;
+                        let value = map_err!(Bytes::decode(r))?;
                         map_err!(ensure_end(r))?;
+                        let (Ok(env_variable), Ok(env_value)) = (
+                            std::string::String::from_utf8(name.to_vec()),
+                            std::string::String::from_utf8(value.to_vec()),
+                        ) else {
+                            debug!("env request that is not UTF-8 on {channel_num:?}: refused");
+                            if want_reply {
+                                self.channel_failure(channel_num)?;
+                            }
+                            return Ok(());
+                        };
 
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
