@@ -151,6 +151,47 @@ fn a_malformed_login_name_with_no_command_is_disconnected_with_the_reason() {
 }
 
 /// An echo server on 127.0.0.1; returns its port.
+/// Connections that never log in hold at most `MAX_STARTUPS` places: the next one is closed
+/// at the door (before the server's banner), the gateway's other listeners are untouched,
+/// and once the flood ends a login works again. QA held 20,000 such sockets, which took every
+/// file descriptor and with them the PostgreSQL and admin listeners.
+#[test]
+fn connections_that_never_log_in_are_capped_at_the_door() {
+    let env = Env::start();
+    env.grant("web-1", "deploy", "1h");
+    let addr = env.gw.bound.ssh;
+    let banner = |s: &mut TcpStream| -> usize {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).unwrap_or(0)
+    };
+    let mut flood: Vec<TcpStream> = (0..portcullis_gateway::ssh::MAX_STARTUPS)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Each of those was let in: each gets the server's banner.
+    for s in &mut flood {
+        assert!(banner(s) > 0, "a place was given");
+    }
+    let mut extra = TcpStream::connect(addr).expect("the kernel accepts");
+    assert_eq!(banner(&mut extra), 0, "closed at the door, no banner");
+    // The PostgreSQL listener still answers.
+    assert!(TcpStream::connect(env.gw.bound.postgres).is_ok());
+    drop(flood);
+    let back = wait_for(Duration::from_secs(30), || {
+        env.ssh("alice+web-1")
+            .arg("true")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(
+        back.is_some(),
+        "logins work once the flood ends\n{}",
+        env.gw.log()
+    );
+}
+
 fn echo_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();

@@ -6,12 +6,18 @@
 //! authentication, so the limit sits under it, in the socket: once the deadline passes
 //! without a login, reads end as at EOF and russh ends the session as if the client had
 //! hung up. After the login the check is one atomic load per read.
+//!
+//! The socket also holds the connection's place among those not yet logged in (sshd's
+//! `MaxStartups`), given back at the login or when the connection ends: so a flood of
+//! connections that never log in is refused at the door instead of taking every file
+//! descriptor the gateway has (and with them its PostgreSQL and admin listeners).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -26,15 +32,23 @@ pub(super) struct LoginGrace<S> {
     /// The deadline, until the login (then `None`: nothing more to watch).
     deadline: Option<Pin<Box<Sleep>>>,
     expired: bool,
+    /// The connection's place among those not logged in yet, until the login.
+    startup: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> LoginGrace<S> {
-    pub(super) fn new(inner: S, logged_in: CancellationToken, deadline: Instant) -> Self {
+    pub(super) fn new(
+        inner: S,
+        logged_in: CancellationToken,
+        deadline: Instant,
+        startup: OwnedSemaphorePermit,
+    ) -> Self {
         LoginGrace {
             inner,
             logged_in,
             deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             expired: false,
+            startup: Some(startup),
         }
     }
 
@@ -48,6 +62,7 @@ impl<S> LoginGrace<S> {
         };
         if self.logged_in.is_cancelled() {
             self.deadline = None;
+            self.startup = None;
             return false;
         }
         if deadline.as_mut().poll(cx).is_ready() {
@@ -108,11 +123,22 @@ mod tests {
 
     use super::*;
 
+    fn place() -> OwnedSemaphorePermit {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a place")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_never_logs_in_reads_as_closed_at_the_deadline() {
         let (client, server) = tokio::io::duplex(64);
         let start = Instant::now();
-        let mut s = LoginGrace::new(server, CancellationToken::new(), start + LOGIN_GRACE);
+        let mut s = LoginGrace::new(
+            server,
+            CancellationToken::new(),
+            start + LOGIN_GRACE,
+            place(),
+        );
         let mut buf = [0u8; 8];
         assert_eq!(s.read(&mut buf).await.expect("read"), 0);
         assert_eq!(start.elapsed(), LOGIN_GRACE);
@@ -123,14 +149,23 @@ mod tests {
     async fn a_logged_in_connection_reads_on_past_the_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
         let logged_in = CancellationToken::new();
-        let mut s = LoginGrace::new(server, logged_in.clone(), Instant::now() + LOGIN_GRACE);
+        let places = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let place = places.clone().try_acquire_owned().expect("a place");
+        let mut s = LoginGrace::new(
+            server,
+            logged_in.clone(),
+            Instant::now() + LOGIN_GRACE,
+            place,
+        );
         client.write_all(b"hi").await.expect("write");
         let mut buf = [0u8; 8];
         assert_eq!(s.read(&mut buf).await.expect("read"), 2);
+        assert_eq!(places.available_permits(), 0, "held until the login");
         logged_in.cancel();
         tokio::time::sleep(LOGIN_GRACE * 2).await;
         client.write_all(b"later").await.expect("write");
         assert_eq!(s.read(&mut buf).await.expect("read"), 5);
         assert_eq!(&buf[..5], b"later");
+        assert_eq!(places.available_permits(), 1, "given back at the login");
     }
 }

@@ -73,6 +73,9 @@ const CHANNEL_BUFFER: usize = 1024;
 /// client that reads them hangs up within milliseconds; SPEC §6 allows the whole close a
 /// second, whatever the client does.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// Connections not logged in yet that are kept at once (sshd's `MaxStartups` drops every new
+/// one from 100); beyond it a new connection is closed at once (see `login_grace.rs`).
+pub const MAX_STARTUPS: usize = 128;
 
 /// Read buffer under each russh connection. russh reads a packet's first block and then its
 /// rest with two exact reads straight from the socket; buffered, a keystroke's packet is one
@@ -131,6 +134,11 @@ pub async fn listen(
             return;
         }
     };
+    let startups = Arc::new(tokio::sync::Semaphore::new(MAX_STARTUPS));
+    // Refusals at the door are counted and logged at most every ten seconds, so a flood
+    // does not flood the log.
+    let mut refused = 0u64;
+    let mut told: Option<tokio::time::Instant> = None;
     loop {
         let (socket, peer) = tokio::select! {
             _ = gw.shutdown.cancelled() => break,
@@ -143,6 +151,20 @@ pub async fn listen(
                     continue;
                 }
             },
+        };
+        let Ok(startup) = startups.clone().try_acquire_owned() else {
+            drop(socket);
+            refused += 1;
+            if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                warn!(
+                    refused,
+                    max = MAX_STARTUPS,
+                    "ssh: too many connections not logged in; refusing new ones"
+                );
+                refused = 0;
+                told = Some(tokio::time::Instant::now());
+            }
+            continue;
         };
         let _ = socket.set_nodelay(true);
         let gw = gw.clone();
@@ -157,7 +179,7 @@ pub async fn listen(
                 let closing = CancellationToken::new();
                 let cut = CancellationToken::new();
                 let login_by = tokio::time::Instant::now() + LOGIN_GRACE;
-                let socket = LoginGrace::new(socket, logged_in.clone(), login_by);
+                let socket = LoginGrace::new(socket, logged_in.clone(), login_by, startup);
                 let socket = Cut::new(socket, &cut);
                 let handler = server::ClientHandler::new(
                     gw.clone(),
