@@ -12,14 +12,13 @@
 
 mod audit;
 mod channel;
-mod cut;
 mod forward;
-mod login_grace;
 mod policy;
 mod recording;
 mod replies;
 mod server;
 mod session;
+mod socket;
 mod tap;
 mod upstream;
 
@@ -30,8 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::context::Shared;
-use cut::Cut;
-use login_grace::{LOGIN_GRACE, LoginGrace};
+use socket::{ClientSocket, LOGIN_GRACE, Limits};
 
 /// Why an SSH session could not be set up or went wrong; Display is shown to the user on
 /// stderr, so it names the problem and never a secret.
@@ -74,7 +72,7 @@ const CHANNEL_BUFFER: usize = 1024;
 /// second, whatever the client does.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 /// Connections not logged in yet that are kept at once (sshd's `MaxStartups` drops every new
-/// one from 100); beyond it a new connection is closed at once (see `login_grace.rs`).
+/// one from 100); beyond it a new connection is closed at once (see `socket.rs`).
 pub const MAX_STARTUPS: usize = 128;
 
 /// Read buffer under each russh connection. russh reads a packet's first block and then its
@@ -178,9 +176,15 @@ pub async fn listen(
                 let logged_in = CancellationToken::new();
                 let closing = CancellationToken::new();
                 let cut = CancellationToken::new();
-                let login_by = tokio::time::Instant::now() + LOGIN_GRACE;
-                let socket = LoginGrace::new(socket, logged_in.clone(), login_by, startup);
-                let socket = Cut::new(socket, &cut);
+                let socket = ClientSocket::new(
+                    socket,
+                    Limits {
+                        logged_in: logged_in.clone(),
+                        login_by: tokio::time::Instant::now() + LOGIN_GRACE,
+                        startup,
+                        cut: cut.clone(),
+                    },
+                );
                 let handler = server::ClientHandler::new(
                     gw.clone(),
                     peer,

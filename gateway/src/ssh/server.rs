@@ -51,7 +51,7 @@ pub struct ClientHandler {
     gw: Shared,
     peer: SocketAddr,
     gone: CancellationToken,
-    /// Fired once the client has logged in to a session (see `ssh::login_grace`); never
+    /// Fired once the client has logged in to a session (see `ssh::socket`); never
     /// for a refused connection.
     logged_in: CancellationToken,
     /// Fired when the session starts closing (`SessionCtx::closing`).
