@@ -318,6 +318,18 @@ fn port_forwarding_follows_the_role_and_a_stall_blocks_nothing_else() {
     );
     to_dead.kill().expect("kill ssh");
     let _ = to_dead.wait();
+    // The client hears the target's reason code, "connect failed", as it would direct; not
+    // "administratively prohibited", which would blame the gateway's policy.
+    let out = env
+        .ssh("alice+web-1+deploy")
+        // -v: the reason is logged at a level the testbed's LogLevel=ERROR hides.
+        .args(["-v", "-W", &format!("127.0.0.1:{dead}")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("open failed: connect failed"), "{stderr}");
 
     // Role ro does not allow port-forward: the channel is refused with the reason.
     env.grant("web-1", "ro", "1h");

@@ -60,7 +60,16 @@ pub async fn forward(
         Err(e) => {
             let why = format!("{}: cannot connect to {host}:{port}: {e}", ctx.ident.target);
             audit::append(&ctx.gw, event("ended").with("error", &why)).await;
-            reply.reject(refusal(why)).await;
+            // The target's own reason code (connect failed, say), as the client would hear
+            // it direct; only a failure of the gateway's own is "prohibited".
+            let refused = match e {
+                russh::Error::ChannelOpenFailure(code) => russh::ChannelOpenFailure::Other {
+                    code: code.code(),
+                    reason: why,
+                },
+                _ => refusal(why),
+            };
+            reply.reject(refused).await;
             return;
         }
     };
