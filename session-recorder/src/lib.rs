@@ -45,6 +45,13 @@ use writer::{Cmd, Writer};
 /// What a field cut short to its cap ends with.
 pub const TRUNCATED: &str = "…[truncated]";
 
+/// How an event keeps bytes it must keep exactly beside their lossy text (SQL or an exec
+/// command that is not UTF-8: `sql_bytes`, `command_bytes`): standard base64.
+pub fn bytes_field(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// `s` cut to at most `max` bytes on a character boundary and marked [`TRUNCATED`], or `s`
 /// itself when it fits: how a field of unbounded size (a parameter, an environment value)
 /// enters an event.

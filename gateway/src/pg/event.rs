@@ -19,7 +19,7 @@
 //! string once, when the session starts, and every event splices those bytes in verbatim
 //! (serde_json's `RawValue`) instead of escaping them again per statement.
 
-use portcullis_recorder::{Event, JsonEvent, Payload};
+use portcullis_recorder::{Event, JsonEvent, Payload, bytes_field};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -78,17 +78,11 @@ fn json_string(s: &str) -> Box<RawValue> {
     serde_json::value::to_raw_value(s).unwrap_or_default()
 }
 
-/// Bytes as the log holds them: standard base64.
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// [`b64`] for serde's `serialize_with`, which hands the field by reference.
+/// [`portcullis_recorder::bytes_field`] for serde's `serialize_with`, which hands the field by reference.
 #[allow(clippy::ref_option)]
 fn base64_bytes<S: serde::Serializer>(bytes: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
     match bytes {
-        Some(b) => s.serialize_str(&b64(b)),
+        Some(b) => s.serialize_str(&bytes_field(b)),
         None => s.serialize_none(),
     }
 }
@@ -208,7 +202,7 @@ impl PgEvent<'_> {
             .with("proto", self.proto)
             .with("stmt", self.stmt)
             .with("sql", self.sql)
-            .with("sql_bytes", self.sql_bytes.map(b64))
+            .with("sql_bytes", self.sql_bytes.map(bytes_field))
             .with("params", self.params)
             .with("duration_us", self.duration_us)
             .with("copy_bytes", self.copy_bytes)

@@ -62,13 +62,6 @@ pub async fn submit(gw: &Shared, event: Event) -> bool {
     }
 }
 
-/// How the log keeps bytes it must keep exactly (an exec command that is not UTF-8, beside
-/// its lossy text): base64, as the PostgreSQL side keeps such SQL in `sql_bytes`.
-pub fn base64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// Records an authentication outcome for a connection that never became a session.
 pub async fn auth_failed(
     gw: &Shared,

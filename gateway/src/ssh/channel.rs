@@ -415,7 +415,7 @@ async fn start(
             .with(
                 "command_bytes",
                 match &what {
-                    Start::Exec(c) => c.raw().map(audit::base64),
+                    Start::Exec(c) => c.raw().map(portcullis_recorder::bytes_field),
                     _ => None,
                 },
             )

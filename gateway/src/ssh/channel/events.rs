@@ -60,7 +60,10 @@ pub(super) async fn finish(
             .ident
             .event("ssh.exec")
             .with("command", &*command)
-            .with("command_bytes", command.raw().map(audit::base64))
+            .with(
+                "command_bytes",
+                command.raw().map(portcullis_recorder::bytes_field),
+            )
             .with("exit_status", exit_status)
             .with("exit_signal", exit_signal),
         Some(Start::Shell) => ctx
