@@ -497,7 +497,7 @@ async fn a_client_killed_mid_query_closed_the_session_itself() {
     let ended: Vec<_> = events
         .iter()
         .filter(|e| e["type"] == "session.ended")
-        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .filter_map(|e| e.get("reason").and_then(|r| r.as_str()))
         .collect();
     assert_eq!(ended, ["client_closed", "client_closed"], "{events:#?}");
     for i in 0..2 {
@@ -670,27 +670,101 @@ async fn sql_in_a_non_utf8_client_encoding_is_logged_with_its_bytes() {
     assert_eq!(q["tag"], "SELECT 1");
 }
 
-/// A statement behind 100 KiB of comment padding (as QA hid a DELETE behind the old 16 KiB
-/// cap) is logged whole: the reviewer sees what ran, not only the padding.
+/// A statement behind comment padding (as QA hid a DELETE behind the old 16 KiB cap, and
+/// could behind the 1 MiB the relay once parsed) is logged whole: the reviewer sees what
+/// ran, not only the padding. psql reads the 2 MiB one from a file (an argument that long
+/// is more than Linux passes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_padded_past_any_small_cap_is_logged_whole() {
     let h = Harness::start(Duration::from_secs(60)).await;
     h.grant("alice", "pg", "rw", HOUR).await;
-    let sql = format!(
-        "/*{}*/ select 'hidden behind the padding' as revealed",
-        " ".repeat(100 << 10)
-    );
-    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
-    cmd.args(["-X", "-A", "-t", "-c", &sql]);
-    let (ok, out, err) = output(cmd).await;
-    assert!(ok, "{out}{err}");
-    assert_eq!(out.trim(), "hidden behind the padding");
+    let dir = tempfile::tempdir().unwrap();
+    let mut sent = Vec::new();
+    for (i, padding) in [100 << 10, 2 << 20].into_iter().enumerate() {
+        let sql = format!(
+            "/*{}*/ select 'hidden behind the padding {i}' as revealed",
+            " ".repeat(padding)
+        );
+        let file = dir.path().join(format!("{i}.sql"));
+        std::fs::write(&file, format!("{sql};\n")).unwrap();
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+        cmd.args(["-X", "-A", "-t", "-f"]).arg(&file);
+        let (ok, out, err) = output(cmd).await;
+        assert!(ok, "{out}{err}");
+        assert_eq!(out.trim(), format!("hidden behind the padding {i}"));
+        sent.push(format!("{sql};"));
+    }
     h.wait_sessions_closed().await;
 
     let events = h.audit_events().await;
-    let q = events
+    let logged: Vec<_> = events
         .iter()
-        .find(|e| e["type"] == "pg.query" && e["tag"] == "SELECT 1")
-        .unwrap_or_else(|| panic!("no pg.query: {events:#?}"));
-    assert_eq!(q["sql"].as_str(), Some(sql.as_str()));
+        .filter(|e| e["type"] == "pg.query" && e.get("tag") == Some(&"SELECT 1".into()))
+        .filter_map(|e| e.get("sql").and_then(|s| s.as_str()))
+        .collect();
+    assert_eq!(logged.len(), 2, "two statements: {}", logged.len());
+    for (logged, sent) in logged.iter().zip(&sent) {
+        assert_eq!(logged.len(), sent.len());
+        assert!(logged == sent, "logged whole");
+    }
+}
+
+/// A statement longer than the gateway logs whole (16 MiB) is refused before any of it goes
+/// upstream: psql is told why (in the clear and over TLS), the statement did not run, the
+/// log says what was refused, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_too_long_to_log_whole_is_refused_and_not_run() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let (client, _conn) = h.client("alice", ALICE_PW, "pg+rw").await;
+    client
+        .batch_execute("create table refused_t (i int)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.sql");
+    let sql = format!(
+        "/*{}*/ insert into refused_t values (1);\n",
+        " ".repeat(17 << 20)
+    );
+    std::fs::write(&file, &sql).unwrap();
+    for sslmode in ["disable", "require"] {
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", sslmode);
+        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&file);
+        let (ok, out, err) = output(cmd).await;
+        assert!(!ok, "psql must fail: {out}");
+        assert!(
+            err.contains("refused and not run") && err.contains("16 MiB"),
+            "psql ({sslmode}) says why: {err}"
+        );
+    }
+
+    // Nothing ran, and the gateway still serves this session and new ones.
+    let n: i64 = client
+        .query_one("select count(*) from refused_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the refused insert did not run");
+    let (other, _conn2) = h.client("alice", ALICE_PW, "pg+rw").await;
+    other.batch_execute("select 1").await.unwrap();
+    drop((client, other));
+    h.wait_sessions_closed().await;
+
+    let events = h.audit_events().await;
+    let refused = events
+        .iter()
+        .find(|e| e["type"] == "pg.query" && e.get("error") == Some(&"54000".into()))
+        .unwrap_or_else(|| panic!("no refused pg.query"));
+    let logged = refused["sql"].as_str().unwrap_or_default();
+    assert!(logged.starts_with("/*  "), "the start of the statement");
+    assert!(logged.ends_with("[truncated]"), "marked as cut");
+    assert!(!refused.contains_key("tag"));
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "session.ended")
+        .filter_map(|e| e.get("reason").and_then(|r| r.as_str()))
+        .collect();
+    assert!(ended.contains(&"error"), "{ended:?}");
 }

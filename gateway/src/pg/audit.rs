@@ -20,6 +20,7 @@ use portcullis_protocol::pg::{BackendMessage, FrontendMessage};
 use portcullis_recorder::Payload;
 use serde_json::Value;
 
+use super::auth::sqlstate;
 use super::event::{Common, PgEvent, SessionFields};
 use super::params;
 use portals::{Portal, Portals, UndoneBind};
@@ -34,11 +35,14 @@ mod unconfirmed;
 pub(crate) use query::{Finished, Query};
 use sql::Sql;
 
-/// Longest SQL text kept in an event: every statement the relay parses whole (up to its parse
-/// limit) is logged whole. A smaller cap would let a user hide a statement behind a comment
-/// or whitespace padding longer than the cap. The recorder bounds in bytes how much of such
-/// large events may wait in its queue.
-const MAX_SQL: usize = super::relay::PARSE_LIMIT;
+/// Longest SQL text kept in an event: every statement the relay forwards (up to its
+/// statement limit; longer ones are refused) is logged whole. A smaller cap would let a
+/// user hide a statement behind a comment or whitespace padding longer than the cap. The
+/// recorder bounds in bytes how much of such large events may wait in its queue.
+const MAX_SQL: usize = super::relay::STATEMENT_LIMIT;
+
+/// What a refused statement's event keeps of its text.
+const REFUSED_SQL: usize = 64 * 1024;
 
 /// Lossy UTF-8, capped at `max` bytes on a char boundary.
 pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
@@ -266,6 +270,34 @@ impl Tracker {
             _ => {}
         }
         None
+    }
+
+    /// The `pg.query` event of a statement (Query or Parse) the relay refused because it is
+    /// `len` bytes long, more than it holds whole: nothing of it ran. `prefix` is the start
+    /// of the message's body; the event keeps the start of its SQL, marked as cut.
+    pub(crate) fn refused(&self, tag: u8, prefix: &[u8], len: usize) -> Payload {
+        let text = match tag {
+            b'P' => prefix
+                .iter()
+                .position(|&b| b == 0)
+                .and_then(|end| prefix.get(end + 1..))
+                .unwrap_or_default(),
+            _ => prefix,
+        };
+        let sql = Sql::from_wire(text, REFUSED_SQL.min(text.len().saturating_sub(1)));
+        let message = format!(
+            "statement of {len} bytes refused: the gateway runs statements of at most {} MiB, \
+             so that each is logged whole",
+            super::relay::STATEMENT_LIMIT >> 20
+        );
+        PgEvent {
+            sql: Some(&sql),
+            sql_bytes: sql.raw(),
+            error: Some(sqlstate::PROGRAM_LIMIT_EXCEEDED),
+            error_message: Some(&message),
+            ..self.fields.pg_event("pg.query")
+        }
+        .payload()
     }
 
     /// A message too large to buffer: tracked from its first bytes. Returns the strict

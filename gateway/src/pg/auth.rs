@@ -31,6 +31,8 @@ pub(crate) mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// feature_not_supported.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// program_limit_exceeded: a statement longer than the gateway audits whole.
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     /// system_error: the audit log is unavailable.
     pub const SYSTEM_ERROR: &str = "58000";
 }

@@ -32,6 +32,7 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         gw: gw.clone(),
         tls: with_alpn(&tls),
         cancels: Arc::new(CancelRegistry::default()),
+        large_statements: Semaphore::new(super::relay::LARGE_STATEMENT_BUDGET),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let cores = match Cores::start("pg") {

@@ -72,6 +72,8 @@ pub(crate) struct PgShared {
     pub gw: Shared,
     pub tls: Arc<rustls::ServerConfig>,
     pub cancels: Arc<cancel::CancelRegistry>,
+    /// [`relay::LARGE_STATEMENT_BUDGET`], shared by every session's relay.
+    pub large_statements: tokio::sync::Semaphore,
 }
 
 /// Reads one tagged message during startup or authentication (not the relay's hot path),

@@ -5,8 +5,9 @@
 //! from the read buffer and forwards their original bytes; everything else (rows, COPY
 //! data) is streamed through in chunks as it arrives, however large the message. Each
 //! direction holds at most one read buffer (64 KiB, or up to 1 MiB while a message the audit
-//! needs is being assembled) and writes before it reads again, so a slow reader
-//! back-pressures the writer across the proxy. What one read brings is forwarded with one
+//! needs is being assembled; up to 16 MiB for a statement, under a budget all sessions
+//! share) and writes before it reads again, so a slow reader back-pressures the writer
+//! across the proxy. What one read brings is forwarded with one
 //! write (a query's RowDescription, rows, CommandComplete and ReadyForQuery together), not
 //! one write per message: on a loaded machine each syscall and wakeup is what a hop costs.
 //!
@@ -27,16 +28,25 @@ use portcullis_protocol::pg::{
 };
 use portcullis_recorder::AuditLog;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
 use super::audit::{Finished, Tracker};
 use crate::grants::{CloseReason, Counters, LiveProbe};
 
 /// The read buffer's usual size.
 const BUF: usize = 64 * 1024;
-/// Largest message assembled whole for the audit; longer ones are streamed and audited
-/// from their first bytes (a statement from the client, an error from the server).
+/// Largest message assembled whole for the audit in the usual read buffer; longer ones are
+/// streamed and audited from their first bytes (a Bind's parameters, an error from the
+/// server), except statements (below).
 pub(crate) const PARSE_LIMIT: usize = 1024 * 1024;
+/// Largest statement (Query, Parse) held whole so that its text is logged whole: a longer
+/// one could hide what it does behind padding the log would cut, so it is refused and the
+/// session ends (54000 program_limit_exceeded) without any of it going upstream.
+pub(crate) const STATEMENT_LIMIT: usize = 16 * 1024 * 1024;
+/// Bytes all sessions together may hold of statements longer than [`PARSE_LIMIT`] while
+/// they are assembled; a session waits for its share, so a crowd of them cannot take the
+/// gateway's memory.
+pub(crate) const LARGE_STATEMENT_BUDGET: usize = 128 * 1024 * 1024;
 
 /// How a relay direction ended.
 #[derive(Debug)]
@@ -50,6 +60,14 @@ pub(crate) enum RelayEnd {
     UpstreamClosed,
     /// The kill path's FATAL was delivered to the client.
     Killed(CloseReason),
+    /// The client sent a statement longer than [`STATEMENT_LIMIT`]; nothing of it went
+    /// upstream and its refusal is in the log.
+    StatementTooLarge {
+        /// The message body's length.
+        len: usize,
+        /// Bytes of the message the client has still to send.
+        unread: usize,
+    },
     /// The client broke the protocol.
     ClientProtocol(PgError),
     /// The upstream broke the protocol.
@@ -89,6 +107,8 @@ pub(crate) struct Ctx<'a> {
     pub counters: &'a Counters,
     pub ask: &'a mpsc::Sender<Ask>,
     pub live: &'a LiveProbe,
+    /// The listener's [`LARGE_STATEMENT_BUDGET`], in permits of one byte.
+    pub large_statements: &'a Semaphore,
     /// Set once the client is done ([`RelayEnd::ClientDone`]): a failed write to it then
     /// no longer ends the upstream-to-client direction, which drains the upstream instead.
     pub client_done: AtomicBool,
@@ -185,12 +205,16 @@ where
     let mut buf = BytesMut::with_capacity(BUF);
     // Bytes of a message being streamed through that have not been read yet.
     let mut streaming = 0usize;
+    // The budget a statement longer than the usual buffer holds until it has gone on.
+    let mut large: Option<SemaphorePermit<'_>> = None;
     loop {
         // `buf[..fwd]` holds frames ready to go upstream.
         let mut fwd = 0usize;
         // Room the incomplete message at `fwd` needs before it can be looked at.
         let mut want = 0usize;
         let mut terminated = false;
+        // The budget of a large statement among the frames in `buf[..fwd]`.
+        let mut sent_large: Option<SemaphorePermit<'_>> = None;
         loop {
             let rest = buf.get(fwd..).unwrap_or_default();
             if streaming > 0 {
@@ -218,9 +242,45 @@ where
                 streaming = total;
                 continue;
             }
-            let whole = total <= PARSE_LIMIT + 5;
+            let statement = matches!(h.tag, b'Q' | b'P');
+            let limit = if statement {
+                STATEMENT_LIMIT
+            } else {
+                PARSE_LIMIT
+            };
+            let whole = total <= limit + 5;
+            if !whole && statement {
+                // Refused from its first bytes, which the log keeps as evidence.
+                if rest.len() < PARSE_LIMIT + 5 {
+                    want = PARSE_LIMIT + 5;
+                    break;
+                }
+                let unread = total.saturating_sub(rest.len());
+                let prefix = rest.get(5..PARSE_LIMIT + 5).unwrap_or_default();
+                let refusal = ctx.with_tracker(|t| t.refused(h.tag, prefix, h.body_len));
+                if let Err(e) = forward(wr, &mut buf, fwd).await {
+                    return RelayEnd::UpstreamIo(e);
+                }
+                if let Some(ev) = refusal
+                    && let Err(e) = ctx.audit.submit(ev).await
+                {
+                    tracing::error!(error = %e, "audit submit failed");
+                }
+                return RelayEnd::StatementTooLarge {
+                    len: h.body_len,
+                    unread,
+                };
+            }
             let have = if whole { total } else { PARSE_LIMIT + 5 };
             if rest.len() < have {
+                if have > PARSE_LIMIT + 5 && large.is_none() {
+                    // At most STATEMENT_LIMIT + 5, so always within the budget.
+                    let n = u32::try_from(have).unwrap_or(u32::MAX);
+                    match ctx.large_statements.acquire_many(n).await {
+                        Ok(permit) => large = Some(permit),
+                        Err(_) => return std::future::pending().await,
+                    }
+                }
                 want = have;
                 break;
             }
@@ -260,6 +320,9 @@ where
             }
             if whole {
                 fwd += total;
+                if total > PARSE_LIMIT + 5 {
+                    sent_large = large.take();
+                }
                 if h.tag == b'X' {
                     terminated = true;
                     break;
@@ -275,6 +338,12 @@ where
         }
         if let Err(e) = forward(wr, &mut buf, fwd).await {
             return RelayEnd::UpstreamIo(e);
+        }
+        if sent_large.take().is_some() {
+            // The large statement went on: give its budget back, and its memory with it.
+            let mut small = BytesMut::with_capacity(BUF.max(buf.len()));
+            small.extend_from_slice(&buf);
+            buf = small;
         }
         if terminated {
             ctx.client_done.store(true, Ordering::Release);

@@ -38,6 +38,9 @@ const KILL_GRACE: Duration = Duration::from_millis(500);
 const BACKEND_EXIT_WAIT: Duration = Duration::from_millis(400);
 /// How long after the client is closed the CancelRequest goes upstream (see `stop_backend`).
 const CANCEL_DELAY: Duration = Duration::from_millis(50);
+/// How long the rest of a refused (too long) statement is read and dropped, so that the
+/// client reads why it was refused.
+const REFUSED_DRAIN: Duration = Duration::from_secs(5);
 
 fn param(params: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
     params
@@ -322,6 +325,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         counters: &counters,
         ask: &ask_tx,
         live: &live,
+        large_statements: &shared.large_statements,
         client_done: AtomicBool::new(false),
     };
     let mut closing: Option<CloseReason> = None;
@@ -425,6 +429,10 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             tracing::info!(error = %e, "client protocol error");
             CloseReason::Error
         }
+        RelayEnd::StatementTooLarge { len, .. } => {
+            tracing::warn!(len, "statement too large to audit whole; refused");
+            CloseReason::Error
+        }
         RelayEnd::UpstreamProtocol(e) => {
             tracing::warn!(error = %e, "upstream protocol error");
             CloseReason::Error
@@ -455,12 +463,42 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         );
         let _ = cwr.write_all(&fatal).await;
     }
+    if let RelayEnd::StatementTooLarge { len, .. } = &end {
+        let mut fatal = Vec::new();
+        encode_error_response(
+            &mut fatal,
+            "FATAL",
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            &format!(
+                "portcullis: a statement of {len} bytes was refused and not run: statements \
+                 of at most {} MiB are allowed, so that each is logged whole",
+                super::relay::STATEMENT_LIMIT >> 20
+            ),
+        );
+        let _ = cwr.write_all(&fatal).await;
+    }
+    if let RelayEnd::StatementTooLarge { unread, .. } = end {
+        // The client is still sending the refused statement and takes in the FATAL only
+        // once it is done. Ending our side before that would make libpq report a lost
+        // connection instead (an end of stream it reads while still sending wins over the
+        // FATAL it holds unparsed), and closing with its bytes unread would reset the
+        // connection: so the rest of the statement is read and dropped first.
+        let _ = cwr.flush().await;
+        let _ = tokio::time::timeout(REFUSED_DRAIN, drain(&mut crd, unread)).await;
+    }
     // The client's side closes first: FATAL (sent by the relay) and then FIN, at once.
     let _ = tokio::time::timeout(Duration::from_millis(200), cwr.shutdown()).await;
+    if matches!(end, RelayEnd::StatementTooLarge { .. }) {
+        // Whatever it sent behind the statement (a Sync), until it hangs up.
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain(&mut crd, usize::MAX)).await;
+    }
     drop((crd, cwr));
     let stop_upstream = closing.is_some()
         || reason == CloseReason::ClientClosed
-        || matches!(end, RelayEnd::ClientProtocol(_));
+        || matches!(
+            end,
+            RelayEnd::ClientProtocol(_) | RelayEnd::StatementTooLarge { .. }
+        );
     if stop_upstream {
         let mut t = Vec::new();
         encode_terminate(&mut t);
@@ -542,6 +580,22 @@ async fn stop_backend(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "terminating the upstream backend failed"),
         Err(_) => tracing::warn!("terminating the upstream backend timed out"),
+    }
+}
+
+/// Reads and drops up to `n` bytes from the client, or until it hangs up.
+///
+/// # Cancellation safety
+/// Cancellation safe: nothing but dropped bytes is lost.
+async fn drain(crd: &mut (impl tokio::io::AsyncRead + Unpin), mut n: usize) {
+    use tokio::io::AsyncReadExt as _;
+    let mut sink = vec![0u8; 64 * 1024];
+    while n > 0 {
+        let want = n.min(sink.len());
+        match crd.read(sink.get_mut(..want).unwrap_or_default()).await {
+            Ok(0) | Err(_) => return,
+            Ok(got) => n -= got,
+        }
     }
 }
 

@@ -392,6 +392,30 @@ fn an_oversize_query_counts_as_a_batch() {
     assert_eq!(types_of_s(&t), [23]);
 }
 
+/// A statement refused as too long to log whole is logged as refused (54000, no tag) with
+/// the start of its SQL marked as cut; a Parse's statement name is not taken for SQL.
+#[test]
+fn a_refused_statement_is_logged_from_its_start_as_cut() {
+    let t = Tracker::new(&common(), false);
+    let t_mark = portcullis_recorder::TRUNCATED;
+    for (tag, prefix) in [
+        (b'Q', b"select 'long'".as_slice()),
+        (b'P', b"s1\0select 'long'".as_slice()),
+    ] {
+        let e = map(&t.refused(tag, prefix, 20 << 20));
+        assert_eq!(e["type"], "pg.query");
+        assert_eq!(e["error"], "54000");
+        assert_eq!(e["sql"], format!("select 'long{t_mark}"));
+        assert!(
+            e["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("20971520 bytes")
+        );
+        assert!(!e.contains_key("tag"));
+    }
+}
+
 /// Once as many named portals are known as are kept (a client can leave that many behind:
 /// the server drops those bound after a savepoint when the client rolls back to it, the
 /// tap does not see it), a portal bound again under a known name runs its new statement,

@@ -66,6 +66,7 @@ async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
             counters: &counters,
             ask: &ask_tx,
             live: &live,
+            large_statements: &tokio::sync::Semaphore::new(super::LARGE_STATEMENT_BUDGET),
             client_done: std::sync::atomic::AtomicBool::new(false),
         };
         let bytes = query(&sql);
@@ -87,6 +88,72 @@ async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
             "{} bytes of a {}-byte statement went upstream",
             upstream.len(),
             sql.len()
+        );
+    }
+}
+
+/// A statement longer than the usual read buffer goes upstream unchanged, held under the
+/// shared budget, which has every byte back once it went; one longer than the statement
+/// limit ends the relay before any of it goes upstream (earlier messages still do).
+#[tokio::test]
+async fn large_statements_use_the_shared_budget_and_too_large_ones_are_refused() {
+    let f = start(Duration::from_secs(60));
+    add(&f.grants, "alice", "pg", "read", Duration::from_secs(3600)).await;
+    let lease = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open_with(
+        &dir.path().join("audit"),
+        &dir.path().join("audit.key"),
+        Options::new(Durability::Batched),
+    )
+    .unwrap();
+    let common = Common {
+        session: "s_test".into(),
+        user: "alice".into(),
+        target: "pg".into(),
+        role: "read".into(),
+        grant: lease.grant_id().to_owned(),
+        client: "127.0.0.1:5555".into(),
+    };
+    let budget = tokio::sync::Semaphore::new(super::LARGE_STATEMENT_BUDGET);
+    let large = query(&format!("select '{}'", "x".repeat(3 << 20)));
+    let too_large = query(&format!("select '{}'", "x".repeat(super::STATEMENT_LIMIT)));
+    for (bytes, refused) in [
+        ([query("select 1"), large.clone()].concat(), false),
+        ([query("select 1"), too_large].concat(), true),
+    ] {
+        let tracker = Mutex::new(Tracker::new(&common, false));
+        let counters = lease.counters();
+        let live = lease.probe();
+        let (ask_tx, _ask_rx) = mpsc::channel(1);
+        let ctx = Ctx {
+            tracker: &tracker,
+            audit: &audit,
+            counters: &counters,
+            ask: &ask_tx,
+            live: &live,
+            large_statements: &budget,
+            client_done: std::sync::atomic::AtomicBool::new(false),
+        };
+        let mut from_client = &bytes[..];
+        let mut upstream = Vec::new();
+        let end = client_to_upstream(&mut from_client, &mut upstream, &ctx).await;
+        if refused {
+            assert!(
+                matches!(end, super::RelayEnd::StatementTooLarge { len, unread }
+                    if len == bytes.len() - 14 - 5 && unread == from_client.len()),
+                "{end:?}"
+            );
+            assert_eq!(upstream, query("select 1"), "only the first statement went");
+        } else {
+            assert!(matches!(end, super::RelayEnd::ClientDone), "{end:?}");
+            // What went upstream: both statements unchanged, then the relay's Terminate.
+            assert_eq!(upstream.get(..bytes.len()), Some(&bytes[..]));
+        }
+        assert_eq!(
+            budget.available_permits(),
+            super::LARGE_STATEMENT_BUDGET,
+            "the budget is back"
         );
     }
 }
