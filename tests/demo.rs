@@ -123,6 +123,27 @@ impl Demo {
     }
 }
 
+/// Is a process whose command line is exactly `cmdline` running?
+fn running(cmdline: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", &format!("^{}$", cmdline.replace('.', "\\."))])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Polls `f` until it holds or `limit` passes (a remote process has no event to await).
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 #[test]
 fn every_printed_line_works_as_printed() {
     let demo = Demo::start();
@@ -159,6 +180,8 @@ fn every_printed_line_works_as_printed() {
     let (ok, out, err) = paste(&ssh_cmd, "");
     assert!(ok, "ssh line failed: {err}");
     assert!(!out.trim().is_empty());
+    // `id -un`: the role never logs in as root, whose remote processes a revoke cannot stop.
+    assert_ne!(out.lines().last(), Some("root"), "ssh printed {out}");
 
     let (ok, out, err) = paste(&find("sftp "), "pwd\nls\nbye\n");
     assert!(ok, "sftp line failed: {err}");
@@ -186,8 +209,38 @@ fn every_printed_line_works_as_printed() {
     let replay = find(" replay ").replace("<SESSION id from the search above>", &session);
     let (ok, _out, err) = paste(&replay, "");
     assert!(ok, "replay failed: {err}");
-    let (ok, _out, err) = paste(&find(" grant revoke "), "");
+    let revokes: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.contains(" grant revoke "))
+        .collect();
+    assert_eq!(revokes.len(), 2, "one revoke line per grant: {commands:#?}");
+    let (ok, _out, err) = paste(revokes[0], "");
     assert!(ok, "revoke failed: {err}");
+
+    // SPEC §6: revoking the SSH grant hangs up the remote processes, a command run without
+    // a terminal included.
+    let marker = format!("sleep 900.{}", std::process::id());
+    let sleeper = Command::new("sh")
+        .arg("-c")
+        .arg(ssh_cmd.replace("'hostname; id -un'", &format!("'{marker}'")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh spawns");
+    assert!(
+        within(Duration::from_secs(20), || running(&marker)),
+        "remote {marker} never started"
+    );
+    let (ok, _out, err) = paste(revokes[1], "");
+    assert!(ok, "revoke failed: {err}");
+    let said = sleeper.wait_with_output().expect("ssh exits");
+    let said = String::from_utf8_lossy(&said.stderr);
+    assert!(said.contains("was revoked"), "ssh said {said}");
+    assert!(
+        within(Duration::from_secs(5), || !running(&marker)),
+        "remote {marker} survived the revoke"
+    );
 
     demo.stop_with(Signal::SIGINT);
 }

@@ -1,6 +1,6 @@
 //! A real OpenSSH sshd in a temp dir: temp host key, temp authorized_keys, key auth only, on
 //! a free loopback port, logging in as the current OS user, or (`start_unprivileged`, when
-//! the tests run as root) as the non-root `postgres` user.
+//! the tests run as root) as the non-root `postgres` user, or as a user the caller names.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -20,7 +20,7 @@ use super::{
 #[derive(Debug)]
 pub struct Sshd {
     pub port: u16,
-    /// The upstream login user (the OS user running the tests, or `postgres`).
+    /// The upstream login user (the OS user running the tests, `postgres`, or the one named).
     pub user: String,
     /// The server's host key as an OpenSSH public key line (what `host_key` pins).
     pub host_key_line: String,
@@ -56,6 +56,11 @@ impl Sshd {
     /// for privilege-separated, non-root sessions, and the kill tests check exactly that.
     pub fn start_unprivileged() -> Result<Sshd> {
         Sshd::start_as(is_root().then_some("postgres"), true, 64)
+    }
+
+    /// Like `start`, but logging in as the OS user `login` (`None`: the current user).
+    pub fn start_logging_in_as(login: Option<&str>) -> Result<Sshd> {
+        Sshd::start_as(login, true, 64)
     }
 
     fn start_as(login: Option<&str>, sftp: bool, max_sessions: u32) -> Result<Sshd> {

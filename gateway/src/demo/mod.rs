@@ -1,6 +1,11 @@
 //! `portcullis demo`: a throwaway PostgreSQL (with a small sample database) and OpenSSH sshd,
 //! a gateway in front of them, a demo user holding a 15-minute grant on both, and the exact
 //! commands to paste. Ctrl-C stops and removes everything.
+//!
+//! The SSH role never logs in as root (`account.rs`): a revoke must be seen to hang up the
+//! remote processes, and OpenSSH does that only for non-root logins.
+
+mod account;
 
 use std::path::Path;
 use std::process::Command;
@@ -61,7 +66,11 @@ pub fn run() -> CmdResult {
     pg.create_role("app", UPSTREAM_PG_PASSWORD)?;
     pg.sql("CREATE DATABASE shop OWNER postgres")?;
     pg.sql_in("shop", SAMPLE_SQL)?;
-    let sshd = start_or_install("openssh-server", Sshd::start)?;
+    // Declared before sshd, so that it is dropped after sshd has stopped.
+    let account = account::Account::acquire()?;
+    let sshd = start_or_install("openssh-server", || {
+        Sshd::start_logging_in_as(account.login())
+    })?;
     let (demo_key, demo_pub) = testbed::ssh_keygen(dir.path(), "demo_ed25519")?;
 
     let data_dir = dir.path().join("data");
@@ -107,6 +116,7 @@ pub fn run() -> CmdResult {
     }
     drop(sshd);
     drop(pg);
+    drop(account);
     eprintln!("portcullis demo: stopped; removed {}", dir.path().display());
     served.map_err(|e| Failure::failed(e.to_string()))
 }
@@ -245,6 +255,8 @@ Paste these in another terminal:\n\n\
   {pc} sessions list\n\
   {pc} grant list\n\
   {pc} grant revoke {pg_grant} --reason 'demo over'\n\
+  # Revoke the SSH grant: its sessions close and their remote processes are hung up\n\
+  {pc} grant revoke {ssh_grant} --reason 'demo over'\n\
   {pc} audit verify\n\
   {pc} audit search --type session.ended\n\
   {pc} replay <SESSION id from the search above>\n\
