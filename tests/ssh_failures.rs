@@ -384,6 +384,60 @@ c.close()
     assert_eq!(status, Some(5));
 }
 
+/// A refusal's sentence goes on stderr only if the client's window has room for it, as the
+/// kill path's lines do: a client that reads nothing of a refused channel must not stall the
+/// rest of its connection. Through the session handle, russh held the part of the sentence
+/// that did not fit, and behind it everything queued for the client: the refused channel's
+/// exit status and close, and every other channel's output.
+#[test]
+fn a_refusal_the_client_does_not_read_stalls_nothing_else() {
+    let env = Env::start();
+    env.grant("web-1", "ro", "1h");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // A 16-byte window per channel: the refusal sentence does not fit.
+    let config = russh::client::Config {
+        window_size: 16,
+        ..Default::default()
+    };
+    let h = rt.block_on(russh_login(&env, "alice+web-1+ro", config));
+    // An exec the role (sftp only) refuses; its channel is never read.
+    let refused = rt.block_on(async {
+        let ch = h.channel_open_session().await.expect("channel");
+        ch.exec(true, "true").await.expect("exec");
+        ch
+    });
+    env.wait_event("ssh.denied", |e| event_str(e, "request") == "exec");
+    // The same connection still serves another channel: sftp's version exchange.
+    let version = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut ch = h.channel_open_session().await.expect("channel");
+            ch.request_subsystem(true, "sftp").await.expect("subsystem");
+            // SSH_FXP_INIT, version 3.
+            ch.data(&[0u8, 0, 0, 5, 1, 0, 0, 0, 3][..])
+                .await
+                .expect("init");
+            let mut got = Vec::new();
+            while let Some(msg) = ch.wait().await {
+                if let russh::ChannelMsg::Data { data } = msg {
+                    got.extend_from_slice(&data);
+                    if got.len() >= 5 {
+                        return got[4];
+                    }
+                }
+            }
+            0
+        })
+        .await
+    });
+    assert_eq!(
+        version,
+        Ok(2),
+        "no SSH_FXP_VERSION on the second channel: {}",
+        env.gw.log()
+    );
+    drop(refused);
+}
+
 struct AcceptAny;
 
 impl russh::client::Handler for AcceptAny {
@@ -396,20 +450,29 @@ impl russh::client::Handler for AcceptAny {
     }
 }
 
-async fn russh_exec(env: &Env, command: &str) -> (String, Option<u32>) {
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut h = russh::client::connect(config, env.gw.bound.ssh, AcceptAny)
+/// A russh client logged in as `login` with alice's key.
+async fn russh_login(
+    env: &Env,
+    login: &str,
+    config: russh::client::Config,
+) -> russh::client::Handle<AcceptAny> {
+    let mut h = russh::client::connect(std::sync::Arc::new(config), env.gw.bound.ssh, AcceptAny)
         .await
         .expect("russh connects");
     let key = russh::keys::load_secret_key(&env.key, None).expect("key");
     let auth = h
         .authenticate_publickey(
-            "alice+web-1",
+            login,
             russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None),
         )
         .await
         .expect("auth");
     assert!(auth.success());
+    h
+}
+
+async fn russh_exec(env: &Env, command: &str) -> (String, Option<u32>) {
+    let h = russh_login(env, "alice+web-1", russh::client::Config::default()).await;
     let mut ch = h.channel_open_session().await.expect("channel");
     ch.exec(true, command).await.expect("exec");
     let mut stdout = Vec::new();

@@ -8,17 +8,21 @@
 //! policy refusal, X11, a second start request) is answered only once the target has
 //! answered every request forwarded before it. The patched russh counts the answers owed
 //! per channel (`vendor/russh/PORTCULLIS.md`). Also here: how a refused channel or start
-//! request is told why, on stderr.
+//! request is told why, on stderr: as the kill path says its lines (`session::say`), only
+//! if the client's window has room for the sentence, so a client that does not read its
+//! stderr cannot hold up the refusal, nor anything else on its connection.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use russh::server::Msg as DownMsg;
 use russh::{Channel, ChannelId, ChannelMsg};
 use tokio::sync::Notify;
+use tracing::debug;
 
-use super::session::SessionCtx;
+use super::session::{self, NOTICE_WAIT, SessionCtx};
 
 /// How long a refused channel waits for the client's start request before closing.
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -124,8 +128,9 @@ impl Replies {
     }
 }
 
-/// Says `message` on the channel's stderr once the client asks to start something, then
-/// exits 1 and closes: how a user without access, or whose target is down, is told why.
+/// Says `message` on the channel's stderr once the client asks to start something (if its
+/// window has room for it: see [`say`]), then exits 1 and closes: how a user without
+/// access, or whose target is down, is told why.
 /// The requests before it are answered yes but X11 (nothing is set up, and a "PTY
 /// allocation failed" would only hide the sentence), as is the start itself, so the client
 /// shows the sentence.
@@ -160,15 +165,17 @@ pub(super) async fn refuse(
     if waited == Ok(false) {
         return;
     }
-    let _ = tx
-        .extended_data_bytes(1, format!("{message}\r\n").into_bytes())
-        .await;
+    let line = Bytes::from(format!("{message}\r\n"));
+    if !session::say(&tx, line, tokio::time::Instant::now() + NOTICE_WAIT).await {
+        debug!(channel = %id, "no window for the refusal; refusing without it");
+    }
     let _ = tx.exit_status(1).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
 }
 
-/// Refuses a started request on an accepted channel through the session handle.
+/// Refuses a started request on an accepted, registered channel: the sentence (see
+/// [`say`]), exit status 1, EOF and close.
 pub(super) async fn refuse_started(ctx: &SessionCtx, id: ChannelId, message: &str) {
     say(ctx, id, message).await;
     let _ = ctx.client.exit_status_request(id, 1).await;
@@ -190,10 +197,23 @@ async fn answer(ctx: &SessionCtx, id: ChannelId, ok: bool) {
     };
 }
 
-/// Writes one line on the channel's stderr.
+/// Writes one line on the channel's stderr, through the channel's registered writer and
+/// only if the client's window has room for it (`session::say`). Through the session
+/// handle, russh would hold a line that does not fit until the client read, and with it
+/// everything queued behind it for every channel of the connection: this channel's exit
+/// status and close, other channels' output. The line is left out instead.
 async fn say(ctx: &SessionCtx, id: ChannelId, line: &str) {
-    let _ = ctx
-        .client
-        .extended_data(id, 1, format!("{line}\r\n").into_bytes())
-        .await;
+    let writer = ctx
+        .channels
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&id).and_then(|r| r.stderr.clone()));
+    let line = Bytes::from(format!("{line}\r\n"));
+    let said = match writer {
+        Some(w) => session::say(&w, line, tokio::time::Instant::now() + NOTICE_WAIT).await,
+        None => false,
+    };
+    if !said {
+        debug!(channel = %id, "no window for the refusal; refusing without it");
+    }
 }

@@ -36,9 +36,10 @@ const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// the second SPEC §6 allows.
 const UPSTREAM_HANGUP_DELAY: Duration = Duration::from_millis(30);
 /// How long the kill path may spend on the lines it says on the channels' stderr, all of
-/// them together. A line goes out only if the client's window has room for it right away
-/// (see [`say`]), so this bounds only a race with the channel's own output.
-const NOTICE_WAIT: Duration = Duration::from_millis(100);
+/// them together (and a refusal on its one line, `replies.rs`). A line goes out only if the
+/// client's window has room for it right away (see [`say`]), so this bounds only a race
+/// with the channel's own output.
+pub(super) const NOTICE_WAIT: Duration = Duration::from_millis(100);
 
 /// Where the upstream connection stands, as the channel tasks see it.
 #[derive(Clone)]
@@ -400,7 +401,11 @@ async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) 
 ///
 /// # Cancellation safety
 /// Not cancellation safe: cancelled while sending, part of the line may have gone out.
-async fn say(w: &russh::ChannelWriteHalf<DownMsg>, line: Bytes, by: tokio::time::Instant) -> bool {
+pub(super) async fn say(
+    w: &russh::ChannelWriteHalf<DownMsg>,
+    line: Bytes,
+    by: tokio::time::Instant,
+) -> bool {
     let len = line.len();
     tokio::time::timeout_at(by, async {
         w.writable_packet_size().await >= len && w.extended_data_bytes(1, line).await.is_ok()
