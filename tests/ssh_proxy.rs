@@ -375,6 +375,29 @@ fn an_scp_role_runs_nothing_but_scp() {
         std::fs::read_to_string(&back).expect("read"),
         "scp payload\n"
     );
+    // OpenSSH 9's scp runs over the sftp subsystem, which the role must admit for it; an
+    // interactive sftp asks for the same subsystem and is admitted with it (`check` warns
+    // about such a role).
+    let modern = env.dir.path().join("modern.txt");
+    let up = env
+        .scp()
+        .arg(&src)
+        .arg(remote(&modern))
+        .output()
+        .expect("scp runs");
+    assert!(up.status.success(), "scp up: {}", text(&up.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&modern).expect("read"),
+        "scp payload\n"
+    );
+    let batch = env.dir.path().join("rm.batch");
+    std::fs::write(&batch, format!("rm {}\n", modern.display())).expect("batch");
+    let rm = env
+        .sftp(&batch, "alice+web-1+scp-only")
+        .output()
+        .expect("sftp runs");
+    assert!(rm.status.success(), "sftp rm: {}", text(&rm.stderr));
+    assert!(!modern.exists(), "sftp rm under an scp-only role");
 }
 
 /// Runs `ssh ARGS` direct to the target and through the gateway (as alice+web-1): both

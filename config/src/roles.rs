@@ -187,6 +187,9 @@ fn warn_if_readable_by_others(cx: &mut Ctx<'_>, key: &str, file: &std::path::Pat
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_cx: &mut Ctx<'_>, _key: &str, _file: &std::path::Path) {}
 
+/// Reads `allow`. Warns when `scp` comes without `sftp`: OpenSSH 9's scp speaks the sftp
+/// protocol over the sftp subsystem, exactly as `sftp` does, so the gateway admits that
+/// subsystem for `scp` (or modern scp would not work), and with it every sftp operation.
 fn allow(cx: &mut Ctx<'_>, path: &str, entries: &[String]) -> Vec<Allow> {
     let mut out = Vec::new();
     for (k, entry) in entries.iter().enumerate() {
@@ -201,6 +204,14 @@ fn allow(cx: &mut Ctx<'_>, path: &str, entries: &[String]) -> Vec<Allow> {
                 ),
             ),
         }
+    }
+    if out.contains(&Allow::Scp) && !out.contains(&Allow::Sftp) {
+        cx.report.warn(
+            &format!("{path}.allow"),
+            "\"scp\" without \"sftp\" still admits sftp sessions: OpenSSH 9's scp uses the \
+             sftp subsystem and no server can tell it from sftp, so this role can also list, \
+             rename and remove files with sftp; list \"sftp\" too to say so",
+        );
     }
     out
 }

@@ -138,7 +138,8 @@ pub struct Role {
     /// SSH: the private key file's path and its contents (OpenSSH format), read at load.
     pub private_key_file: Option<PathBuf>,
     pub private_key: Option<Secret>,
-    /// SSH: allowed channel kinds. Default: shell, exec, sftp, scp.
+    /// SSH: allowed channel kinds. Default: shell, exec, sftp, scp. `Scp` also admits the
+    /// sftp subsystem (OpenSSH 9's scp runs over it), so it admits sftp sessions too.
     pub allow: Vec<Allow>,
 }
 

@@ -318,6 +318,36 @@ fn inline_passwords_load_with_a_warning() {
     assert!(!config.warnings.join("\n").contains("inline-pw"));
 }
 
+/// `scp` cannot be had without the sftp subsystem (OpenSSH 9's scp uses it), so a role that
+/// lists it without `sftp` is told what it really allows; with both, or neither, nothing.
+#[test]
+fn scp_without_sftp_loads_with_a_warning_that_sftp_is_admitted() {
+    let dir = files();
+    let warnings = |allow: &str| {
+        let text = format!(
+            "{}{}",
+            prefix(),
+            ssh("", &format!("{SSH_ROLE}allow = [{allow}]"))
+        );
+        load_in(dir.path(), &text)
+            .unwrap_or_else(|e| panic!("{allow}: {e}"))
+            .warnings
+    };
+    let w = warnings(r#""exec", "scp""#);
+    assert!(
+        w.iter().any(|w| w.starts_with(
+            "targets[0].roles.deploy.allow: \"scp\" without \"sftp\" still admits sftp sessions"
+        )),
+        "{w:?}"
+    );
+    for quiet in [r#""scp", "sftp""#, r#""sftp""#, r#""shell""#] {
+        assert!(
+            !warnings(quiet).iter().any(|w| w.contains("scp")),
+            "{quiet}"
+        );
+    }
+}
+
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
