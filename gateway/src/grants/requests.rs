@@ -104,6 +104,14 @@ impl Inner {
             .ok_or_else(|| GrantsError::Invalid(format!("unknown target {}", new.target)))?;
         let role = resolve_role(t, new.role.as_deref())?;
         check_duration(t, &cfg, new.duration)?;
+        // A request keeps whole seconds (`duration_secs`): a fraction would be dropped, and
+        // a request under a second stored as 0s, which no approver could ever approve.
+        if new.duration.subsec_nanos() != 0 {
+            return Err(GrantsError::Invalid(format!(
+                "--for {} is not a whole number of seconds; a request is kept in seconds",
+                humantime::format_duration(new.duration)
+            )));
+        }
         let r = RequestRecord {
             id: new_id("r_"),
             user,

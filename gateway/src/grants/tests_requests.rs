@@ -148,3 +148,36 @@ async fn requests_need_a_reason_respect_the_ceiling_and_lapse() {
     assert_eq!(all[0].status, RequestStatus::Expired);
     assert_eq!(f.audit.of_type("request.expired").len(), 1);
 }
+
+/// A request keeps its duration in whole seconds (`duration_secs`): one with a fraction of a
+/// second was once stored rounded down, so `--for 500ms` became a 0s request that every
+/// approver was refused ("--for must be longer than 0s"), and `--for 1500ms` a 1s one.
+#[tokio::test(start_paused = true)]
+async fn a_request_for_part_of_a_second_is_refused_when_made() {
+    let f = start(Duration::from_secs(1));
+    for d in [Duration::from_millis(500), Duration::from_millis(1500)] {
+        let e = f
+            .grants
+            .create_request(ask("pg", d), &user("alice"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GrantsError::Invalid(_)), "{d:?}: {e}");
+        assert!(e.to_string().contains("whole number of seconds"), "{e}");
+    }
+    assert!(
+        f.grants
+            .list_requests(false, &Actor::Admin)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(f.audit.of_type("request.created").is_empty());
+
+    // A whole number of seconds, however short, is still approvable.
+    let r = f
+        .grants
+        .create_request(ask("pg", Duration::from_secs(1)), &user("alice"))
+        .await
+        .unwrap();
+    let (_, g) = f.grants.approve(&r.id, &user("bob")).await.unwrap();
+    assert_eq!(g.expires_at - g.created_at, chrono::Duration::seconds(1));
+}
