@@ -152,7 +152,7 @@ impl Inner {
             .clone()
     }
 
-    /// Swaps in a reloaded config; `authorize` sees it from its next call.
+    /// Swaps in a reloaded config; `authorize` sees it from its next call. Caller holds `ops`.
     pub(crate) fn set_config(&self, config: Arc<Config>) {
         self.table.set_policy(&config);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
@@ -270,7 +270,8 @@ impl Inner {
         self.scheduler.arm(&live.id, g.expires_at, warn_before);
     }
 
-    /// Checks a prospective grant against the config; returns the record to store.
+    /// Checks a prospective grant against the config; returns the record to store. Caller
+    /// holds `ops` until the grant is committed, so a reload cannot come between.
     pub(crate) fn build_grant(
         &self,
         new: &NewGrant,
@@ -323,11 +324,13 @@ impl Inner {
                 "only an operator can add grants; ask for access with request create".into(),
             ));
         }
-        let g = self.build_grant(&new, actor.name(), None, None)?;
-        {
+        let g = {
+            // Checked and stored under one lock, so a reload cannot swap the config between.
             let _ops = self.lock_ops();
+            let g = self.build_grant(&new, actor.name(), None, None)?;
             self.commit_grant(&g)?;
-        }
+            g
+        };
         self.emitter
             .emit_wait(created_event(&g, self.max_grant_of(&g.target)))
             .await;

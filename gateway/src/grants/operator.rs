@@ -101,16 +101,26 @@ impl Inner {
     /// (closing their sessions through the kill path, reason `grant_revoked`, each with a
     /// `grant.revoked` event saying the config removed it). Returns the grants revoked.
     pub(crate) async fn reload(&self, config: Arc<Config>) -> Vec<GrantRecord> {
-        self.set_config(config.clone());
+        // Swapped and scanned under the ops lock, as every grant change checks the config
+        // and stores its grant under it: a change in flight finishes first and its grant is
+        // in the scan, or runs after and is judged against the new config. Without the lock,
+        // a grant checked against the old config could be stored live after the scan.
+        let stale: Vec<_> = {
+            let _ops = self.lock_ops();
+            self.set_config(config.clone());
+            self.table
+                .all()
+                .into_iter()
+                .filter(|live| {
+                    config.user(live.user()).is_none()
+                        || !config
+                            .target(&live.target)
+                            .is_some_and(|t| t.roles.contains_key(&*live.role))
+                })
+                .collect()
+        };
         let mut revoked = Vec::new();
-        for live in self.table.all() {
-            let still = config.user(live.user()).is_some()
-                && config
-                    .target(&live.target)
-                    .is_some_and(|t| t.roles.contains_key(&*live.role));
-            if still {
-                continue;
-            }
+        for live in stale {
             match self.revoke_now(&live.id, "config", CloseReason::ConfigRevoked) {
                 Ok(g) => {
                     self.emitter
