@@ -123,7 +123,26 @@ pub(crate) fn went_away(e: &std::io::Error) -> bool {
     )
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        tracker: &'a Mutex<Tracker>,
+        audit: &'a AuditLog,
+        counters: &'a Counters,
+        ask: &'a mpsc::Sender<Ask>,
+        live: &'a LiveProbe,
+        large_statements: &'a Semaphore,
+    ) -> Self {
+        Ctx {
+            tracker,
+            audit,
+            counters,
+            ask,
+            live,
+            large_statements,
+            client_done: AtomicBool::new(false),
+        }
+    }
+
     fn with_tracker<T>(&self, f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
         self.tracker.lock().ok().map(|mut t| f(&mut t))
     }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -319,15 +318,14 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     let (mut urd, mut uwr) = tokio::io::split(up.io);
     let counters = lease.counters();
     let live = lease.probe();
-    let ctx = Ctx {
-        tracker: &tracker,
+    let ctx = Ctx::new(
+        &tracker,
         audit,
-        counters: &counters,
-        ask: &ask_tx,
-        live: &live,
-        large_statements: &shared.large_statements,
-        client_done: AtomicBool::new(false),
-    };
+        &counters,
+        &ask_tx,
+        &live,
+        &shared.large_statements,
+    );
     let mut closing: Option<CloseReason> = None;
     // `killer` says who killed the session, for a kill (`Lease::killer`).
     let begin_kill = |reason: CloseReason,

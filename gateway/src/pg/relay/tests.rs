@@ -8,7 +8,7 @@ use portcullis_recorder::{AuditLog, Durability, Event, Options};
 use tokio::sync::mpsc;
 
 use super::{Ask, Ctx, client_to_upstream};
-use crate::grants::tests::{add, info, start};
+use crate::grants::tests::{Fixture, add, info, start};
 use crate::pg::audit::Tracker;
 use crate::pg::event::Common;
 
@@ -19,6 +19,26 @@ fn query(sql: &str) -> Vec<u8> {
     m.extend_from_slice(sql.as_bytes());
     m.push(0);
     m
+}
+
+/// Alice's lease on `pg`, with the engine that holds it.
+async fn alice() -> (Fixture, crate::grants::Lease) {
+    let f = start(Duration::from_secs(60));
+    add(&f.grants, "alice", "pg", "read", Duration::from_secs(3600)).await;
+    let lease = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    (f, lease)
+}
+
+/// The session fields of alice's session under `lease`.
+fn common(lease: &crate::grants::Lease) -> Common {
+    Common {
+        session: "s_test".into(),
+        user: "alice".into(),
+        target: "pg".into(),
+        role: "read".into(),
+        grant: lease.grant_id().to_owned(),
+        client: "127.0.0.1:5555".into(),
+    }
 }
 
 /// A batched log that has failed: every append rotates the segment (1-byte limit), and the
@@ -39,19 +59,11 @@ async fn failed_log(dir: &std::path::Path) -> AuditLog {
 /// upstream and the session is told to close.
 #[tokio::test]
 async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
-    let f = start(Duration::from_secs(60));
-    add(&f.grants, "alice", "pg", "read", Duration::from_secs(3600)).await;
-    let lease = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let (_f, lease) = alice().await;
     let dir = tempfile::tempdir().unwrap();
     let audit = failed_log(dir.path()).await;
-    let common = Common {
-        session: "s_test".into(),
-        user: "alice".into(),
-        target: "pg".into(),
-        role: "read".into(),
-        grant: lease.grant_id().to_owned(),
-        client: "127.0.0.1:5555".into(),
-    };
+    let common = common(&lease);
+    let budget = tokio::sync::Semaphore::new(super::LARGE_STATEMENT_BUDGET);
     for sql in [
         "select 1".to_owned(),
         format!("select '{}'", "x".repeat(2 << 20)),
@@ -60,15 +72,7 @@ async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
         let counters = lease.counters();
         let live = lease.probe();
         let (ask_tx, mut ask_rx) = mpsc::channel(1);
-        let ctx = Ctx {
-            tracker: &tracker,
-            audit: &audit,
-            counters: &counters,
-            ask: &ask_tx,
-            live: &live,
-            large_statements: &tokio::sync::Semaphore::new(super::LARGE_STATEMENT_BUDGET),
-            client_done: std::sync::atomic::AtomicBool::new(false),
-        };
+        let ctx = Ctx::new(&tracker, &audit, &counters, &ask_tx, &live, &budget);
         let bytes = query(&sql);
         let mut from_client = &bytes[..];
         let mut upstream = Vec::new();
@@ -97,9 +101,7 @@ async fn no_statement_goes_upstream_once_the_batched_log_has_failed() {
 /// limit ends the relay before any of it goes upstream (earlier messages still do).
 #[tokio::test]
 async fn large_statements_use_the_shared_budget_and_too_large_ones_are_refused() {
-    let f = start(Duration::from_secs(60));
-    add(&f.grants, "alice", "pg", "read", Duration::from_secs(3600)).await;
-    let lease = f.grants.authorize("alice", "pg", None, info()).unwrap();
+    let (_f, lease) = alice().await;
     let dir = tempfile::tempdir().unwrap();
     let audit = AuditLog::open_with(
         &dir.path().join("audit"),
@@ -107,14 +109,7 @@ async fn large_statements_use_the_shared_budget_and_too_large_ones_are_refused()
         Options::new(Durability::Batched),
     )
     .unwrap();
-    let common = Common {
-        session: "s_test".into(),
-        user: "alice".into(),
-        target: "pg".into(),
-        role: "read".into(),
-        grant: lease.grant_id().to_owned(),
-        client: "127.0.0.1:5555".into(),
-    };
+    let common = common(&lease);
     let budget = tokio::sync::Semaphore::new(super::LARGE_STATEMENT_BUDGET);
     let large = query(&format!("select '{}'", "x".repeat(3 << 20)));
     let too_large = query(&format!("select '{}'", "x".repeat(super::STATEMENT_LIMIT)));
@@ -126,15 +121,7 @@ async fn large_statements_use_the_shared_budget_and_too_large_ones_are_refused()
         let counters = lease.counters();
         let live = lease.probe();
         let (ask_tx, _ask_rx) = mpsc::channel(1);
-        let ctx = Ctx {
-            tracker: &tracker,
-            audit: &audit,
-            counters: &counters,
-            ask: &ask_tx,
-            live: &live,
-            large_statements: &budget,
-            client_done: std::sync::atomic::AtomicBool::new(false),
-        };
+        let ctx = Ctx::new(&tracker, &audit, &counters, &ask_tx, &live, &budget);
         let mut from_client = &bytes[..];
         let mut upstream = Vec::new();
         let end = client_to_upstream(&mut from_client, &mut upstream, &ctx).await;
