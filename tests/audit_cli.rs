@@ -807,3 +807,74 @@ fn verify_fails_when_final_records_or_the_head_are_removed() {
         Some(1)
     );
 }
+
+/// The SQL a user ran, the server's error about it and the commands typed in a shell are
+/// the user's to choose: replay must not pass their control characters to the reviewer's
+/// terminal, where ESC sequences could erase or forge earlier lines or retitle the window.
+#[test]
+fn replay_writes_logged_control_characters_inert() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let forged = "\u{1b}[1A\u{1b}[2K\u{1b}]0;owned\u{7}\rforged";
+    let mut rec = Recording::create(
+        &data.join("recordings"),
+        "s_ssh",
+        0,
+        80,
+        24,
+        "xterm",
+        "alice@web-1",
+    )
+    .expect("rec");
+    rec.output(b"$ ").expect("output");
+    let (path, sha) = rec.finish().expect("finish");
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+    write_log(
+        data,
+        vec![
+            sess("session.started", "s_pg").with("proto", "postgres"),
+            sess("pg.query", "s_pg")
+                .with("sql", format!("select 1 /* {forged} */\nfrom t"))
+                .with("duration_us", 90)
+                .with("error", "42703")
+                .with(
+                    "error_message",
+                    format!("column \"{forged}\" does not exist"),
+                ),
+            sess("session.ended", "s_pg")
+                .with("reason", "killed")
+                .with("kill_reason", forged),
+            sess("session.started", "s_ssh").with("proto", "ssh"),
+            sess("ssh.command", "s_ssh").with("command", format!("echo {forged}")),
+            sess("session.ended", "s_ssh")
+                .with("reason", "client_closed")
+                .with("recording", &file)
+                .with("recording_sha256", &sha),
+        ],
+    );
+    let dd = data.to_str().expect("utf-8");
+    let timeline = portcullis(&["replay", "s_pg", "--data-dir", dd]);
+    assert!(timeline.status.success(), "{}", text(&timeline.stderr));
+    let exported = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--export", "text"]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    for out in [&timeline.stdout, &exported.stdout] {
+        let t = text(out);
+        assert!(
+            !t.chars().any(|c| c.is_control() && c != '\n'),
+            "control characters reach the terminal: {t:?}"
+        );
+        assert!(
+            t.contains("\\u{1b}[1A\\u{1b}[2K\\u{1b}]0;owned\\u{7}\\u{d}forged"),
+            "{t}"
+        );
+    }
+    let t = text(&timeline.stdout);
+    // A multi-line statement stays readable, indented under its header line.
+    assert!(t.contains("forged */\n    from t\n"), "{t}");
+    assert!(t.contains("ERROR 42703: column \"\\u{1b}[1A"), "{t}");
+    assert!(t.contains("kill_reason: \\u{1b}[1A"), "{t}");
+}
