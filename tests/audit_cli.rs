@@ -878,3 +878,70 @@ fn replay_writes_logged_control_characters_inert() {
     assert!(t.contains("ERROR 42703: column \"\\u{1b}[1A"), "{t}");
     assert!(t.contains("kill_reason: \\u{1b}[1A"), "{t}");
 }
+
+/// The readers hold only what they need of the log, never all of it: a log several times
+/// larger than their memory limit is still searched, tailed, replayed and reviewed.
+#[test]
+fn readers_do_not_hold_the_whole_log_in_memory() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sql = format!("select '{}'", "x".repeat(900));
+    rt.block_on(async {
+        let log = AuditLog::open(
+            &data.join("audit"),
+            &data.join("audit-seal.key"),
+            Durability::Batched,
+        )
+        .expect("open");
+        log.append(
+            Event::new("grant.created")
+                .with("grant", "g_1")
+                .with("user", "alice")
+                .with("target", "pg-prod"),
+        )
+        .await
+        .expect("append");
+        for i in 0..60_000 {
+            log.submit(
+                sess("pg.query", &format!("s_{}", i / 1000))
+                    .with("grant", "g_1")
+                    .with("sql", sql.as_str()),
+            )
+            .await
+            .expect("submit");
+        }
+        log.close().await.expect("close");
+    });
+    let size: u64 = std::fs::read_dir(data.join("audit"))
+        .expect("dir")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    // Held whole, these ~60 MB of records took several times their size in memory.
+    assert!(size > 60 << 20, "{size}");
+    let dd = data.to_str().expect("utf-8");
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    for args in [
+        "report --format json",
+        "audit search --user nobody",
+        "audit tail -n 2",
+        "replay s_7",
+    ] {
+        // `ulimit -d` (RLIMIT_DATA) bounds the heap: 96 MiB.
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!("ulimit -d 98304 && exec \"$0\" {args} --data-dir \"$1\""),
+                bin,
+                dd,
+            ])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
+}

@@ -117,8 +117,11 @@ pub(crate) fn parse_when(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, F
         })
 }
 
-/// Every record of the log under `data_dir`, oldest first.
-pub(crate) fn load(data_dir: &Path) -> Result<Vec<Record>, Failure> {
+/// Hands every record of the log under `data_dir` to `each`, oldest first.
+///
+/// Records are read one at a time and not kept: the log may be far larger than memory, so
+/// a reader keeps only what it needs of them.
+pub(crate) fn each_record(data_dir: &Path, mut each: impl FnMut(Record)) -> Result<(), Failure> {
     let audit = data_dir.join("audit");
     if !audit.is_dir() {
         return Err(Failure::failed(format!(
@@ -127,8 +130,10 @@ pub(crate) fn load(data_dir: &Path) -> Result<Vec<Record>, Failure> {
         )));
     }
     let recs = portcullis_recorder::records(&audit).map_err(|e| Failure::failed(e.to_string()))?;
-    recs.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::failed(e.to_string()))
+    for r in recs {
+        each(r.map_err(|e| Failure::failed(e.to_string()))?);
+    }
+    Ok(())
 }
 
 /// One record for humans: time, seq, type, then the event's other fields as key=value.
@@ -245,11 +250,19 @@ fn run_tail(a: TailArgs, g: &Global) -> CmdResult {
     // Position the follower first, so nothing written while the backlog prints is lost.
     let mut tail =
         portcullis_recorder::Tail::at_end(&audit).map_err(|e| Failure::failed(e.to_string()))?;
-    let recs = load(&data_dir)?;
-    for r in &recs[recs.len().saturating_sub(a.lines)..] {
+    let mut last = std::collections::VecDeque::with_capacity(a.lines.min(1 << 16));
+    each_record(&data_dir, |r| {
+        if last.len() == a.lines {
+            last.pop_front();
+        }
+        if a.lines > 0 {
+            last.push_back(r);
+        }
+    })?;
+    for r in &last {
         print_record(r, g.json);
     }
-    let mut last_seq = recs.last().map_or(0, |r| r.seq);
+    let mut last_seq = last.back().map_or(0, |r| r.seq);
     if !a.follow {
         return Ok(());
     }
@@ -275,8 +288,9 @@ fn run_search(a: SearchArgs, g: &Global) -> CmdResult {
         since: a.since.as_deref().map(|s| parse_when(s, now)).transpose()?,
         until: a.until.as_deref().map(|s| parse_when(s, now)).transpose()?,
     };
-    for r in load(&data_dir)?.iter().filter(|r| filter.matches(r)) {
-        print_record(r, g.json);
-    }
-    Ok(())
+    each_record(&data_dir, |r| {
+        if filter.matches(&r) {
+            print_record(&r, g.json);
+        }
+    })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use portcullis_recorder::Record;
 use sha2::{Digest, Sha256};
 
-use super::{DataDirArg, load};
+use super::{DataDirArg, each_record};
 use crate::cli::{CmdResult, Failure, Global};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,10 +48,12 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
         return Err(Failure::usage("--speed must be a positive number"));
     }
     let data_dir = a.dir.resolve(g)?;
-    let recs: Vec<Record> = load(&data_dir)?
-        .into_iter()
-        .filter(|r| r.str_field("session") == Some(a.session.as_str()))
-        .collect();
+    let mut recs: Vec<Record> = Vec::new();
+    each_record(&data_dir, |r| {
+        if r.str_field("session") == Some(a.session.as_str()) {
+            recs.push(r);
+        }
+    })?;
     if recs.is_empty() {
         return Err(Failure::failed(format!(
             "no audit records for session {}",

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use portcullis_recorder::Record;
 use serde::Serialize;
 
-use super::{DataDirArg, load, parse_when};
+use super::{DataDirArg, each_record, parse_when};
 use crate::cli::{CmdResult, Global};
 
 mod markdown;
@@ -169,18 +169,44 @@ fn time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Report {
-    let in_window = |r: &Record| since.is_none_or(|s| r.time().is_some_and(|t| t >= s));
-    let mut grants: BTreeMap<String, GrantRow> = BTreeMap::new();
-    let mut requests: BTreeMap<String, RequestRow> = BTreeMap::new();
-    let mut session_grant: HashMap<String, String> = HashMap::new();
-    let mut session_start: HashMap<String, DateTime<Utc>> = HashMap::new();
-    let mut forced = Vec::new();
-    let mut failed: BTreeMap<(String, String), FailedLoginRow> = BTreeMap::new();
-    let mut repairs = Vec::new();
-    let gid = |r: &Record| field(r, &["grant", "grant_id", "id"]);
-    let rid = |r: &Record| field(r, &["request", "request_id", "id"]);
-    for r in recs {
+/// The tallies a report is built from, fed one record at a time ([`Review::add`]), so that
+/// a log larger than memory can be reviewed: only grants, requests, sessions and findings
+/// are kept, never the records.
+#[derive(Default)]
+struct Review {
+    since: Option<DateTime<Utc>>,
+    grants: BTreeMap<String, GrantRow>,
+    requests: BTreeMap<String, RequestRow>,
+    session_grant: HashMap<String, String>,
+    session_start: HashMap<String, DateTime<Utc>>,
+    forced: Vec<CloseRow>,
+    failed: BTreeMap<(String, String), FailedLoginRow>,
+    repairs: Vec<RepairRow>,
+}
+
+impl Review {
+    fn new(since: Option<DateTime<Utc>>) -> Self {
+        Review {
+            since,
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, r: &Record) {
+        let since = self.since;
+        let in_window = |r: &Record| since.is_none_or(|s| r.time().is_some_and(|t| t >= s));
+        let Review {
+            grants,
+            requests,
+            session_grant,
+            session_start,
+            forced,
+            failed,
+            repairs,
+            ..
+        } = self;
+        let gid = |r: &Record| field(r, &["grant", "grant_id", "id"]);
+        let rid = |r: &Record| field(r, &["request", "request_id", "id"]);
         let kind = r.kind();
         match kind {
             "grant.created" => {
@@ -334,57 +360,72 @@ fn build(recs: &[Record], since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> R
             _ => {}
         }
     }
-    let mut failed: Vec<FailedLoginRow> = failed.into_values().collect();
-    failed.sort_by_key(|f| std::cmp::Reverse(f.count));
-    for g in grants.values_mut() {
-        if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
-            // To the nearest second: a log written before grant.created carried created_at
-            // has the record's own stamp standing in, a few milliseconds after the grant.
-            let ms = (e - c).num_milliseconds();
-            g.granted_secs = (ms + 500).div_euclid(1000).max(0);
-            if g.status == "live" && e <= now {
-                g.status = "expired".into();
+
+    /// The report of every record added, as of `now`.
+    fn finish(self, now: DateTime<Utc>) -> Report {
+        let Review {
+            since,
+            mut grants,
+            requests,
+            forced,
+            failed,
+            repairs,
+            ..
+        } = self;
+        let mut failed: Vec<FailedLoginRow> = failed.into_values().collect();
+        failed.sort_by_key(|f| std::cmp::Reverse(f.count));
+        for g in grants.values_mut() {
+            if let (Some(c), Some(e)) = (time(&g.created_at), time(&g.expires_at)) {
+                // To the nearest second: a log written before grant.created carried created_at
+                // has the record's own stamp standing in, a few milliseconds after the grant.
+                let ms = (e - c).num_milliseconds();
+                g.granted_secs = (ms + 500).div_euclid(1000).max(0);
+                if g.status == "live" && e <= now {
+                    g.status = "expired".into();
+                }
+            }
+            if g.approved_by.is_empty()
+                && let Some(q) = requests.get(&g.request_id)
+            {
+                g.approved_by = q.decided_by.clone();
             }
         }
-        if g.approved_by.is_empty()
-            && let Some(q) = requests.get(&g.request_id)
-        {
-            g.approved_by = q.decided_by.clone();
+        let grants: Vec<GrantRow> = grants.into_values().collect();
+        Report {
+            generated_at: portcullis_recorder::record::format_ts(now),
+            since: since.map(portcullis_recorder::record::format_ts),
+            unused_grants: grants
+                .iter()
+                .filter(|g| g.sessions == 0)
+                .map(|g| g.id.clone())
+                .collect(),
+            grants_at_max: grants
+                .iter()
+                .filter(|g| g.max_secs.is_some_and(|m| g.granted_secs >= m))
+                .map(|g| g.id.clone())
+                .collect(),
+            denied_requests: requests
+                .values()
+                .filter(|q| q.status == "denied" || q.status == "withdrawn")
+                .cloned()
+                .collect(),
+            lapsed_requests: requests
+                .values()
+                .filter(|q| {
+                    q.status == "expired" || (q.status == "pending" && !still_pending(q, now))
+                })
+                .cloned()
+                .collect(),
+            pending_requests: requests
+                .values()
+                .filter(|q| q.status == "pending" && still_pending(q, now))
+                .cloned()
+                .collect(),
+            forced_closes: forced,
+            failed_logins: failed,
+            log_repairs: repairs,
+            grants,
         }
-    }
-    let grants: Vec<GrantRow> = grants.into_values().collect();
-    Report {
-        generated_at: portcullis_recorder::record::format_ts(now),
-        since: since.map(portcullis_recorder::record::format_ts),
-        unused_grants: grants
-            .iter()
-            .filter(|g| g.sessions == 0)
-            .map(|g| g.id.clone())
-            .collect(),
-        grants_at_max: grants
-            .iter()
-            .filter(|g| g.max_secs.is_some_and(|m| g.granted_secs >= m))
-            .map(|g| g.id.clone())
-            .collect(),
-        denied_requests: requests
-            .values()
-            .filter(|q| q.status == "denied" || q.status == "withdrawn")
-            .cloned()
-            .collect(),
-        lapsed_requests: requests
-            .values()
-            .filter(|q| q.status == "expired" || (q.status == "pending" && !still_pending(q, now)))
-            .cloned()
-            .collect(),
-        pending_requests: requests
-            .values()
-            .filter(|q| q.status == "pending" && still_pending(q, now))
-            .cloned()
-            .collect(),
-        forced_closes: forced,
-        failed_logins: failed,
-        log_repairs: repairs,
-        grants,
     }
 }
 
@@ -400,8 +441,9 @@ fn still_pending(q: &RequestRow, now: DateTime<Utc>) -> bool {
 pub fn run_report(a: ReportArgs, g: &Global) -> CmdResult {
     let now = Utc::now();
     let since = a.since.as_deref().map(|s| parse_when(s, now)).transpose()?;
-    let recs = load(&a.dir.resolve(g)?)?;
-    let report = build(&recs, since, now);
+    let mut review = Review::new(since);
+    each_record(&a.dir.resolve(g)?, |r| review.add(&r))?;
+    let report = review.finish(now);
     let json = a.format == Some(ReportFormat::Json) || (a.format.is_none() && g.json);
     if json {
         outln!(

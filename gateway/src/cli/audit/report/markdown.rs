@@ -4,7 +4,7 @@
 //! name of its `auth.failed`, a requester writes the reason, an operator the kill reason.
 //! Every string the log supplies is therefore shown through [`logged`], so none can start a
 //! line, a heading, a list item, a link or a table cell of its own; the exceptions are the
-//! records' timestamps and the close reasons `build` matched against its own list. The JSON
+//! records' timestamps and the close reasons `Review::add` matched against its own list. The JSON
 //! form needs none of this and carries every value whole.
 
 use super::{Report, RequestRow};
@@ -215,7 +215,7 @@ mod tests {
     use portcullis_recorder::Record;
     use serde_json::json;
 
-    use super::super::{build, time};
+    use super::super::{Review, time};
     use super::*;
 
     /// Each kind of hostile or awkward value, and exactly how it is shown.
@@ -315,7 +315,11 @@ mod tests {
             ),
         ];
         let now = time("2026-11-29T12:00:00Z").expect("time");
-        let md = markdown(&build(&recs, None, now));
+        let mut review = Review::new(None);
+        for r in &recs {
+            review.add(r);
+        }
+        let md = markdown(&review.finish(now));
 
         let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
         assert_eq!(
