@@ -945,3 +945,85 @@ fn readers_do_not_hold_the_whole_log_in_memory() {
         );
     }
 }
+
+/// The log names a recording by the absolute path the gateway wrote. A reviewer replaying
+/// a copy of the data dir must get the copy's recording, checked against the log: not the
+/// original's, which may be gone, or unaltered while the copy under review was altered.
+#[test]
+fn replay_reads_the_recording_of_the_data_dir_under_review() {
+    let original = tempfile::tempdir().expect("tempdir");
+    let mut rec = Recording::create(
+        &original.path().join("recordings"),
+        "s_ssh",
+        0,
+        80,
+        24,
+        "xterm",
+        "alice@web-1",
+    )
+    .expect("rec");
+    rec.output(b"$ echo copied\r\ncopied\r\n$ ")
+        .expect("output");
+    let (path, sha) = rec.finish().expect("finish");
+    assert!(path.is_absolute());
+    write_log(
+        original.path(),
+        vec![
+            sess("session.started", "s_ssh").with("proto", "ssh"),
+            sess("session.ended", "s_ssh")
+                .with("reason", "client_closed")
+                .with("recording", path.to_str().expect("utf-8"))
+                .with("recording_sha256", &sha),
+        ],
+    );
+    let copy = tempfile::tempdir().expect("tempdir");
+    for sub in ["audit", "recordings"] {
+        std::fs::create_dir(copy.path().join(sub)).expect("mkdir");
+        for e in std::fs::read_dir(original.path().join(sub)).expect("dir") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), copy.path().join(sub).join(e.file_name())).expect("copy");
+        }
+    }
+    let replay = |data: &Path| {
+        portcullis(&[
+            "replay",
+            "s_ssh",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--export",
+            "text",
+        ])
+    };
+    let cast_in = |data: &Path| {
+        data.join("recordings")
+            .join(path.file_name().expect("name"))
+    };
+    let alter = |p: &Path| {
+        let t = std::fs::read_to_string(p).expect("read");
+        std::fs::write(p, t.replace("copied", "altered")).expect("write");
+    };
+
+    // The original altered (or gone) says nothing about the copy under review.
+    alter(&cast_in(original.path()));
+    let out = replay(copy.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("copied"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The copy altered is refused, though the original is intact again.
+    alter(&cast_in(copy.path()));
+    let intact = std::fs::read_to_string(cast_in(copy.path()))
+        .expect("read")
+        .replace("altered", "copied");
+    std::fs::write(cast_in(original.path()), intact).expect("restore");
+    let out = replay(copy.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("altered"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -240,12 +240,15 @@ fn recordings(
     }
     let mut out = Vec::new();
     for (file, sha) in named {
-        let p = Path::new(&file);
-        let path = if p.is_absolute() || p.exists() {
-            p.to_path_buf()
-        } else {
-            dir.join(p.file_name().unwrap_or(p.as_os_str()))
+        // The gateway names a recording by the path it wrote, under its data dir at the
+        // time; the reviewer's `--data-dir` may be a copy or a move of it. The recording to
+        // check is the one in the data dir under review, so only the file name counts.
+        let Some(name) = Path::new(&file).file_name() else {
+            return Err(Failure::failed(format!(
+                "the audit log names recording {file:?}, which is not a file"
+            )));
         };
+        let path = dir.join(name);
         let bytes = std::fs::read(&path).map_err(|e| {
             Failure::failed(format!("cannot read recording {}: {e}", path.display()))
         })?;
