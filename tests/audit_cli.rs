@@ -1027,3 +1027,41 @@ fn replay_reads_the_recording_of_the_data_dir_under_review() {
         text(&out.stderr)
     );
 }
+
+/// A pause too long to wait for (a tiny --speed) is a sentence and exit 1, not a panic.
+#[test]
+fn replay_refuses_a_pause_too_long_to_play() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut rec = Recording::create(
+        &d.path().join("recordings"),
+        "s_ssh",
+        0,
+        80,
+        24,
+        "xterm",
+        "alice@web-1",
+    )
+    .expect("rec");
+    // The output must come a measurable time after the start: a pause of 0 is 0 at any speed.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    rec.output(b"$ ").expect("output");
+    let (path, sha) = rec.finish().expect("finish");
+    write_log(
+        d.path(),
+        vec![
+            sess("session.started", "s_ssh").with("proto", "ssh"),
+            sess("session.ended", "s_ssh")
+                .with("reason", "client_closed")
+                .with("recording", path.to_str().expect("utf-8"))
+                .with("recording_sha256", &sha),
+        ],
+    );
+    let dd = d.path().to_str().expect("utf-8");
+    let out = portcullis(&["replay", "s_ssh", "--data-dir", dd, "--speed", "1e-300"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("too long to play") && err.contains("--idle-limit"),
+        "{err}"
+    );
+}

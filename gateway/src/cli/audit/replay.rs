@@ -331,7 +331,15 @@ fn play(text: &str, speed: f64, idle_limit: Option<f64>) -> Result<(), String> {
             pause = pause.min(cap.max(0.0));
         }
         last = e.time;
-        std::thread::sleep(Duration::from_secs_f64(pause / speed));
+        // A recording whose times are out of range (one no session.ended vouches for, after
+        // a crash) or a tiny --speed can ask for a pause no Duration holds.
+        let pause = Duration::try_from_secs_f64(pause / speed).map_err(|_| {
+            format!(
+                "the pause before the output at {}s is too long to play at speed {speed}; cap it with --idle-limit",
+                e.time
+            )
+        })?;
+        std::thread::sleep(pause);
         if let Err(e) = out.write_all(e.data.as_bytes()).and_then(|()| out.flush()) {
             crate::cli::stdout_failed(&e);
         }
