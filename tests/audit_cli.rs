@@ -1065,3 +1065,78 @@ fn replay_refuses_a_pause_too_long_to_play() {
         "{err}"
     );
 }
+
+/// `report --since` reviews who accessed what since then: a session started in the window
+/// under a grant made before it is access in the window, and its grant is listed with it.
+#[test]
+fn report_since_lists_grants_made_before_the_window_that_were_used_in_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let g = |kind: &str, id: &str| Event::new(kind).with("grant", id);
+    write_log(
+        d.path(),
+        vec![
+            g("grant.created", "g_old")
+                .with("user", "alice")
+                .with("target", "pg-prod")
+                .with("role", "read")
+                .with("reason", "INC-7")
+                .with("expires_at", "2999-01-01T00:00:00Z"),
+            g("grant.created", "g_idle")
+                .with("user", "bob")
+                .with("target", "pg-prod")
+                .with("expires_at", "2999-01-01T00:00:00Z"),
+            sess("session.started", "s_before").with("grant", "g_idle"),
+            sess("session.ended", "s_before").with("grant", "g_idle"),
+        ],
+    );
+    // Every record after this instant is in the window; every one before, out of it.
+    let since = portcullis_recorder::record::format_ts(chrono::Utc::now());
+    write_log(
+        d.path(),
+        vec![
+            g("grant.extended", "g_old").with("expires_at", "2999-06-01T00:00:00Z"),
+            sess("session.started", "s_in").with("grant", "g_old"),
+            sess("pg.query", "s_in")
+                .with("grant", "g_old")
+                .with("sql", "select 1"),
+            sess("session.ended", "s_in")
+                .with("grant", "g_old")
+                .with("reason", "client_closed"),
+        ],
+    );
+    let out = portcullis(&[
+        "report",
+        "--since",
+        &since,
+        "--format",
+        "json",
+        "--data-dir",
+        d.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let grants = r["grants"].as_array().expect("grants");
+    assert_eq!(grants.len(), 1, "{r:#}");
+    let old = &grants[0];
+    assert_eq!(
+        (
+            old["id"].as_str(),
+            old["user"].as_str(),
+            old["reason"].as_str(),
+            old["expires_at"].as_str(),
+            old["sessions"].as_u64(),
+            old["queries"].as_u64()
+        ),
+        (
+            Some("g_old"),
+            Some("alice"),
+            Some("INC-7"),
+            Some("2999-06-01T00:00:00Z"),
+            Some(1),
+            Some(1)
+        ),
+        "{r:#}"
+    );
+    // g_idle was made and used before the window: nothing of it is in the review.
+    assert!(!text(&out.stdout).contains("g_idle"), "{r:#}");
+}

@@ -27,7 +27,8 @@ pub enum ReportFormat {
 pub struct ReportArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// Only grants created, requests made and sessions started since then (2h, 7d, or RFC 3339)
+    /// Only grants created, requests made and sessions started since then (2h, 7d, or RFC 3339);
+    /// a grant created before is listed when a session under it started since then
     #[arg(long)]
     pub since: Option<String>,
     /// md (default) or json (--json also selects json)
@@ -176,6 +177,9 @@ fn time(s: &str) -> Option<DateTime<Utc>> {
 struct Review {
     since: Option<DateTime<Utc>>,
     grants: BTreeMap<String, GrantRow>,
+    /// Grants created before the window: one joins `grants` when a session under it starts
+    /// in the window, since who accessed what then is the review's point.
+    earlier: HashMap<String, GrantRow>,
     requests: BTreeMap<String, RequestRow>,
     session_grant: HashMap<String, String>,
     session_start: HashMap<String, DateTime<Utc>>,
@@ -197,6 +201,7 @@ impl Review {
         let in_window = |r: &Record| since.is_none_or(|s| r.time().is_some_and(|t| t >= s));
         let Review {
             grants,
+            earlier,
             requests,
             session_grant,
             session_start,
@@ -232,10 +237,12 @@ impl Review {
                 };
                 if in_window(r) {
                     grants.insert(g.id.clone(), g);
+                } else {
+                    earlier.insert(g.id.clone(), g);
                 }
             }
             "grant.extended" => {
-                if let Some(g) = grants.get_mut(&gid(r)) {
+                if let Some(g) = grant_mut(grants, earlier, &gid(r)) {
                     let e = field(r, &["expires_at", "new_expires_at"]);
                     if !e.is_empty() {
                         g.expires_at = e;
@@ -246,7 +253,7 @@ impl Review {
                 }
             }
             "grant.revoked" | "grant.expired" => {
-                if let Some(g) = grants.get_mut(&gid(r)) {
+                if let Some(g) = grant_mut(grants, earlier, &gid(r)) {
                     g.status = kind.trim_start_matches("grant.").into();
                 }
             }
@@ -275,7 +282,7 @@ impl Review {
                 }
                 let grant = field(r, &["grant", "grant_id"]);
                 if kind == "request.approved"
-                    && let Some(g) = grants.get_mut(&grant)
+                    && let Some(g) = grant_mut(grants, earlier, &grant)
                     && g.approved_by.is_empty()
                 {
                     g.approved_by = field(r, &["by", "decided_by", "approved_by"]);
@@ -286,6 +293,11 @@ impl Review {
                 session_grant.insert(s.clone(), gid(r));
                 if let Some(t) = r.time() {
                     session_start.insert(s, t);
+                }
+                if in_window(r)
+                    && let Some(g) = earlier.remove(&gid(r))
+                {
+                    grants.insert(g.id.clone(), g);
                 }
                 if let Some(g) = grants.get_mut(&gid(r)) {
                     g.sessions += 1;
@@ -426,6 +438,19 @@ impl Review {
             log_repairs: repairs,
             grants,
         }
+    }
+}
+
+/// The grant `id`, whether in the window or before it.
+fn grant_mut<'a>(
+    grants: &'a mut BTreeMap<String, GrantRow>,
+    earlier: &'a mut HashMap<String, GrantRow>,
+    id: &str,
+) -> Option<&'a mut GrantRow> {
+    if grants.contains_key(id) {
+        grants.get_mut(id)
+    } else {
+        earlier.get_mut(id)
     }
 }
 
