@@ -129,6 +129,14 @@ impl PtyTap {
     pub fn typed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            // Keys a full-screen program takes (a pager's `q`, an editor's text) do not start
+            // the shell's next command line: kept, they would prefix it, and its echo would
+            // never match (`q` then `id` is no `qid`), so the command went unlogged.
+            if self.screen.screen().alternate_screen() && !matches!(b, b'\r' | b'\n') {
+                self.line.clear();
+                self.edited = false;
+                continue;
+            }
             match b {
                 b'\n' if after_cr => {}
                 b'\r' | b'\n' => {
@@ -491,6 +499,20 @@ mod tests {
         t.output(b"\x1b[?1049h:wq");
         t.typed(b"\r");
         assert!(t.output(b"\r\n").is_empty());
+        assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn keys_a_full_screen_program_took_do_not_prefix_the_next_command() {
+        let mut t = tap();
+        t.output(b"$ ");
+        t.typed(b"less f\r");
+        assert_eq!(t.output(b"less f\r\n\x1b[?1049hcontents"), ["less f"]);
+        // `q` quits the pager; no Enter follows it.
+        t.typed(b"q");
+        t.output(b"\x1b[?1049l$ ");
+        t.typed(b"id\r");
+        assert_eq!(t.output(b"id\r\nuid=0(root)\r\n$ "), ["id"]);
         assert!(t.pending.is_empty());
     }
 
