@@ -21,7 +21,16 @@ impl AuditSink for AuditLog {
     }
 }
 
-type Queued = (Event, Option<oneshot::Sender<()>>);
+/// What the emitter does once an event's append has returned.
+enum Then {
+    Nothing,
+    /// Wake a caller of [`Emitter::emit_wait`], whether or not the append succeeded.
+    Wake(oneshot::Sender<()>),
+    /// Run only when the append succeeded (say, record in the store that it is logged).
+    OnLogged(Box<dyn FnOnce() + Send>),
+}
+
+type Queued = (Event, Then);
 
 /// Appends events to the audit sink in the order they were emitted, from one task, and
 /// forwards notable ones to the webhook.
@@ -39,11 +48,17 @@ impl Emitter {
         tokio::spawn(async move {
             while let Some((event, done)) = rx.recv().await {
                 let kind = event.0.get("type").cloned();
-                if let Err(e) = sink.append(event).await {
+                let appended = sink.append(event).await;
+                if let Err(e) = &appended {
                     tracing::error!(error = %e, event = ?kind, "audit append failed");
                 }
-                if let Some(done) = done {
-                    let _ = done.send(());
+                match done {
+                    Then::Nothing => {}
+                    Then::Wake(done) => {
+                        let _ = done.send(());
+                    }
+                    Then::OnLogged(f) if appended.is_ok() => f(),
+                    Then::OnLogged(_) => {}
                 }
             }
         });
@@ -53,14 +68,21 @@ impl Emitter {
     /// Queues an event and returns at once.
     pub(crate) fn emit(&self, event: Event) {
         self.notifier.send(&event.0);
-        let _ = self.tx.send((event, None));
+        let _ = self.tx.send((event, Then::Nothing));
+    }
+
+    /// Queues an event and returns at once; `logged` runs on the emitter's task once the
+    /// audit log has the event, and never if the append fails.
+    pub(crate) fn emit_then(&self, event: Event, logged: impl FnOnce() + Send + 'static) {
+        self.notifier.send(&event.0);
+        let _ = self.tx.send((event, Then::OnLogged(Box::new(logged))));
     }
 
     /// Queues an event and waits until the audit log has it.
     pub(crate) async fn emit_wait(&self, event: Event) {
         self.notifier.send(&event.0);
         let (done, wait) = oneshot::channel();
-        if self.tx.send((event, Some(done))).is_ok() {
+        if self.tx.send((event, Then::Wake(done))).is_ok() {
             let _ = wait.await;
         }
     }

@@ -42,7 +42,7 @@ pub struct NewGrant {
 pub(crate) struct Inner {
     /// The current config; the live table keeps what `authorize` needs of it.
     config: RwLock<Arc<Config>>,
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
     pub table: LiveTable,
     pub sessions: Arc<Registry>,
     pub scheduler: Scheduler,
@@ -105,7 +105,7 @@ impl Inner {
         table.set_policy(&config);
         let inner = Arc::new(Inner {
             config: RwLock::new(config),
-            store,
+            store: Arc::from(store),
             table,
             sessions: Arc::default(),
             scheduler: Scheduler::default(),
@@ -120,11 +120,16 @@ impl Inner {
     }
 
     /// Rebuilds the live table from the store; grants that lapsed while the gateway was down
-    /// are marked expired now, each with its one `grant.expired`.
+    /// are marked expired now, each with its one `grant.expired`. Grants marked expired
+    /// whose event never reached the audit log (a crash or a failed append in between) get
+    /// it now.
     fn restore(&self) -> Result<(), GrantsError> {
         let now = self.clock.now();
         let warn_before = self.config().policy.warn_before;
         let _ops = self.lock_ops();
+        for g in self.store.expiry_unlogged()? {
+            self.emit_expired(&g);
+        }
         for g in self.store.list_grants(Some(GrantStatus::Live))? {
             if g.expires_at <= now {
                 let mut done = g.clone();
@@ -132,7 +137,7 @@ impl Inner {
                 done.version += 1;
                 self.store.update_grant(&done)?;
                 self.table.mark_lapsed(&g.user, &g.target);
-                self.emitter.emit(grant_event("grant.expired", &done));
+                self.emit_expired(&done);
             } else {
                 self.insert_live(&g, warn_before);
             }
@@ -497,14 +502,33 @@ impl Inner {
             Ok(Some(mut g)) if g.status == GrantStatus::Live => {
                 g.status = GrantStatus::Expired;
                 g.version += 1;
-                if let Err(e) = self.store.update_grant(&g) {
-                    tracing::error!(grant = id, error = %e, "could not mark grant expired");
+                match self.store.update_grant(&g) {
+                    Ok(()) => self.emit_expired(&g),
+                    Err(e) => {
+                        tracing::error!(grant = id, error = %e, "could not mark grant expired");
+                        // Still live in the store: the next start marks it and emits then.
+                        self.emitter.emit(grant_event("grant.expired", &g));
+                    }
                 }
-                self.emitter.emit(grant_event("grant.expired", &g));
             }
             Ok(_) => {}
             Err(e) => tracing::error!(grant = id, error = %e, "could not read expiring grant"),
         }
+    }
+
+    /// Emits `grant.expired` for a grant the store has marked expired, and records in the
+    /// store that it is logged only once the audit append has returned. Until then the store
+    /// holds it as pending, so a crash or failed append costs at worst a repeat at the next
+    /// start, never the event.
+    fn emit_expired(&self, g: &GrantRecord) {
+        let store = self.store.clone();
+        let id = g.id.clone();
+        self.emitter
+            .emit_then(grant_event("grant.expired", g), move || {
+                if let Err(e) = store.set_expiry_logged(&id) {
+                    tracing::warn!(grant = %id, error = %e, "could not record grant.expired as logged");
+                }
+            });
     }
 
     /// The scheduler says `id` is `warn_before` from expiry: tell the webhook.

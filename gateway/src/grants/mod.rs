@@ -22,6 +22,8 @@ mod table;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_expired;
+#[cfg(test)]
 mod tests_reload;
 #[cfg(test)]
 mod tests_requests;

@@ -52,6 +52,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// warning was already recorded (say, before a restart), so it is sent once per deadline.
     /// Not versioned: it is notification bookkeeping, not grant state.
     fn claim_warning(&self, id: &str, expires_at: &DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Expired grants whose `grant.expired` is not yet known to be in the audit log. Marking
+    /// a grant expired (in [`Store::update_grant`]) makes its event pending in the same write,
+    /// so a crash before the audit append leaves it here for the next start to emit.
+    fn expiry_unlogged(&self) -> Result<Vec<GrantRecord>, StoreError>;
+    /// Records that grant `id`'s `grant.expired` is in the audit log. Not versioned, like
+    /// [`Store::claim_warning`]: it is audit bookkeeping, not grant state.
+    fn set_expiry_logged(&self, id: &str) -> Result<(), StoreError>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the count applied.
@@ -92,6 +99,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX requests_status ON requests(status, created_at);",
     // 2: the deadline a grant's `grant.expiring` was sent for, so a restart does not resend it.
     "ALTER TABLE grants ADD COLUMN warned_for TEXT",
+    // 3: whether a grant marked expired still owes its `grant.expired` to the audit log (1
+    // from the write that marks it expired until the append has returned). Rows from before
+    // are taken as logged: there is no way to tell, and a replayed history is worse.
+    "ALTER TABLE grants ADD COLUMN expiry_pending INTEGER NOT NULL DEFAULT 0",
 ];
 
 /// The SQLite store: one connection behind a mutex (writes are small and rare).
@@ -323,7 +334,8 @@ impl Store for SqliteStore {
             .conn()
             .prepare_cached(
                 "UPDATE grants SET status=?2, expires_at=?3, revoked_at=?4, revoked_by=?5, \
-                 version=?6 WHERE id=?1 AND version=?7",
+                 version=?6, expiry_pending=CASE WHEN ?2='expired' AND status<>'expired' \
+                 THEN 1 ELSE expiry_pending END WHERE id=?1 AND version=?7",
             )?
             .execute(params![
                 g.id,
@@ -449,6 +461,24 @@ impl Store for SqliteStore {
             )?
             .execute(params![id, ts(expires_at)])?;
         Ok(changed == 1)
+    }
+
+    fn expiry_unlogged(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE expiry_pending=1 ORDER BY expires_at, id"
+        ))?;
+        let rows = stmt
+            .query_map([], grant_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(grant_from).collect()
+    }
+
+    fn set_expiry_logged(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("UPDATE grants SET expiry_pending=0 WHERE id=?1")?
+            .execute([id])?;
+        Ok(())
     }
 }
 

@@ -165,7 +165,7 @@ pub(crate) async fn add(
     .unwrap()
 }
 
-const S: fn(u64) -> Duration = Duration::from_secs;
+pub(crate) const S: fn(u64) -> Duration = Duration::from_secs;
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_under_a_2s_grant_warns_then_closes_at_2s() {

@@ -57,6 +57,12 @@ impl Store for GateStore {
     fn claim_warning(&self, id: &str, expires_at: &DateTime<Utc>) -> Result<bool, StoreError> {
         self.inner.claim_warning(id, expires_at)
     }
+    fn expiry_unlogged(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        self.inner.expiry_unlogged()
+    }
+    fn set_expiry_logged(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.set_expiry_logged(id)
+    }
 }
 
 /// Runs `f` on a thread of its own with its own runtime; the grant table's tasks stay on the
