@@ -74,6 +74,11 @@ pub struct Notify {
     pub webhook_url: Option<String>,
 }
 
+/// Names the audit log and grant records write as the actor for the gateway itself: `admin`
+/// for the operator's token, `config` for revocations by a reload. No user may take one, or
+/// that user's actions would read as the operator's.
+pub const RESERVED_USER_NAMES: [&str; 2] = ["admin", "config"];
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: String,

@@ -15,7 +15,8 @@ use crate::defaults;
 use crate::problems::{ConfigErrors, Report};
 use crate::raw::{RawAudit, RawListen, RawNotify, RawPolicy, RawTls, RawUser};
 use crate::schema::{
-    AuditSection, Config, Durability, GatewaySection, Listen, Notify, Policy, TlsFiles, User,
+    AuditSection, Config, Durability, GatewaySection, Listen, Notify, Policy, RESERVED_USER_NAMES,
+    TlsFiles, User,
 };
 use crate::{targets, values};
 
@@ -261,6 +262,18 @@ fn users(cx: &mut Ctx<'_>, raw: Vec<(usize, RawUser)>) -> Vec<User> {
         };
         if let Err(message) = values::name(&name) {
             cx.problem(format!("{path}.name"), message);
+        } else if let Some(reserved) = RESERVED_USER_NAMES
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(&name))
+        {
+            // Any case: `Admin` next to the operator's `admin` would mislead a reader as much.
+            cx.problem(
+                format!("{path}.name"),
+                format!(
+                    "{name:?} is reserved: the audit log names the gateway's own actions \
+                     {reserved:?}; choose another user name"
+                ),
+            );
         } else if let Some(first) = seen.get(&name) {
             cx.problem(
                 format!("{path}.name"),
