@@ -34,6 +34,11 @@ fn write_log(data: &Path, events: Vec<Event>) {
     });
 }
 
+/// A new recording of alice's SSH session `s_ssh` (80×24, xterm) under `dir`.
+fn ssh_recording(dir: &Path) -> Recording {
+    Recording::create(dir, "s_ssh", 0, 80, 24, "xterm", "alice@web-1").expect("rec")
+}
+
 /// The hex public key of the seal key at `path` (created when absent).
 fn pubkey_hex(path: &Path) -> String {
     let key = portcullis_recorder::key::load_or_create(path).expect("key");
@@ -242,16 +247,7 @@ fn replay_exports_a_real_shell_recording() {
         .args(["-c", "printf '$ '; echo replay-marker-42; printf '$ '"])
         .output()
         .expect("sh");
-    let mut rec = Recording::create(
-        &data.join("recordings"),
-        "s_ssh",
-        0,
-        80,
-        24,
-        "xterm",
-        "alice@web-1",
-    )
-    .expect("rec");
+    let mut rec = ssh_recording(&data.join("recordings"));
     rec.input(b"echo replay-marker-42\r").expect("input");
     rec.output(&shell.stdout).expect("output");
     rec.resize(100, 30).expect("resize");
@@ -816,16 +812,7 @@ fn replay_writes_logged_control_characters_inert() {
     let d = tempfile::tempdir().expect("tempdir");
     let data = d.path();
     let forged = "\u{1b}[1A\u{1b}[2K\u{1b}]0;owned\u{7}\rforged";
-    let mut rec = Recording::create(
-        &data.join("recordings"),
-        "s_ssh",
-        0,
-        80,
-        24,
-        "xterm",
-        "alice@web-1",
-    )
-    .expect("rec");
+    let mut rec = ssh_recording(&data.join("recordings"));
     rec.output(b"$ ").expect("output");
     let (path, sha) = rec.finish().expect("finish");
     let file = path
@@ -952,16 +939,7 @@ fn readers_do_not_hold_the_whole_log_in_memory() {
 #[test]
 fn replay_reads_the_recording_of_the_data_dir_under_review() {
     let original = tempfile::tempdir().expect("tempdir");
-    let mut rec = Recording::create(
-        &original.path().join("recordings"),
-        "s_ssh",
-        0,
-        80,
-        24,
-        "xterm",
-        "alice@web-1",
-    )
-    .expect("rec");
+    let mut rec = ssh_recording(&original.path().join("recordings"));
     rec.output(b"$ echo copied\r\ncopied\r\n$ ")
         .expect("output");
     let (path, sha) = rec.finish().expect("finish");
@@ -1032,16 +1010,7 @@ fn replay_reads_the_recording_of_the_data_dir_under_review() {
 #[test]
 fn replay_refuses_a_pause_too_long_to_play() {
     let d = tempfile::tempdir().expect("tempdir");
-    let mut rec = Recording::create(
-        &d.path().join("recordings"),
-        "s_ssh",
-        0,
-        80,
-        24,
-        "xterm",
-        "alice@web-1",
-    )
-    .expect("rec");
+    let mut rec = ssh_recording(&d.path().join("recordings"));
     // The output must come a measurable time after the start: a pause of 0 is 0 at any speed.
     std::thread::sleep(std::time::Duration::from_millis(2));
     rec.output(b"$ ").expect("output");
