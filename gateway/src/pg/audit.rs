@@ -284,6 +284,8 @@ impl Tracker {
                 .unwrap_or_default(),
             _ => prefix,
         };
+        // Capped below its own length, so the text is always marked as cut: `prefix` is
+        // only the start of the statement.
         let sql = Sql::from_wire(text, REFUSED_SQL.min(text.len().saturating_sub(1)));
         let message = format!(
             "statement of {len} bytes refused: the gateway runs statements of at most {} MiB, \

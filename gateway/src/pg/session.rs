@@ -450,29 +450,23 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             CloseReason::Error
         }
     };
-    // A protocol error from the client is reported to it, as PostgreSQL would.
-    if let RelayEnd::ClientProtocol(e) = &end {
-        let mut fatal = Vec::new();
-        encode_error_response(
-            &mut fatal,
-            "FATAL",
-            sqlstate::PROTOCOL_VIOLATION,
-            &e.to_string(),
-        );
-        let _ = cwr.write_all(&fatal).await;
-    }
-    if let RelayEnd::StatementTooLarge { len, .. } = &end {
-        let mut fatal = Vec::new();
-        encode_error_response(
-            &mut fatal,
-            "FATAL",
+    // A protocol error from the client is reported to it, as PostgreSQL would, and so is a
+    // statement refused as too long to log whole.
+    let fatal = match &end {
+        RelayEnd::ClientProtocol(e) => Some((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+        RelayEnd::StatementTooLarge { len, .. } => Some((
             sqlstate::PROGRAM_LIMIT_EXCEEDED,
-            &format!(
+            format!(
                 "portcullis: a statement of {len} bytes was refused and not run: statements \
                  of at most {} MiB are allowed, so that each is logged whole",
                 super::relay::STATEMENT_LIMIT >> 20
             ),
-        );
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = fatal {
+        let mut fatal = Vec::new();
+        encode_error_response(&mut fatal, "FATAL", code, &message);
         let _ = cwr.write_all(&fatal).await;
     }
     if let RelayEnd::StatementTooLarge { unread, .. } = end {
@@ -541,7 +535,6 @@ async fn stop_backend(
     cancel: &CancelTarget,
     urd: &mut (impl tokio::io::AsyncRead + Unpin),
 ) {
-    use tokio::io::AsyncReadExt as _;
     let pid = cancel.pid;
     let cancel = cancel.clone();
     tokio::spawn(async move {
@@ -555,17 +548,9 @@ async fn stop_backend(
         }
     });
     // Discard whatever the backend still sends (rows, COPY data) until it closes.
-    let closed = tokio::time::timeout(BACKEND_EXIT_WAIT, async {
-        let mut sink = vec![0u8; 16 * 1024];
-        loop {
-            match urd.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let closed = tokio::time::timeout(BACKEND_EXIT_WAIT, drain(urd, usize::MAX))
+        .await
+        .is_ok();
     if closed {
         return;
     }
@@ -581,16 +566,16 @@ async fn stop_backend(
     }
 }
 
-/// Reads and drops up to `n` bytes from the client, or until it hangs up.
+/// Reads and drops up to `n` bytes from a peer, or until it closes.
 ///
 /// # Cancellation safety
 /// Cancellation safe: nothing but dropped bytes is lost.
-async fn drain(crd: &mut (impl tokio::io::AsyncRead + Unpin), mut n: usize) {
+async fn drain(rd: &mut (impl tokio::io::AsyncRead + Unpin), mut n: usize) {
     use tokio::io::AsyncReadExt as _;
     let mut sink = vec![0u8; 64 * 1024];
     while n > 0 {
         let want = n.min(sink.len());
-        match crd.read(sink.get_mut(..want).unwrap_or_default()).await {
+        match rd.read(sink.get_mut(..want).unwrap_or_default()).await {
             Ok(0) | Err(_) => return,
             Ok(got) => n -= got,
         }
