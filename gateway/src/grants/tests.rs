@@ -40,14 +40,27 @@ impl MemAudit {
             .collect()
     }
 
-    /// Waits until at least `n` events of `kind` were appended.
+    /// Waits until at least `n` events of `kind` were appended; panics after a minute (of
+    /// paused time too: the clock only jumps once everything is idle, blocking work included),
+    /// so a missing event fails the test rather than hanging it.
     pub(crate) async fn wait_for(&self, kind: &str, n: usize) {
-        loop {
-            let added = self.added.notified();
-            if self.of_type(kind).len() >= n {
-                return;
+        let arrived = async {
+            loop {
+                let added = self.added.notified();
+                if self.of_type(kind).len() >= n {
+                    return;
+                }
+                added.await;
             }
-            added.await;
+        };
+        if tokio::time::timeout(Duration::from_secs(60), arrived)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{} of {n} `{kind}` events arrived within a minute",
+                self.of_type(kind).len()
+            );
         }
     }
 }
