@@ -230,3 +230,37 @@ fn without_c_the_working_directory_file_or_the_defaults_are_used() {
         stderr(&out)
     );
 }
+
+/// Warnings are about how the gateway runs: `check` shows them, while the admin CLI, which
+/// reads the same file only to find the gateway, does not repeat them on every call.
+#[test]
+fn warnings_are_shown_by_check_and_not_by_every_cli_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        "[listen]\nadmin = \"127.0.0.1:1\"\n\n\
+         [[targets]]\nname = \"db\"\nkind = \"postgres\"\naddress = \"127.0.0.1:5432\"\n\
+         database = \"app\"\n[targets.roles.read]\nuser = \"ro\"\npassword = \"inline-pw\"\n",
+    )
+    .expect("write");
+    let warning = "targets[0].roles.read.password: inline password";
+
+    let out = check(&config, dir.path(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    assert!(!err.contains("inline-pw"), "secret printed:\n{err}");
+
+    // Nothing listens on the admin address, so the call fails; it must say only that.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["grant", "list", "-c"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("PORTCULLIS_TOKEN", "t")
+        .output()
+        .expect("run portcullis grant list");
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}

@@ -186,20 +186,26 @@ fn run(cli: Cli) -> CmdResult {
     }
 }
 
-/// Loads the config named by `-c`, else `./portcullis.toml`, else the embedded defaults.
-/// Problems are a usage error (exit 2) listing each with its key path; warnings go to stderr.
+/// Loads the config named by `-c`, else `./portcullis.toml`, else the embedded defaults,
+/// for a client of the gateway (the admin CLI, the demo). Problems are a usage error (exit
+/// 2) listing each with its key path. Warnings are not repeated here: they are about how the
+/// gateway runs, and `serve` and `check` print them.
 pub fn load_config(g: &Global) -> Result<portcullis_config::Config, Failure> {
-    let (config, _path) = load_config_with_path(g)?;
+    let (config, _path) = load_config_with_path(g, false)?;
     Ok(config)
 }
 
+/// [`load_config`], also saying which file it read; with `warn`, warnings go to stderr.
 fn load_config_with_path(
     g: &Global,
+    warn: bool,
 ) -> Result<(portcullis_config::Config, Option<PathBuf>), Failure> {
     match portcullis_config::resolve(g.config.as_deref()) {
         Ok((config, path)) => {
-            for w in &config.warnings {
-                eprintln!("portcullis: warning: {w}");
+            if warn {
+                for w in &config.warnings {
+                    eprintln!("portcullis: warning: {w}");
+                }
             }
             Ok((config, path))
         }
@@ -215,7 +221,7 @@ fn load_config_with_path(
 }
 
 fn run_check(g: &Global) -> CmdResult {
-    let (config, path) = load_config_with_path(g)?;
+    let (config, path) = load_config_with_path(g, true)?;
     let source = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded defaults".into());
@@ -228,7 +234,7 @@ fn run_check(g: &Global) -> CmdResult {
 }
 
 fn run_serve(g: &Global) -> CmdResult {
-    let (config, path) = load_config_with_path(g)?;
+    let (config, path) = load_config_with_path(g, true)?;
     // SIGHUP re-reads the same source: the file found now, or the embedded defaults.
     let source = match path {
         Some(p) => crate::reload::ConfigSource::File(p),
