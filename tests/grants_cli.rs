@@ -616,14 +616,16 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
         vec![rid.clone()]
     );
 
-    let approved = json(cli_as(&gw, "bob", &["request", "approve", &rid, "--json"]));
+    // SPEC §3: approve prints the created object, the grant, with its request inside.
+    let grant = json(cli_as(&gw, "bob", &["request", "approve", &rid, "--json"]));
+    let approved = &grant["request"];
     assert_eq!(approved["status"], "approved");
     assert_eq!(approved["decided_by"], "bob");
-    let grant = &approved["grant"];
     assert_eq!(grant["status"], "live");
     assert_eq!(grant["user"], "alice");
     assert_eq!(grant["approved_by"], "bob");
     assert_eq!(grant["request_id"], rid.as_str());
+    assert!(grant["id"].as_str().is_some_and(|id| id.starts_with("g_")));
     assert_eq!(approved["grant_id"], grant["id"]);
     let gid = grant["id"].as_str().expect("id").to_owned();
     expect_event(&hooks, &mut seen, "request.approved");
@@ -777,7 +779,7 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
     let all = json(cli(&gw, &["request", "list", "--json"]));
     assert_eq!(all.as_array().expect("array").len(), 3);
     let approved_again = json(cli_as(&gw, "bob", &["request", "approve", &tid, "--json"]));
-    assert_eq!(approved_again["grant"]["role"], "write");
+    assert_eq!(approved_again["role"], "write");
     // Webhooks are delivered in order, and the restarted scheduler fired the due warning
     // before this approval: a re-sent grant.expiring would be in `seen` by now.
     wait_event(&hooks, &mut seen, |v| {

@@ -217,7 +217,19 @@ pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
                 &format!("/v1/requests/{}/approve", urlenc(&id)),
                 None,
             )?;
-            print_or(g, &v, || {
+            // SPEC §3: `--json` prints the created object, the grant; the request it
+            // decided rides along under `request` (fields may be added, none removed).
+            let created = match v.clone() {
+                Value::Object(mut request) => match request.remove("grant") {
+                    Some(Value::Object(mut grant)) => {
+                        grant.insert("request".into(), Value::Object(request));
+                        Value::Object(grant)
+                    }
+                    _ => Value::Object(request),
+                },
+                other => other,
+            };
+            print_or(g, &created, || {
                 let gr = &v["grant"];
                 outln!(
                     "approved {}: grant {} for {} on {} ({}) until {}",
