@@ -258,6 +258,16 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
         err.contains("server refused the login") && err.contains("password authentication failed"),
         "{err}"
     );
+    // The upstream said 28P01 about the gateway's credential; the user's own password was
+    // right, so a driver must not be told 28P01.
+    let e = tokio_postgres::connect(
+        &h.conn_str("bob", pg_support::BOB_PW, "pg+badpw"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(e.code().map(|c| c.code()), Some("08004"), "{e}");
     check_healthy().await;
     drop(healthy);
 
@@ -287,6 +297,23 @@ async fn an_upstream_refusing_the_login_is_a_started_session_ended_in_error() {
         err.contains("server refused the login") && err.contains("nosuch_guc"),
         "{err}"
     );
+
+    // A driver sees the upstream's own SQLSTATE (42704 undefined_object), not a generic
+    // one; a refused role password stays 08004 (the credential is the gateway's).
+    let refused = |config: &str| {
+        let config = config.to_owned();
+        async move {
+            match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+                Ok(_) => panic!("login accepted: {config}"),
+                Err(e) => e.code().map(|c| c.code().to_owned()),
+            }
+        }
+    };
+    let options = format!(
+        "{} options='-c nosuch_guc=1'",
+        h.conn_str("alice", ALICE_PW, "pg+rw")
+    );
+    assert_eq!(refused(&options).await.as_deref(), Some("42704"));
 
     let events = h.audit_events().await;
     let ended = events

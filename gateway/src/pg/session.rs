@@ -275,7 +275,18 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(error = %e, "upstream login failed");
-            let code = match e {
+            let code = match &e {
+                // The upstream's own SQLSTATE, so that drivers and pools can act on it
+                // (53300 too many connections, 57P03 starting up, 3D000 no such database),
+                // except class 28: a failed login there is about the gateway's credential
+                // for the role, and 28P01 would tell the client its own password was wrong.
+                UpstreamError::Refused { code, .. }
+                    if !code.starts_with("28")
+                        && code.len() == 5
+                        && code.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    code.as_str()
+                }
                 UpstreamError::Refused { .. }
                 | UpstreamError::NoPassword
                 | UpstreamError::Scram(_)
