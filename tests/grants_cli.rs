@@ -724,6 +724,12 @@ fn alice_requests_bob_approves_and_it_all_survives_a_restart() {
             "5m",
         ],
     ));
+    // Longer access to production is news for whoever watches the hook.
+    ok(cli(&gw, &["grant", "extend", extra.trim(), "--by", "1m"]));
+    assert_eq!(
+        expect_event(&hooks, &mut seen, "grant.extended")["grant"],
+        extra.trim()
+    );
     ok(cli(&gw, &["grant", "revoke", extra.trim()]));
     assert_eq!(
         expect_event(&hooks, &mut seen, "grant.revoked")["grant"],

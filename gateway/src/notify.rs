@@ -1,5 +1,6 @@
 //! Webhook notifications: `[notify] webhook_url` gets one JSON POST per notable event
-//! (request.created/approved/denied/expired, grant.created/expiring/expired/revoked, session.killed).
+//! (request.created/approved/denied/expired, grant.created/extended/expiring/expired/revoked,
+//! session.killed).
 //!
 //! Events go through a bounded queue to one delivery task that retries with backoff. Queuing
 //! never waits: when the queue is full the event is dropped and logged, so a slow or dead
@@ -23,6 +24,7 @@ pub const NOTIFIED: &[&str] = &[
     "request.denied",
     "request.expired",
     "grant.created",
+    "grant.extended",
     "grant.expiring",
     "grant.expired",
     "grant.revoked",
