@@ -1109,3 +1109,68 @@ fn report_since_lists_grants_made_before_the_window_that_were_used_in_it() {
     // g_idle was made and used before the window: nothing of it is in the review.
     assert!(!text(&out.stdout).contains("g_idle"), "{r:#}");
 }
+
+/// A terminal recording is evidence its `session.ended` record vouches for (by sha256):
+/// `audit verify` checks each one, so altering or deleting one after the session ended
+/// fails verification, naming the file and the record.
+#[test]
+fn verify_checks_every_recording_the_log_names() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let data = d.path();
+    let mut rec = ssh_recording(&data.join("recordings"));
+    rec.output(b"$ echo evidence\r\nevidence\r\n")
+        .expect("output");
+    let (path, sha) = rec.finish().expect("finish");
+    write_log(
+        data,
+        vec![
+            sess("session.started", "s_ssh").with("proto", "ssh"),
+            sess("session.ended", "s_ssh")
+                .with("reason", "client_closed")
+                .with("recording", path.to_str().expect("utf-8"))
+                .with("recording_sha256", &sha),
+        ],
+    );
+    let dd = data.to_str().expect("utf-8");
+    let out = portcullis(&["audit", "verify", "--data-dir", dd]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("recordings: 1,"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = portcullis(&["audit", "verify", "--data-dir", dd, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["ok"].as_bool(), v["recordings"].as_u64()),
+        (Some(true), Some(1))
+    );
+
+    let original = std::fs::read(&path).expect("read");
+    let mut altered = original.clone();
+    let at = altered
+        .windows(8)
+        .position(|w| w == b"evidence")
+        .expect("output in recording");
+    altered[at] = b'E';
+    std::fs::write(&path, &altered).expect("tamper");
+    let out = portcullis(&["audit", "verify", "--data-dir", dd]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not match the sha256") && err.contains("at seq 2"),
+        "{err}"
+    );
+    let out = portcullis(&["audit", "verify", "--data-dir", dd, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["ok"].as_bool(), v["seq"].as_u64()),
+        (Some(false), Some(2))
+    );
+
+    std::fs::remove_file(&path).expect("delete");
+    let out = portcullis(&["audit", "verify", "--data-dir", dd]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read recording"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! They read `<data_dir>/audit` directly (no running gateway needed); `replay` lives in
 //! `audit/replay.rs`, `report` in `audit/report.rs`, the shared helpers here.
 
+mod recordings;
 mod replay;
 mod report;
 
@@ -136,6 +137,41 @@ pub(crate) fn each_record(data_dir: &Path, mut each: impl FnMut(Record)) -> Resu
     Ok(())
 }
 
+/// A recording the log names that is gone or no longer what was recorded.
+#[derive(Debug)]
+struct BadRecording {
+    /// The recording's file name, as the log gives it.
+    file: String,
+    /// The `session.ended` record that names it.
+    seq: u64,
+    problem: String,
+}
+
+/// Checks every recording a `session.ended` record names against the sha256 it gives:
+/// the number checked, or the first one missing or altered. A recording is evidence the
+/// chain vouches for, like a recovery's side file, so its loss fails `audit verify`.
+fn check_recordings(data_dir: &Path) -> Result<Result<usize, BadRecording>, Failure> {
+    let mut checked = 0;
+    let mut bad = None;
+    each_record(data_dir, |r| {
+        if bad.is_some() || r.kind() != "session.ended" {
+            return;
+        }
+        for (file, sha) in recordings::named(&r) {
+            if let Err(problem) = recordings::check(data_dir, &file, sha.as_deref()) {
+                bad = Some(BadRecording {
+                    file,
+                    seq: r.seq,
+                    problem,
+                });
+                return;
+            }
+            checked += 1;
+        }
+    })?;
+    Ok(bad.map_or(Ok(checked), Err))
+}
+
 /// One record for humans: time, seq, type, then the event's other fields as key=value.
 pub(crate) fn human(r: &Record) -> String {
     let mut s = format!("{} #{} {}", r.ts, r.seq, r.kind());
@@ -187,13 +223,33 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
     let audit = data_dir.join("audit");
     let result = verify(&audit, key);
     let shown = key.map(|k| hex::encode(k.to_bytes()));
+    // The log vouches for the recordings its records name: once it holds, check them too.
+    let checked = match &result {
+        Ok(_) => Some(check_recordings(&data_dir)?),
+        Err(_) => None,
+    };
+    if let Some(Err(bad)) = &checked {
+        if g.json {
+            outln!(
+                "{}",
+                serde_json::json!({"ok": false, "file": bad.file, "offset": 0, "seq": bad.seq, "problem": bad.problem})
+            );
+        }
+        return Err(Failure::failed(format!(
+            "audit log verification failed: {} (named by the session.ended record at seq {})",
+            bad.problem, bad.seq
+        )));
+    }
+    let recordings = checked.and_then(Result::ok).unwrap_or(0);
     match result {
         Ok(s) => {
             if g.json {
                 outln!(
                     "{}",
-                    serde_json::to_string(&serde_json::json!({"ok": true, "summary": s}))
-                        .unwrap_or_default()
+                    serde_json::to_string(
+                        &serde_json::json!({"ok": true, "summary": s, "recordings": recordings})
+                    )
+                    .unwrap_or_default()
                 );
                 return Ok(());
             }
@@ -219,6 +275,11 @@ fn run_verify(a: VerifyArgs, g: &Global) -> CmdResult {
                 outln!(
                     "cut at restarts: {} (kept, and each still holds what its audit.recovered record says)",
                     s.kept.join(", ")
+                );
+            }
+            if recordings > 0 {
+                outln!(
+                    "recordings: {recordings}, each still holding what its session.ended record says"
                 );
             }
             if let Some(open) = &s.open_segment {

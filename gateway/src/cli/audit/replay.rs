@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_recorder::Record;
-use sha2::{Digest, Sha256};
 
 use super::{DataDirArg, each_record};
 use crate::cli::{CmdResult, Failure, Global};
@@ -184,36 +183,6 @@ fn write_out(path: Option<&Path>, bytes: &[u8]) -> CmdResult {
     }
 }
 
-/// `(file, sha256)` pairs named by `session.ended`'s `recording` field, which may be a file
-/// name, a list of names, or objects with `file`/`path` and `sha256`.
-fn named_recordings(r: &Record) -> Vec<(String, Option<String>)> {
-    let top_sha = r
-        .str_field("recording_sha256")
-        .or(r.str_field("sha256"))
-        .map(str::to_string);
-    let one = |v: &serde_json::Value, sha: Option<String>| -> Option<(String, Option<String>)> {
-        match v {
-            serde_json::Value::String(s) => Some((s.clone(), sha)),
-            serde_json::Value::Object(o) => {
-                let file = o.get("file").or(o.get("path"))?.as_str()?.to_string();
-                let sha = o
-                    .get("sha256")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_string)
-                    .or(sha);
-                Some((file, sha))
-            }
-            _ => None,
-        }
-    };
-    // The full list (several channels) wins over `recording`, which names the first.
-    match r.event.get("recordings").or(r.event.get("recording")) {
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| one(v, None)).collect(),
-        Some(v) => one(v, top_sha).into_iter().collect(),
-        None => Vec::new(),
-    }
-}
-
 /// The session's recordings (checked against the sha256 the audit log holds), oldest first.
 fn recordings(
     recs: &[Record],
@@ -224,7 +193,7 @@ fn recordings(
     let mut named: Vec<(String, Option<String>)> = recs
         .iter()
         .filter(|r| r.kind() == "session.ended")
-        .flat_map(named_recordings)
+        .flat_map(super::recordings::named)
         .collect();
     if named.is_empty() {
         // A session still live (or cut by a crash) has no session.ended yet.
@@ -240,26 +209,8 @@ fn recordings(
     }
     let mut out = Vec::new();
     for (file, sha) in named {
-        // The gateway names a recording by the path it wrote, under its data dir at the
-        // time; the reviewer's `--data-dir` may be a copy or a move of it. The recording to
-        // check is the one in the data dir under review, so only the file name counts.
-        let Some(name) = Path::new(&file).file_name() else {
-            return Err(Failure::failed(format!(
-                "the audit log names recording {file:?}, which is not a file"
-            )));
-        };
-        let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            Failure::failed(format!("cannot read recording {}: {e}", path.display()))
-        })?;
-        if let Some(want) = sha
-            && hex::encode(Sha256::digest(&bytes)) != want.to_ascii_lowercase()
-        {
-            return Err(Failure::failed(format!(
-                "recording {} does not match the sha256 in the audit log (altered)",
-                path.display()
-            )));
-        }
+        let (path, bytes) = super::recordings::read_checked(data_dir, &file, sha.as_deref())
+            .map_err(Failure::failed)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Failure::failed(format!("recording {} is not utf-8", path.display())))?;
         out.push((path, text));
@@ -478,34 +429,5 @@ mod tests {
         let cast = "{\"version\":2,\"width\":20,\"height\":3}\n[0.1,\"o\",\"abc\\r\\n\"]\n[0.2,\"o\",\"x\\u001b[2K\\rdone\"]\n";
         let s = final_screen(cast).expect("screen");
         assert_eq!(s.trim_end(), "abc\ndone");
-    }
-
-    #[test]
-    fn recording_field_shapes() {
-        let rec = |ev: serde_json::Value| Record {
-            seq: 1,
-            ts: String::new(),
-            prev: String::new(),
-            hash: String::new(),
-            event: ev.as_object().cloned().unwrap_or_default(),
-        };
-        let one = rec(
-            serde_json::json!({"type":"session.ended","recording":"a.cast","recording_sha256":"ff"}),
-        );
-        assert_eq!(
-            named_recordings(&one),
-            vec![("a.cast".to_string(), Some("ff".to_string()))]
-        );
-        let many = rec(
-            serde_json::json!({"recording":"a.cast","recording_sha256":"01",
-            "recordings":[{"file":"a.cast","sha256":"01"},"b.cast"]}),
-        );
-        assert_eq!(
-            named_recordings(&many),
-            vec![
-                ("a.cast".to_string(), Some("01".to_string())),
-                ("b.cast".to_string(), None)
-            ]
-        );
     }
 }
