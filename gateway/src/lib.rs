@@ -10,6 +10,7 @@ pub mod demo;
 pub mod grants;
 pub mod keys;
 pub mod notify;
+mod password;
 pub mod pg;
 pub mod reload;
 pub mod serve;

@@ -1,7 +1,8 @@
 //! Who is calling the admin API: `Authorization: Bearer <admin token>` (the operator, full
 //! rights) or HTTP Basic `user:password` checked against the user's `password_scram`.
 //! Failed attempts are rate-limited per client address (the operator's token is still
-//! accepted from an address that is locked out) and audited as `auth.failed`.
+//! accepted from an address that is locked out) and audited as `auth.failed`. A password is
+//! checked the same way whether or not the user exists ([`crate::password`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use base64::Engine;
 
 use super::{ApiError, ApiState};
 use crate::grants::Actor;
+use crate::password::{check_password, ct_eq};
 
 /// Failed attempts allowed per client address within [`WINDOW`] before answering 429.
 pub const MAX_FAILURES: usize = 5;
@@ -71,26 +73,6 @@ impl Limiter {
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Actor);
-
-/// Constant-time equality, so a token or key is not guessable byte by byte from timing.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Does `password` match the stored SCRAM-SHA-256 verifier?
-///
-/// Derives the verifier for the password with the stored salt and iteration count (through
-/// the protocol crate's public functions) and compares the StoredKeys in constant time.
-pub fn password_matches(verifier: &str, password: &str) -> bool {
-    use portcullis_protocol::scram::{make_verifier, parse_verifier};
-    let Ok(stored) = parse_verifier(verifier) else {
-        return false;
-    };
-    let Ok(mine) = parse_verifier(&make_verifier(password, &stored.salt, stored.iterations)) else {
-        return false;
-    };
-    ct_eq(&mine.stored_key, &stored.stored_key)
-}
 
 fn client_addr(parts: &Parts) -> SocketAddr {
     parts
@@ -195,11 +177,14 @@ fn credentials(b64: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// The user, if `password` is theirs. Unknown users and users without a password go through
+/// the same check against a mock verifier ([`crate::password`]), so they cost the same PBKDF2
+/// and get the same refusal as a wrong password: the timing does not tell which users exist.
 async fn basic(st: &ApiState, user: &str, password: String) -> Option<Actor> {
-    let verifier = st.gw.grants.config().user(user)?.password_scram.clone()?;
+    let config = st.gw.config();
     let user = user.to_owned();
     // PBKDF2 takes milliseconds: keep it off the async workers.
-    tokio::task::spawn_blocking(move || password_matches(&verifier, &password).then_some(user))
+    tokio::task::spawn_blocking(move || check_password(&config, &user, &password).then_some(user))
         .await
         .ok()
         .flatten()
@@ -210,15 +195,6 @@ async fn basic(st: &ApiState, user: &str, password: String) -> Option<Actor> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_checked_against_the_verifier() {
-        let v = portcullis_protocol::scram::generate_verifier("s3cret");
-        assert!(password_matches(&v, "s3cret"));
-        assert!(!password_matches(&v, "s3cret "));
-        assert!(!password_matches(&v, ""));
-        assert!(!password_matches("garbage", "s3cret"));
-    }
 
     #[test]
     fn five_failures_block_an_address_and_not_others() {

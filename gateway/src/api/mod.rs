@@ -7,6 +7,8 @@
 
 pub mod auth;
 mod handlers;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -1,11 +1,12 @@
-//! The client side of login: SCRAM-SHA-256 against the user's `password_scram`, then the
-//! error messages a refused client is sent.
+//! The client side of login: SCRAM-SHA-256 against the user's `password_scram` (the
+//! verifier comes from [`crate::password::verifier_for`], a mock one for unknown users), then
+//! the error messages a refused client is sent.
 
 use portcullis_protocol::pg::{
     SaslInitialResponse, encode_authentication_sasl, encode_authentication_sasl_continue,
     encode_authentication_sasl_final, encode_error_response,
 };
-use portcullis_protocol::scram::{MECHANISM, ScramError, ScramServer, Verifier, parse_verifier};
+use portcullis_protocol::scram::{MECHANISM, ScramError, ScramServer, Verifier};
 use tokio::io::AsyncWriteExt as _;
 
 use super::{BoxIo, ReadError, SessionError, read_message};
@@ -35,20 +36,6 @@ pub(crate) mod sqlstate {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     /// system_error: the audit log is unavailable.
     pub const SYSTEM_ERROR: &str = "58000";
-}
-
-/// The verifier to check `user` against; unknown users and users without a password get a
-/// mock one, so the exchange fails exactly like a wrong password and reveals nothing.
-pub(crate) fn verifier_for(gw: &crate::context::Gateway, user: &str) -> (Verifier, bool) {
-    match gw
-        .config()
-        .user(user)
-        .and_then(|u| u.password_scram.as_deref())
-        .and_then(|v| parse_verifier(v).ok())
-    {
-        Some(v) => (v, true),
-        None => (Verifier::mock(), false),
-    }
 }
 
 /// Runs the SCRAM exchange with the client. `Ok(true)`: the password is right (the

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use super::audit::Tracker;
-use super::auth::{scram_exchange, send_fatal, sqlstate, verifier_for};
+use super::auth::{scram_exchange, send_fatal, sqlstate};
 use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
@@ -28,6 +28,7 @@ use super::relay::{
 use super::upstream::{self, UpstreamError};
 use super::{PgShared, SessionError};
 use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
+use crate::password::verifier_for;
 
 /// How long the kill path waits for the FATAL to reach the client before dropping both
 /// connections anyway (SPEC §6: closed within 1 s).
@@ -130,7 +131,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     }
 
-    let (verifier, known) = verifier_for(&gw, &user);
+    let (verifier, known) = verifier_for(&gw.config(), &user);
     let ok = match tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await {
         Ok(Ok(ok)) => ok && known,
         Ok(Err(e)) => {
