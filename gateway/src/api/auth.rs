@@ -1,13 +1,11 @@
 //! Who is calling the admin API: `Authorization: Bearer <admin token>` (the operator, full
 //! rights) or HTTP Basic `user:password` checked against the user's `password_scram`.
-//! Failed attempts are rate-limited per client address (the operator's token is still
-//! accepted from an address that is locked out) and audited as `auth.failed`. A password is
-//! checked the same way whether or not the user exists ([`crate::password`]).
+//! Failed attempts are rate-limited per client, an IPv4 address or an IPv6 /64
+//! ([`super::limiter`]; the operator's token is still accepted from a client that is locked
+//! out), and audited as `auth.failed`. A password is checked the same way whether or not the
+//! user exists ([`crate::password`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -17,58 +15,6 @@ use base64::Engine;
 use super::{ApiError, ApiState};
 use crate::grants::Actor;
 use crate::password::{check_password, ct_eq};
-
-/// Failed attempts allowed per client address within [`WINDOW`] before answering 429.
-pub const MAX_FAILURES: usize = 5;
-pub const WINDOW: Duration = Duration::from_secs(60);
-
-/// Failed authentication attempts per client address, over a sliding window.
-#[derive(Debug, Default)]
-pub struct Limiter {
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl Limiter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
-        // Each update leaves the map consistent, so a poisoned lock is still usable.
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts an attempt by `ip` as failed before its credentials are checked, unless `ip`
-    /// has used up its failures for now (`None`). Counting first means concurrent attempts
-    /// cannot all pass the check before the first of them fails; a success is forgotten
-    /// again with [`Limiter::succeeded`].
-    pub fn attempt(&self, ip: IpAddr) -> Option<Instant> {
-        let mut map = self.lock();
-        let now = Instant::now();
-        if let Some(q) = map.get_mut(&ip) {
-            while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
-                q.pop_front();
-            }
-            if q.len() >= MAX_FAILURES {
-                return None;
-            }
-        } else if map.len() > 10_000 {
-            // Bound memory under a flood from many addresses: forget the oldest entries.
-            map.clear();
-        }
-        map.entry(ip).or_default().push_back(now);
-        Some(now)
-    }
-
-    /// The attempt `ip` made at `at` did not fail: it no longer counts.
-    pub fn succeeded(&self, ip: IpAddr, at: Instant) {
-        let mut map = self.lock();
-        if let Some(q) = map.get_mut(&ip) {
-            if let Some(i) = q.iter().rposition(|t| *t == at) {
-                q.remove(i);
-            }
-            if q.is_empty() {
-                map.remove(&ip);
-            }
-        }
-    }
-}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -189,33 +135,4 @@ async fn basic(st: &ApiState, user: &str, password: String) -> Option<Actor> {
         .ok()
         .flatten()
         .map(Actor::User)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_failures_block_an_address_and_not_others() {
-        let l = Limiter::default();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
-            assert!(l.attempt(a).is_some());
-        }
-        assert!(l.attempt(a).is_none());
-        assert!(l.attempt(b).is_some());
-    }
-
-    #[test]
-    fn successes_do_not_count() {
-        let l = Limiter::default();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        for _ in 0..3 * MAX_FAILURES {
-            let at = l.attempt(a).unwrap();
-            l.succeeded(a, at);
-        }
-        assert!(l.attempt(a).is_some());
-    }
 }

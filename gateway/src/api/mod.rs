@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod handlers;
+pub mod limiter;
 #[cfg(test)]
 mod tests;
 
@@ -24,7 +25,7 @@ use crate::grants::GrantsError;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub gw: Shared,
-    pub limiter: Arc<auth::Limiter>,
+    pub limiter: Arc<limiter::Limiter>,
 }
 
 /// The admin API's routes.
