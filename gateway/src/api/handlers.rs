@@ -36,6 +36,24 @@ fn duration(what: &str, s: &str) -> Result<Duration, ApiError> {
     Ok(d)
 }
 
+/// The longest reason (grant add and revoke, request create and deny, sessions kill) the API
+/// accepts, in bytes of UTF-8. A reason is a sentence or a ticket reference; it is copied into
+/// the grant store, the audit log, webhooks, `grant list` and `report`, so a megabyte of it
+/// would bloat every one of them. 1 KiB holds a long paragraph.
+pub(super) const MAX_REASON_BYTES: usize = 1024;
+
+/// Refuses a reason longer than [`MAX_REASON_BYTES`]. Measured as sent, before any trimming,
+/// since that is what a grant stores.
+fn check_reason(reason: Option<&str>) -> Result<(), ApiError> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON_BYTES => Err(ApiError::bad_request(format!(
+            "reason is too long: {} bytes, at most {MAX_REASON_BYTES} bytes",
+            r.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Unauthenticated, so it says only whether the gateway can serve (audit log writable).
 pub(super) async fn health(State(st): State<ApiState>) -> Json<Value> {
     let audit = st.gw.audit.healthy();
@@ -99,6 +117,7 @@ pub(super) async fn add_grant(
     Caller(actor): Caller,
     Json(b): Json<AddGrant>,
 ) -> Answer {
+    check_reason(b.reason.as_deref())?;
     let new = NewGrant {
         user: b.user,
         target: b.target,
@@ -121,6 +140,7 @@ pub(super) async fn revoke(
     body: Option<Json<WithReason>>,
 ) -> Answer {
     let reason = body.and_then(|b| b.0.reason);
+    check_reason(reason.as_deref())?;
     to_json(st.gw.grants.revoke(&id, &actor, reason).await?)
 }
 
@@ -168,6 +188,7 @@ pub(super) async fn create_request(
     Caller(actor): Caller,
     Json(b): Json<CreateRequest>,
 ) -> Answer {
+    check_reason(Some(&b.reason))?;
     let new = NewRequest {
         user: b.user,
         target: b.target,
@@ -199,6 +220,7 @@ pub(super) async fn deny(
     body: Option<Json<WithReason>>,
 ) -> Answer {
     let reason = body.and_then(|b| b.0.reason);
+    check_reason(reason.as_deref())?;
     to_json(st.gw.grants.deny(&id, &actor, reason).await?)
 }
 
@@ -213,5 +235,42 @@ pub(super) async fn kill(
     body: Option<Json<WithReason>>,
 ) -> Answer {
     let reason = body.and_then(|b| b.0.reason);
+    check_reason(reason.as_deref())?;
     to_json(st.gw.grants.kill_session(&id, &actor, reason.as_deref())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_capped_in_bytes() {
+        // (reason, accepted)
+        let cases = [
+            (None, true),
+            (Some(String::new()), true),
+            (Some("x".repeat(MAX_REASON_BYTES)), true),
+            (Some("x".repeat(MAX_REASON_BYTES + 1)), false),
+            // Two bytes a character: 512 fit, 513 do not.
+            (Some("é".repeat(MAX_REASON_BYTES / 2)), true),
+            (Some("é".repeat(MAX_REASON_BYTES / 2 + 1)), false),
+            // Whitespace counts: it is stored as sent.
+            (
+                Some(format!(
+                    "{}{}",
+                    "x".repeat(10),
+                    " ".repeat(MAX_REASON_BYTES)
+                )),
+                false,
+            ),
+        ];
+        for (reason, accepted) in cases {
+            let got = check_reason(reason.as_deref());
+            assert_eq!(got.is_ok(), accepted, "{:?}", reason.map(|r| r.len()));
+            if let Err(e) = got {
+                assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+                assert!(e.message.contains("at most 1024 bytes"), "{}", e.message);
+            }
+        }
+    }
 }

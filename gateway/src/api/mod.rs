@@ -2,8 +2,9 @@
 //!
 //! Every route but `/health` needs a caller ([`auth::Caller`]): the operator's bearer token
 //! or a user's password. Errors are `{"error": "<one sentence>"}` with a fitting status:
-//! 400 malformed, 401 unauthenticated, 403 refused by policy, 404 unknown id, 429 too many
-//! failed logins, 500 internal.
+//! 400 malformed (a reason over 1 KiB included), 401 unauthenticated, 403 refused by policy,
+//! 404 unknown id, 413 a body over [`MAX_BODY_BYTES`], 429 too many failed logins, 500
+//! internal.
 
 pub mod auth;
 mod handlers;
@@ -20,6 +21,11 @@ use axum::routing::{get, post};
 
 use crate::context::Shared;
 use crate::grants::GrantsError;
+
+/// The largest request body the API reads (axum's default is 2 MiB). The largest legitimate
+/// one, a grant or request with a reason at its 1 KiB limit, is at most about 6 KiB even with
+/// every byte of the reason escaped (`\u0001`); the rest is headroom.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler sees.
 #[derive(Debug, Clone)]
@@ -52,6 +58,7 @@ pub fn router(gw: Shared) -> axum::Router {
         .route("/v1/sessions", get(handlers::list_sessions))
         .route("/v1/sessions/{id}/kill", post(handlers::kill))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API path") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -79,7 +86,13 @@ async fn json_errors(r: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // axum says only "Failed to buffer the request body: length limit exceeded".
+        format!(
+            "request body is too large: at most {} KiB",
+            MAX_BODY_BYTES / 1024
+        )
+    } else if text.is_empty() {
         status
             .canonical_reason()
             .unwrap_or("bad request")

@@ -80,3 +80,115 @@ async fn unknown_passwordless_and_wrong_password_are_refused_alike() {
         "{alice:?}"
     );
 }
+
+/// A reason over [`MAX_REASON_BYTES`] is refused with a 400 naming the limit wherever the
+/// API takes one, before anything changes; one at the limit is taken. A 1.5 MB reason used
+/// to be stored, logged and sent to webhooks whole.
+#[tokio::test]
+async fn reasons_over_the_limit_are_refused_wherever_they_are_taken() {
+    use axum::Json;
+    use axum::extract::{Path, State};
+    use serde_json::json;
+
+    use super::handlers::{self, MAX_REASON_BYTES};
+    use crate::grants::{GrantFilter, GrantStatus, RequestStatus};
+
+    let (st, _dir) = state();
+    let admin = || Caller(Actor::Admin);
+    let user = |name: &str| Caller(Actor::User(name.into()));
+    fn body<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Json<T> {
+        Json(serde_json::from_value(v).unwrap())
+    }
+    let at_limit = "é".repeat(MAX_REASON_BYTES / 2);
+    assert_eq!(at_limit.len(), MAX_REASON_BYTES);
+    // One byte over, and over only when counted in bytes, not characters.
+    let over = [
+        "x".repeat(MAX_REASON_BYTES + 1),
+        "é".repeat(MAX_REASON_BYTES / 2 + 1),
+    ];
+    let refused = |e: super::ApiError, len: usize| {
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
+        assert_eq!(
+            e.message,
+            format!("reason is too long: {len} bytes, at most {MAX_REASON_BYTES} bytes")
+        );
+    };
+    let grant = |reason: &str| {
+        json!({"user": "alice", "target": "pg-prod", "role": "read", "duration": "30m",
+               "reason": reason})
+    };
+    let request = |reason: &str| json!({"target": "pg-prod", "role": "read", "duration": "30m", "reason": reason});
+
+    for long in &over {
+        let e = handlers::add_grant(State(st.clone()), admin(), body(grant(long)))
+            .await
+            .unwrap_err();
+        refused(e, long.len());
+        let e = handlers::create_request(State(st.clone()), user("alice"), body(request(long)))
+            .await
+            .unwrap_err();
+        refused(e, long.len());
+    }
+    let all = GrantFilter {
+        user: None,
+        target: None,
+        all: true,
+    };
+    assert!(
+        st.gw
+            .grants
+            .list_grants(&all, &Actor::Admin)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        st.gw
+            .grants
+            .list_requests(false, &Actor::Admin)
+            .unwrap()
+            .is_empty()
+    );
+
+    let g = handlers::add_grant(State(st.clone()), admin(), body(grant(&at_limit)))
+        .await
+        .unwrap();
+    let g = g.0["id"].as_str().unwrap().to_owned();
+    let r = handlers::create_request(State(st.clone()), user("alice"), body(request(&at_limit)))
+        .await
+        .unwrap();
+    let r = r.0["id"].as_str().unwrap().to_owned();
+
+    for long in &over {
+        let with = || Some(body(json!({ "reason": long })));
+        let e = handlers::revoke(State(st.clone()), admin(), Path(g.clone()), with())
+            .await
+            .unwrap_err();
+        refused(e, long.len());
+        let e = handlers::deny(State(st.clone()), user("bob"), Path(r.clone()), with())
+            .await
+            .unwrap_err();
+        refused(e, long.len());
+        // Refused for its reason before the session is even looked for.
+        let e = handlers::kill(State(st.clone()), admin(), Path("s_nope".into()), with())
+            .await
+            .unwrap_err();
+        refused(e, long.len());
+    }
+    let stored = st.gw.grants.get_grant(&g).unwrap().unwrap();
+    assert!(matches!(stored.status, GrantStatus::Live));
+    assert_eq!(stored.reason.as_deref(), Some(at_limit.as_str()));
+    let pending = st.gw.grants.list_requests(true, &Actor::Admin).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(matches!(pending[0].status, RequestStatus::Pending));
+
+    // At the limit, revoke and deny go through.
+    let with = || Some(body(json!({ "reason": at_limit })));
+    let revoked = handlers::revoke(State(st.clone()), admin(), Path(g.clone()), with())
+        .await
+        .unwrap();
+    assert_eq!(revoked.0["status"], "revoked", "{}", revoked.0);
+    let denied = handlers::deny(State(st.clone()), user("bob"), Path(r.clone()), with())
+        .await
+        .unwrap();
+    assert_eq!(denied.0["status"], "denied", "{}", denied.0);
+}
