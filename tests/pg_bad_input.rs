@@ -689,3 +689,59 @@ async fn the_process_id_a_client_sees_is_its_backends() {
         "a notification's sender against BackendKeyData"
     );
 }
+
+/// The salt the gateway's SCRAM challenge shows `user`, read before any password is sent.
+async fn challenge_salt(h: &Harness, user: &str) -> String {
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&startup(&[("user", user), ("database", "pg")]))
+        .await
+        .unwrap();
+    let mut scram = ScramClient::new("not the password");
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "gateway closed before its challenge");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((f, used))) = next_frame(&buf) {
+            match BackendMessage::decode(f.tag, f.body).unwrap() {
+                BackendMessage::Authentication(portcullis_protocol::pg::Authentication::Sasl {
+                    ..
+                }) => {
+                    let mut out = Vec::new();
+                    encode_sasl_initial_response(&mut out, "SCRAM-SHA-256", &scram.client_first());
+                    s.write_all(&out).await.unwrap();
+                }
+                BackendMessage::Authentication(
+                    portcullis_protocol::pg::Authentication::SaslContinue(d),
+                ) => {
+                    let text = String::from_utf8_lossy(d).into_owned();
+                    return text
+                        .split(',')
+                        .find_map(|a| a.strip_prefix("s="))
+                        .unwrap_or_else(|| panic!("no salt in {text:?}"))
+                        .to_owned();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            buf.drain(..used);
+        }
+    }
+}
+
+/// The challenge shows a user's salt before any password is checked. A real user's salt
+/// never changes, so neither may the salt shown for a name that does not exist (or has no
+/// password), or two connections would tell which users exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salt_shown_does_not_tell_which_users_exist() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    for user in ["alice", "mallory"] {
+        let first = challenge_salt(&h, user).await;
+        let again = challenge_salt(&h, user).await;
+        assert_eq!(first, again, "{user}");
+    }
+    assert_ne!(
+        challenge_salt(&h, "mallory").await,
+        challenge_salt(&h, "mallory2").await
+    );
+}

@@ -16,7 +16,9 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub grants: Grants,
     pub audit: AuditLog,
-    /// Bearer token with full admin rights (`<data_dir>/admin.token`).
+    /// Bearer token with full admin rights (`<data_dir>/admin.token`). Being a secret that
+    /// survives restarts, it also keys the salts shown for users who do not exist
+    /// (`password::verifier_for`).
     pub admin_token: String,
     /// Cancelled once on SIGINT/SIGTERM; listeners stop accepting and sessions close with
     /// reason `shutdown` through the kill path.

@@ -12,15 +12,38 @@ use portcullis_protocol::scram::{Verifier, make_verifier, parse_verifier};
 /// users without a password and (defensively; the config refuses them) users whose verifier
 /// does not parse get a mock one, so the check runs to the end and fails like a wrong
 /// password.
-pub(crate) fn verifier_for(config: &Config, user: &str) -> (Verifier, bool) {
+///
+/// The SCRAM exchange shows the client the verifier's salt before any password is checked,
+/// and a real user's salt never changes. So a mock's salt must not change either, or two
+/// logins would tell a name that exists from one that does not: it is derived from the
+/// user name and `secret` (a gateway secret that survives restarts, as PostgreSQL derives
+/// its mock salt from the cluster's nonce).
+pub(crate) fn verifier_for(config: &Config, secret: &[u8], user: &str) -> (Verifier, bool) {
     match config
         .user(user)
         .and_then(|u| u.password_scram.as_deref())
         .and_then(|v| parse_verifier(v).ok())
     {
         Some(v) => (v, true),
-        None => (Verifier::mock(), false),
+        None => {
+            let mut mock = Verifier::mock();
+            mock.salt = mock_salt(secret, user);
+            (mock, false)
+        }
     }
+}
+
+/// The salt a mock verifier shows for `user`: 16 bytes of SHA-256 over a label, `secret`
+/// and the name, so it is the same on every login and says nothing about the secret.
+fn mock_salt(secret: &[u8], user: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"portcullis scram mock salt\0")
+        .chain_update((secret.len() as u64).to_be_bytes())
+        .chain_update(secret)
+        .chain_update(user.as_bytes())
+        .finalize();
+    digest[..16].to_vec()
 }
 
 /// Does `password` match `verifier`?
@@ -42,18 +65,19 @@ pub(crate) fn password_matches(verifier: &Verifier, password: &str) -> bool {
 /// Is `password` `user`'s? The password is derived against [`verifier_for`]'s verifier
 /// whoever the user is, so an unknown user or one without a password costs the same PBKDF2
 /// as a known one, and all three refusals are the same `false`.
-pub(crate) fn check_password(config: &Config, user: &str, password: &str) -> bool {
-    check_with(config, user, password, password_matches)
+pub(crate) fn check_password(config: &Config, secret: &[u8], user: &str, password: &str) -> bool {
+    check_with(config, secret, user, password, password_matches)
 }
 
 /// [`check_password`] with the derivation passed in, so a test can see what it is run on.
 fn check_with(
     config: &Config,
+    secret: &[u8],
     user: &str,
     password: &str,
     matches: impl FnOnce(&Verifier, &str) -> bool,
 ) -> bool {
-    let (verifier, known) = verifier_for(config, user);
+    let (verifier, known) = verifier_for(config, secret, user);
     // The derivation comes first and always runs: `known && matches(..)` would skip it for
     // exactly the users whose absence it must hide.
     matches(&verifier, password) && known
@@ -70,6 +94,8 @@ mod tests {
     use portcullis_protocol::scram::{DEFAULT_ITERATIONS, generate_verifier};
 
     use super::*;
+
+    const SECRET: &[u8] = b"the gateway's secret";
 
     /// alice has a password (`s3cret`), bob none.
     fn config() -> Config {
@@ -94,16 +120,16 @@ mod tests {
     #[test]
     fn only_the_right_password_of_a_known_user_passes() {
         let cfg = config();
-        assert!(check_password(&cfg, "alice", "s3cret"));
-        assert!(!check_password(&cfg, "alice", "wrong"));
-        assert!(!check_password(&cfg, "bob", ""));
-        assert!(!check_password(&cfg, "nobody", "s3cret"));
+        assert!(check_password(&cfg, SECRET, "alice", "s3cret"));
+        assert!(!check_password(&cfg, SECRET, "alice", "wrong"));
+        assert!(!check_password(&cfg, SECRET, "bob", ""));
+        assert!(!check_password(&cfg, SECRET, "nobody", "s3cret"));
         // A verifier that does not parse (the config refuses one; a later change might not)
         // is no password at all, never a match.
         let mut cfg = cfg;
         cfg.users[0].password_scram = Some("garbage".into());
-        assert!(!check_password(&cfg, "alice", "s3cret"));
-        assert!(!check_password(&cfg, "alice", ""));
+        assert!(!check_password(&cfg, SECRET, "alice", "s3cret"));
+        assert!(!check_password(&cfg, SECRET, "alice", ""));
     }
 
     /// Whoever the user, the password is derived once against a verifier with the same
@@ -112,20 +138,20 @@ mod tests {
     #[test]
     fn unknown_and_passwordless_users_cost_a_derivation_like_a_wrong_password() {
         let cfg = config();
-        let real = verifier_for(&cfg, "alice").0;
+        let real = verifier_for(&cfg, SECRET, "alice").0;
         assert_eq!(real.iterations, DEFAULT_ITERATIONS);
         for (user, password) in [("alice", "wrong"), ("nobody", "x"), ("bob", "x")] {
             let mut derived = vec![];
-            let ok = check_with(&cfg, user, password, |v, p| {
+            let ok = check_with(&cfg, SECRET, user, password, |v, p| {
                 derived.push((v.iterations, v.salt.len()));
                 password_matches(v, p)
             });
             assert!(!ok, "{user}");
             assert_eq!(derived, [(real.iterations, real.salt.len())], "{user}");
         }
-        let (_, known) = verifier_for(&cfg, "nobody");
+        let (_, known) = verifier_for(&cfg, SECRET, "nobody");
         assert!(!known);
-        let (_, known) = verifier_for(&cfg, "bob");
+        let (_, known) = verifier_for(&cfg, SECRET, "bob");
         assert!(!known);
     }
 
@@ -134,8 +160,24 @@ mod tests {
     #[test]
     fn a_mock_verifier_never_lets_anyone_in() {
         let cfg = config();
-        assert!(!check_with(&cfg, "nobody", "x", |_, _| true));
-        assert!(!check_with(&cfg, "bob", "x", |_, _| true));
-        assert!(check_with(&cfg, "alice", "x", |_, _| true));
+        assert!(!check_with(&cfg, SECRET, "nobody", "x", |_, _| true));
+        assert!(!check_with(&cfg, SECRET, "bob", "x", |_, _| true));
+        assert!(check_with(&cfg, SECRET, "alice", "x", |_, _| true));
+    }
+
+    /// The salt the exchange shows before any password is checked: a user who does not
+    /// exist, or has no password, shows the same one on every login, as a real user does,
+    /// and another gateway (another secret) shows another.
+    #[test]
+    fn a_mock_salt_is_the_same_on_every_login() {
+        let cfg = config();
+        let salt = |secret: &[u8], user: &str| verifier_for(&cfg, secret, user).0.salt;
+        for user in ["nobody", "bob"] {
+            assert_eq!(salt(SECRET, user), salt(SECRET, user), "{user}");
+            assert_eq!(salt(SECRET, user).len(), 16);
+            assert_ne!(salt(SECRET, user), salt(b"another gateway", user), "{user}");
+        }
+        assert_ne!(salt(SECRET, "nobody"), salt(SECRET, "nobody2"));
+        assert_eq!(salt(SECRET, "alice"), salt(b"another gateway", "alice"));
     }
 }

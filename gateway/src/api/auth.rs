@@ -128,11 +128,14 @@ fn credentials(b64: &str) -> Option<(String, String)> {
 /// and get the same refusal as a wrong password: the timing does not tell which users exist.
 async fn basic(st: &ApiState, user: &str, password: String) -> Option<Actor> {
     let config = st.gw.config();
+    let secret = st.gw.admin_token.clone();
     let user = user.to_owned();
     // PBKDF2 takes milliseconds: keep it off the async workers.
-    tokio::task::spawn_blocking(move || check_password(&config, &user, &password).then_some(user))
-        .await
-        .ok()
-        .flatten()
-        .map(Actor::User)
+    tokio::task::spawn_blocking(move || {
+        check_password(&config, secret.as_bytes(), &user, &password).then_some(user)
+    })
+    .await
+    .ok()
+    .flatten()
+    .map(Actor::User)
 }

@@ -131,7 +131,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     }
 
-    let (verifier, known) = verifier_for(&gw.config(), &user);
+    let (verifier, known) = verifier_for(&gw.config(), gw.admin_token.as_bytes(), &user);
     let ok = match tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await {
         Ok(Ok(ok)) => ok && known,
         Ok(Err(e)) => {
