@@ -49,6 +49,15 @@ fn pubkey_hex(path: &Path) -> String {
         .collect()
 }
 
+/// `session` ended by its client, its terminal recorded in `file` (named as the gateway
+/// names it: by path, or by file name in older logs) with that `sha256`.
+fn ended_recorded(session: &str, file: &str, sha256: &str) -> Event {
+    sess("session.ended", session)
+        .with("reason", "client_closed")
+        .with("recording", file)
+        .with("recording_sha256", sha256)
+}
+
 fn sess(kind: &str, session: &str) -> Event {
     Event::new(kind)
         .with("session", session)
@@ -265,10 +274,7 @@ fn replay_exports_a_real_shell_recording() {
                 .with("target", "web-1"),
             sess("ssh.shell", "s_ssh"),
             sess("ssh.command", "s_ssh").with("command", "echo replay-marker-42"),
-            sess("session.ended", "s_ssh")
-                .with("reason", "client_closed")
-                .with("recording", &file)
-                .with("recording_sha256", &sha),
+            ended_recorded("s_ssh", &file, &sha),
         ],
     );
     let dd = data.to_str().expect("utf-8");
@@ -837,10 +843,7 @@ fn replay_writes_logged_control_characters_inert() {
                 .with("kill_reason", forged),
             sess("session.started", "s_ssh").with("proto", "ssh"),
             sess("ssh.command", "s_ssh").with("command", format!("echo {forged}")),
-            sess("session.ended", "s_ssh")
-                .with("reason", "client_closed")
-                .with("recording", &file)
-                .with("recording_sha256", &sha),
+            ended_recorded("s_ssh", &file, &sha),
         ],
     );
     let dd = data.to_str().expect("utf-8");
@@ -948,10 +951,7 @@ fn replay_reads_the_recording_of_the_data_dir_under_review() {
         original.path(),
         vec![
             sess("session.started", "s_ssh").with("proto", "ssh"),
-            sess("session.ended", "s_ssh")
-                .with("reason", "client_closed")
-                .with("recording", path.to_str().expect("utf-8"))
-                .with("recording_sha256", &sha),
+            ended_recorded("s_ssh", path.to_str().expect("utf-8"), &sha),
         ],
     );
     let copy = tempfile::tempdir().expect("tempdir");
@@ -1019,10 +1019,7 @@ fn replay_refuses_a_pause_too_long_to_play() {
         d.path(),
         vec![
             sess("session.started", "s_ssh").with("proto", "ssh"),
-            sess("session.ended", "s_ssh")
-                .with("reason", "client_closed")
-                .with("recording", path.to_str().expect("utf-8"))
-                .with("recording_sha256", &sha),
+            ended_recorded("s_ssh", path.to_str().expect("utf-8"), &sha),
         ],
     );
     let dd = d.path().to_str().expect("utf-8");
@@ -1125,10 +1122,7 @@ fn verify_checks_every_recording_the_log_names() {
         data,
         vec![
             sess("session.started", "s_ssh").with("proto", "ssh"),
-            sess("session.ended", "s_ssh")
-                .with("reason", "client_closed")
-                .with("recording", path.to_str().expect("utf-8"))
-                .with("recording_sha256", &sha),
+            ended_recorded("s_ssh", path.to_str().expect("utf-8"), &sha),
         ],
     );
     let dd = data.to_str().expect("utf-8");
