@@ -215,7 +215,24 @@ fn a_revoke_closes_a_client_that_stopped_reading_at_once() {
             env.gw.log()
         );
     }
-    env.wait_event("session.ended", |e| {
+    let ended = env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "grant_revoked"
     });
+    // The channel's own closing event comes before its session's end. The relay of the
+    // target's output was waiting for window on a client that had gone: it used to wait out
+    // its 5 s grace, so `session.ended` was written without it, and the `ssh.exec` seconds
+    // after, with a duration longer than its session's.
+    let session = event_str(&ended, "session");
+    let order: Vec<String> = env
+        .events()
+        .iter()
+        .filter(|e| event_str(e, "session") == session)
+        .map(|e| event_str(e, "type").to_owned())
+        .collect();
+    let exec = order.iter().position(|t| t == "ssh.exec");
+    let end = order.iter().position(|t| t == "session.ended");
+    assert!(
+        matches!((exec, end), (Some(x), Some(e)) if x < e),
+        "the exec's event is not logged before session.ended: {order:?}"
+    );
 }

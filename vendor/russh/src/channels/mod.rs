@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::{Either, select};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::{Mutex, Notify};
@@ -391,7 +392,14 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
             }
             let notified = self.window_size.notifier.notified();
             drop(window_size);
-            notified.await;
+            // Portcullis: once the session has ended (its loop dropped the receiving end),
+            // no window will ever come; the write fails instead of waiting for ever.
+            let notified = std::pin::pin!(notified);
+            let closed = self.sender.closed();
+            let closed = std::pin::pin!(closed);
+            if let Either::Right(_) = select(notified, closed).await {
+                return Err(Error::SendError);
+            }
         }
     }
 
