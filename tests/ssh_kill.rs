@@ -236,3 +236,31 @@ fn a_revoke_closes_a_client_that_stopped_reading_at_once() {
         "the exec's event is not logged before session.ended: {order:?}"
     );
 }
+
+/// A session that starts inside `warn_before` is warned too. Its warning is due the moment
+/// it connects, before it has a terminal to say it on: the terminal that starts then is
+/// told. (It used to be lost, and such a session was closed with no warning at all.)
+#[test]
+fn a_terminal_started_inside_the_warning_window_is_warned() {
+    let env = Env::start();
+    let config = std::fs::read_to_string(&env.gw.config_path).expect("config");
+    assert!(config.contains("warn_before = \"1s\""), "{config}");
+    // With `warn_before` an hour, a 30-minute grant is inside the window from the start.
+    let config = config.replace("warn_before = \"1s\"", "warn_before = \"1h\"");
+    env.gw.reconfigure_raw(&config).expect("reconfigure");
+    env.wait_event("config.reloaded", |_| true);
+    let g = env.grant("web-1", "deploy", "30m");
+    let out = env
+        .ssh("alice+web-1")
+        .args(["-tt", "echo started"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh runs");
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("started"), "{said}");
+    assert!(
+        said.contains(&format!("grant {g} on web-1 expires in 29m")),
+        "no warning for a session started inside warn_before: {said}"
+    );
+}

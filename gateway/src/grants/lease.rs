@@ -139,6 +139,19 @@ impl Lease {
         }
     }
 
+    /// The time left, if the `warn_before` warning for the grant's current deadline has
+    /// already been given ([`LeaseEvent::Warn`]) and the session is still live: what a part
+    /// of the session that starts only now (an SSH terminal channel) is owed, having missed
+    /// the warning.
+    pub fn warned_remaining(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let expires_at = self.entry.grant.expires_at();
+        if self.warned_for != Some(expires_at) || !self.is_live() {
+            return None;
+        }
+        Some((expires_at - now).to_std().unwrap_or_default())
+    }
+
     /// Defence in depth: is the grant still live right now? Called before each new query or
     /// channel.
     pub fn is_live(&self) -> bool {

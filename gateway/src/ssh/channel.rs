@@ -465,6 +465,12 @@ async fn start(
         }
         s.start = Some(what);
     }
+    // A terminal that starts after the session's terminals were warned of the grant's end
+    // (a session begun inside `warn_before` was warned before it had any) is told too.
+    let terminal = state.lock().map(|s| s.pty.is_some()).unwrap_or(false);
+    if terminal && sent.is_ok() {
+        ctx.warn_late_terminal(id).await;
+    }
     sent.is_ok()
 }
 

@@ -81,7 +81,15 @@ pub struct SessionCtx {
     /// The user's client, for agent channels the target opens (set once agent forwarding
     /// was allowed and requested).
     pub agent: Arc<Mutex<Option<russh::server::Handle>>>,
-    live: mpsc::Sender<oneshot::Sender<bool>>,
+    asks: mpsc::Sender<Ask>,
+}
+
+/// What a channel task asks the supervisor, the lease's only owner.
+enum Ask {
+    /// Is the grant live right now?
+    Live(oneshot::Sender<bool>),
+    /// The `warn_before` line, if it was already said to the session's terminals.
+    Warning(oneshot::Sender<Option<Bytes>>),
 }
 
 impl std::fmt::Debug for SessionCtx {
@@ -99,10 +107,31 @@ impl SessionCtx {
             return false;
         }
         let (tx, rx) = oneshot::channel();
-        if self.live.send(tx).await.is_err() {
+        if self.asks.send(Ask::Live(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// Says the `warn_before` line on a terminal channel that starts after the session's
+    /// terminals were warned (a session that began inside the warning window was warned
+    /// before it had any), as the warning says it: only if the client's window has room.
+    pub async fn warn_late_terminal(&self, id: ChannelId) {
+        let (tx, rx) = oneshot::channel();
+        if self.asks.send(Ask::Warning(tx)).await.is_err() {
+            return;
+        }
+        let Ok(Some(line)) = rx.await else {
+            return;
+        };
+        let writer = self
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).and_then(|r| r.stderr.clone()));
+        if let Some(w) = writer {
+            say(&w, line, tokio::time::Instant::now() + NOTICE_WAIT).await;
+        }
     }
 
     /// Fail closed on a failed audit log: closes the whole session through the kill path
@@ -190,7 +219,7 @@ pub fn start(
         client: client_addr,
     };
     let (up_tx, up_rx) = watch::channel(UpState::Connecting);
-    let (live_tx, live_rx) = mpsc::channel(16);
+    let (asks_tx, asks_rx) = mpsc::channel(16);
     let ctx = Arc::new(SessionCtx {
         gw,
         ident,
@@ -204,7 +233,7 @@ pub fn start(
         tasks: TaskTracker::new(),
         closing,
         agent: Arc::new(Mutex::new(None)),
-        live: live_tx,
+        asks: asks_tx,
     });
     let span = tracing::info_span!(
         "ssh_session",
@@ -214,19 +243,20 @@ pub fn start(
         proto = "ssh",
     );
     tokio::spawn(tracing::Instrument::instrument(
-        supervise(ctx.clone(), lease, up_tx, live_rx, client_gone),
+        supervise(ctx.clone(), lease, up_tx, asks_rx, client_gone),
         span,
     ));
     ctx
 }
 
-/// The session's one task that owns the lease: connects upstream, answers liveness checks,
-/// and on any reason to close runs the kill path, then writes `session.ended`.
+/// The session's one task that owns the lease: connects upstream, answers the channel tasks'
+/// questions (is the grant live, what warning did a late terminal miss), and on any reason
+/// to close runs the kill path, then writes `session.ended`.
 async fn supervise(
     ctx: Arc<SessionCtx>,
     mut lease: Lease,
     up_tx: watch::Sender<UpState>,
-    mut live_rx: mpsc::Receiver<oneshot::Sender<bool>>,
+    mut asks: mpsc::Receiver<Ask>,
     client_gone: CancellationToken,
 ) {
     let started = Instant::now();
@@ -270,16 +300,24 @@ async fn supervise(
                 LeaseEvent::Warn { remaining } => warn_interactive(&ctx, &lease, remaining).await,
                 LeaseEvent::Close(reason) => break reason,
             },
-            Some(reply) = live_rx.recv() => {
-                let _ = reply.send(lease.is_live());
-            }
+            Some(ask) = asks.recv() => match ask {
+                Ask::Live(reply) => {
+                    let _ = reply.send(lease.is_live());
+                }
+                Ask::Warning(reply) => {
+                    let line = lease.warned_remaining().map(|left| {
+                        Bytes::from(warning_line(lease.grant_id(), &ctx.target.name, left))
+                    });
+                    let _ = reply.send(line);
+                }
+            },
             _ = client_gone.cancelled() => break CloseReason::ClientClosed,
             _ = upstream_gone.cancelled() => break CloseReason::UpstreamClosed,
             _ = gw.shutdown.cancelled() => break CloseReason::Shutdown,
         }
     };
     // Further liveness checks answer "no" without waiting on this task.
-    drop(live_rx);
+    drop(asks);
     ctx.closing.cancel();
     let reason = match (reason, &error) {
         (CloseReason::ClientClosed, Some(_)) => CloseReason::Error,
