@@ -438,6 +438,46 @@ fn a_refusal_the_client_does_not_read_stalls_nothing_else() {
     drop(refused);
 }
 
+/// A connection refused for its login name (let in with no key at all, to be told why) may
+/// open a few session channels to read the sentence, not any number: each held a task until
+/// the connection was disconnected, and one such connection opened some 2,000 a second.
+#[test]
+fn a_refused_connection_may_open_only_a_few_channels() {
+    let env = Env::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (opened, refused) = rt.block_on(async {
+        let config = std::sync::Arc::new(russh::client::Config::default());
+        let mut h = russh::client::connect(config, env.gw.bound.ssh, AcceptAny)
+            .await
+            .expect("russh connects");
+        let auth = h.authenticate_none("no-target").await.expect("auth");
+        assert!(
+            auth.success(),
+            "a malformed login name is let in to be told why"
+        );
+        let mut opened = Vec::new();
+        let mut refused = None;
+        for _ in 0..50 {
+            match h.channel_open_session().await {
+                Ok(ch) => opened.push(ch),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        (opened.len(), refused)
+    });
+    assert_eq!(
+        opened, 10,
+        "channels opened before the refusal: {refused:?}"
+    );
+    assert!(
+        matches!(refused, Some(russh::Error::ChannelOpenFailure(_))),
+        "{refused:?}"
+    );
+}
+
 struct AcceptAny;
 
 impl russh::client::Handler for AcceptAny {

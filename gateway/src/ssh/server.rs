@@ -31,6 +31,13 @@ use crate::grants::{Proto, SessionInfo};
 /// channel (`ssh -N`) reads it in the disconnect message instead.
 const EXPLAIN_WAIT: Duration = Duration::from_secs(10);
 
+/// Session channels a refused connection may open to be told why (sshd's `MaxSessions`
+/// default); any more are refused at once, the sentence as the reason. Such a connection
+/// has not logged in (a malformed login name gets in with no key at all), and each channel
+/// holds a task for up to [`EXPLAIN_WAIT`]: unbounded, one connection opened some 2,000 a
+/// second, each holding memory until it was disconnected.
+const MAX_REFUSED_CHANNELS: usize = 10;
+
 /// Where the connection stands.
 #[derive(Debug)]
 enum State {
@@ -60,6 +67,8 @@ pub struct ClientHandler {
     /// The last login name tried, for the `auth.failed` record of a connection that never
     /// authenticated.
     tried: Option<String>,
+    /// Session channels opened so far on a refused connection (see [`MAX_REFUSED_CHANNELS`]).
+    refused_channels: usize,
 }
 
 impl std::fmt::Debug for ClientHandler {
@@ -87,6 +96,7 @@ impl ClientHandler {
             closing,
             state: State::Unauthenticated,
             tried: None,
+            refused_channels: 0,
         }
     }
 
@@ -302,8 +312,12 @@ impl russh::server::Handler for ClientHandler {
                 let ctx2 = ctx.clone();
                 ctx.tasks.spawn(channel::session(ctx2, channel, reply));
             }
+            State::Refused(sentence) if self.refused_channels >= MAX_REFUSED_CHANNELS => {
+                tokio::spawn(reply.reject(channel::refusal(sentence.clone())));
+            }
             State::Refused(sentence) => {
                 let sentence = sentence.clone();
+                self.refused_channels += 1;
                 let client = session.handle();
                 tokio::spawn(async move {
                     reply.accept().await;
