@@ -314,6 +314,17 @@ fn sighup_reloads_the_config_live() {
     w.gw.reconfigure_raw("this is [not toml").unwrap();
     w.wait_nth("config.reload_failed", 2);
     w.psql_select_1("alice", ALICE_PW).unwrap();
+    // Empty (caught mid-save): valid TOML, but it would revoke every grant; refused too.
+    w.gw.reconfigure_raw("").unwrap();
+    let failed = w.wait_nth("config.reload_failed", 3);
+    assert!(
+        failed["problems"]
+            .to_string()
+            .contains("the new config has no users"),
+        "{failed:?}"
+    );
+    assert!(still_running(&mut psql) && still_running(&mut ssh));
+    w.psql_select_1("alice", ALICE_PW).unwrap();
     assert_eq!(w.count("config.reloaded"), 0);
 
     // (b) A new user can connect without a restart: the CLI's grant add (validated against

@@ -86,6 +86,30 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         .collect()
 }
 
+/// Refuses a config with no users or no targets where the running one has some. Reloading
+/// it would revoke every grant at once, and grants do not come back with the next good
+/// file; far likelier than a wish to cut everyone off is a file caught empty or half
+/// written (an editor's save, a deploy tool) when the SIGHUP came. Cutting everyone off is
+/// still one command: stop the gateway, or revoke the grants.
+fn not_emptied(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
+    for (key, had, has) in [
+        ("users", old.users.len(), new.users.len()),
+        ("targets", old.targets.len(), new.targets.len()),
+    ] {
+        if had > 0 && has == 0 {
+            return Err(ConfigErrors::one(
+                key,
+                format!(
+                    "the new config has no {key} (the running one has {had}); reloading it would \
+                     revoke every grant, so it is refused as an empty or half-written file \
+                     (to cut off all access, revoke the grants or stop the gateway)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The new config with every restart-only setting put back to its running value.
 fn keep_fixed(old: &Config, mut new: Config) -> Config {
     new.listen = old.listen.clone();
@@ -101,7 +125,11 @@ fn keep_fixed(old: &Config, mut new: Config) -> Config {
 /// revokes what it no longer allows.
 pub async fn reload(gw: &Gateway, source: &ConfigSource) -> Result<Reloaded, ConfigErrors> {
     let described = source.describe();
-    let new = match source.load() {
+    let old = gw.config();
+    let loaded = source
+        .load()
+        .and_then(|new| not_emptied(&old, &new).map(|()| new));
+    let new = match loaded {
         Ok(c) => c,
         Err(e) => {
             let problems: Vec<String> = e.problems().iter().map(ToString::to_string).collect();
@@ -123,7 +151,6 @@ pub async fn reload(gw: &Gateway, source: &ConfigSource) -> Result<Reloaded, Con
     for w in &new.warnings {
         warn!(source = %described, "config warning: {w}");
     }
-    let old = gw.config();
     let needs_restart = needs_restart(&old, &new);
     for key in &needs_restart {
         warn!(
@@ -173,6 +200,29 @@ async fn audit(gw: &Gateway, event: Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_emptied_of_users_or_targets_is_refused() {
+        let mut old = Config::embedded_defaults();
+        let empty = Config::embedded_defaults();
+        // Nothing to lose: the running config is empty too.
+        assert!(not_emptied(&old, &empty).is_ok());
+        let text = "[[users]]\nname = \"alice\"\n\n[[targets]]\nname = \"db\"\n\
+                    kind = \"postgres\"\naddress = \"127.0.0.1:5432\"\ndatabase = \"app\"\n\
+                    [targets.roles.read]\nuser = \"ro\"\n";
+        old =
+            portcullis_config::load_str(text, std::path::Path::new("/nonexistent")).expect("valid");
+        let e = not_emptied(&old, &empty).expect_err("refused");
+        assert_eq!(e.problems()[0].path, "users");
+        let mut no_targets = old.clone();
+        no_targets.targets.clear();
+        let e = not_emptied(&old, &no_targets).expect_err("refused");
+        assert_eq!(e.problems()[0].path, "targets");
+        assert!(e.to_string().contains("running one has 1"), "{e}");
+        let mut fewer = old.clone();
+        fewer.users.push(fewer.users[0].clone());
+        assert!(not_emptied(&fewer, &old).is_ok());
+    }
 
     #[test]
     fn restart_only_keys_are_named_and_kept() {
