@@ -2,7 +2,7 @@
 //! sshd and real psql/ssh clients: a bad config changes nothing and keeps everyone served; a
 //! new user can connect without a restart; removing a target or a user closes its live
 //! sessions through the kill path (the client told why, the upstream backend or process
-//! gone) and refuses new ones.
+//! gone) and refuses new ones; narrowing a role reaches the connections already open.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read as _;
@@ -44,12 +44,15 @@ struct Parts {
     alice: bool,
     carol: bool,
     web: bool,
+    /// web-1's role allows exec (else a shell only).
+    exec: bool,
 }
 
 const ALL: Parts = Parts {
     alice: true,
     carol: false,
     web: true,
+    exec: true,
 };
 
 impl Upstreams {
@@ -79,11 +82,12 @@ impl Upstreams {
                 "[[targets]]\nname = \"web-1\"\nkind = \"ssh\"\naddress = \"127.0.0.1:{}\"\n\
                  host_key = \"{}\"\n\
                  [targets.roles.deploy]\nuser = \"{}\"\nprivate_key_file = \"{}\"\n\
-                 allow = [\"shell\", \"exec\"]\n",
+                 allow = [\"shell\"{}]\n",
                 self.sshd.port,
                 self.sshd.host_key_line,
                 self.sshd.user,
-                self.sshd.client_key_path.display()
+                self.sshd.client_key_path.display(),
+                if p.exec { ", \"exec\"" } else { "" }
             );
         }
         b
@@ -149,11 +153,17 @@ impl World {
 
     /// `ssh` as alice to web-1 running `command`, with a terminal when `tty`.
     fn ssh(&self, command: &str, tty: bool) -> Command {
+        self.ssh_with(&[], command, tty)
+    }
+
+    /// [`World::ssh`] with more client options (they must come before the destination).
+    fn ssh_with(&self, options: &[String], command: &str, tty: bool) -> Command {
         let mut cmd = Command::new("ssh");
         if tty {
             cmd.arg("-tt");
         }
-        cmd.args(client_options())
+        cmd.args(options)
+            .args(client_options())
             .args(["-o", "IdentitiesOnly=yes", "-i"])
             .arg(&self.up.alice_key)
             .args(["-p", &self.gw.bound.ssh.port().to_string()])
@@ -339,6 +349,56 @@ fn sighup_reloads_the_config_live() {
     w.psql_select_1("carol", CAROL_PW).unwrap();
     assert!(still_running(&mut psql) && still_running(&mut ssh));
 
+    // (b2) Narrowing a role reaches connections already open: a ControlMaster connection
+    // made while the role allowed exec may not start one once a reload took exec away.
+    let dir = tempfile::tempdir().unwrap();
+    let mux = dir.path().join("mux");
+    let control = format!("ControlPath={}", mux.display());
+    let master_opts = ["-M", "-N", "-o", "ControlPersist=no", "-o", &control].map(String::from);
+    let mut master = spawn(w.ssh_with(&master_opts, "", false));
+    let ready = wait_for(Duration::from_secs(20), || mux.exists().then_some(()));
+    assert!(ready.is_some(), "no control socket: {}", w.gw.log());
+    let client_opts = ["-o", &control].map(String::from);
+    let over_mux = || {
+        w.ssh_with(&client_opts, "echo over-mux", false)
+            .output()
+            .unwrap()
+    };
+    let out = over_mux();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "over-mux",
+        "{}",
+        text(&out.stderr)
+    );
+    w.gw.reconfigure(&w.body(Parts {
+        carol: true,
+        exec: false,
+        ..all
+    }))
+    .unwrap();
+    w.wait_nth("config.reloaded", 2);
+    let out = over_mux();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("does not allow exec"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(still_running(&mut master), "the connection itself stays");
+    w.gw.reconfigure(&w.body(Parts { carol: true, ..all }))
+        .unwrap();
+    w.wait_nth("config.reloaded", 3);
+    let out = over_mux();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "over-mux",
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = master.kill();
+    let _ = master.wait();
+
     // (a1) Remove the SSH target: alice's ssh session closes, told why; her psql session,
     // on a target that stays, goes on.
     let t0 = Instant::now();
@@ -360,7 +420,7 @@ fn sighup_reloads_the_config_live() {
         (!running(&format!("^sleep {}", marker.replace('.', "\\.")))).then_some(())
     });
     assert!(gone.is_some(), "remote sleep survived: {}", w.up.sshd.log());
-    let reloaded = w.wait_nth("config.reloaded", 2);
+    let reloaded = w.wait_nth("config.reloaded", 4);
     assert_eq!(reloaded["revoked_grants"], serde_json::json!([g_web]));
     assert!(still_running(&mut psql));
     let out = w.ssh("true", false).output().unwrap();
@@ -378,6 +438,7 @@ fn sighup_reloads_the_config_live() {
         alice: false,
         carol: true,
         web: false,
+        exec: true,
     }))
     .unwrap();
     let (took, said) = exited(&mut psql, t0);
@@ -399,7 +460,7 @@ fn sighup_reloads_the_config_live() {
 
     // The audit trail: each close is a session.ended of a SPEC reason, each grant revoked
     // by the config.
-    w.wait_nth("config.reloaded", 3);
+    w.wait_nth("config.reloaded", 5);
     let events = w.events();
     for g in [&g_pg, &g_web] {
         // The live session ended last under its grant (the short ones closed earlier).

@@ -320,7 +320,7 @@ async fn client_to_upstream(
             // The client will read no more of this channel (`ssh gw cmd | head -1`): the
             // target closes the command's output, so the command ends as it would direct.
             ChannelMsg::Eow => up.eow().await.is_ok(),
-            ChannelMsg::AgentForward { .. } if ctx.role.allow.contains(&Allow::AgentForward) => {
+            ChannelMsg::AgentForward { .. } if ctx.allow().contains(&Allow::AgentForward) => {
                 if let Ok(mut slot) = ctx.agent.lock() {
                     *slot = Some(ctx.client.clone());
                 }
@@ -394,7 +394,7 @@ async fn start(
         _ => what.kind().to_owned(),
     };
     let allowed = policy::check(
-        &ctx.role.allow,
+        &ctx.allow(),
         what.needs(),
         &label,
         &ctx.ident.role,

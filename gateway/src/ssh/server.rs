@@ -344,7 +344,7 @@ impl russh::server::Handler for ClientHandler {
             return Ok(());
         };
         if let Err(sentence) = super::policy::check(
-            &ctx.role.allow,
+            &ctx.allow(),
             &[Allow::PortForward],
             "port-forward",
             &ctx.ident.role,
@@ -443,7 +443,7 @@ impl russh::server::Handler for ClientHandler {
             return Ok(false);
         };
         let checked = super::policy::check(
-            &ctx.role.allow,
+            &ctx.allow(),
             &[Allow::AgentForward],
             "agent-forward",
             &ctx.ident.role,

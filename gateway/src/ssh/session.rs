@@ -101,6 +101,19 @@ impl std::fmt::Debug for SessionCtx {
 }
 
 impl SessionCtx {
+    /// What the role allows now, from the live config: a reload that narrows a role's
+    /// `allow` reaches the next channel and forward a connection opens (a ControlMaster
+    /// connection can last as long as its grant), not only the next connection. A role the
+    /// live config no longer has allows nothing (its grant is being revoked).
+    pub fn allow(&self) -> Vec<portcullis_config::Allow> {
+        self.gw
+            .config()
+            .target(&self.target.name)
+            .and_then(|t| t.roles.get(&self.ident.role))
+            .map(|r| r.allow.clone())
+            .unwrap_or_default()
+    }
+
     /// Is the grant live right now (and the session not closing)?
     pub async fn is_live(&self) -> bool {
         if self.closing.is_cancelled() {
