@@ -53,11 +53,15 @@ async fn raw_login(h: &Harness, dbname: &str) -> TcpStream {
 
 /// [`raw_login`], also returning the process id of the session's BackendKeyData.
 async fn raw_login_with_pid(h: &Harness, dbname: &str) -> (TcpStream, i32) {
+    raw_login_params(h, &[("user", "alice"), ("database", dbname)]).await
+}
+
+/// Logs in as alice with these startup parameters; returns the connection and the process
+/// id of the session's BackendKeyData.
+async fn raw_login_params(h: &Harness, params: &[(&str, &str)]) -> (TcpStream, i32) {
     let mut pid = 0;
     let mut s = TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(&startup(&[("user", "alice"), ("database", dbname)]))
-        .await
-        .unwrap();
+    s.write_all(&startup(params)).await.unwrap();
     let mut scram = ScramClient::new(ALICE_PW);
     let mut buf = Vec::new();
     loop {
@@ -744,4 +748,50 @@ async fn the_salt_shown_does_not_tell_which_users_exist() {
         challenge_salt(&h, "mallory").await,
         challenge_salt(&h, "mallory2").await
     );
+}
+
+/// No walsender gets through, however the client asks for one: a `replication` parameter
+/// sent twice is judged by the value the upstream acts on (the last), and every spelling of
+/// true is refused, while the spellings PostgreSQL reads as false log in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_connection_is_refused_however_it_is_asked_for() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    // The upstream would serve a walsender to this role: only the gateway stands in the way.
+    h.pg.sql("ALTER ROLE app_rw REPLICATION").unwrap();
+    let login = [("user", "alice"), ("database", "pg+rw")];
+    let asks: [&[(&str, &str)]; 5] = [
+        &[("replication", "database")],
+        &[("replication", "false"), ("replication", "database")],
+        &[("replication", "0"), ("replication", "true")],
+        &[("replication", "TRUE")],
+        &[("replication", "yes")],
+    ];
+    for ask in asks {
+        let params: Vec<(&str, &str)> = login.iter().chain(ask).copied().collect();
+        let refused = tokio::time::timeout(Duration::from_secs(10), raw(&h, &startup(&params)))
+            .await
+            .unwrap_or_else(|_| panic!("{ask:?}: not refused at once"));
+        let (severity, code, message) = refused.unwrap_or_else(|| panic!("{ask:?}: no error"));
+        assert_eq!(
+            (severity.as_str(), code.as_str()),
+            ("FATAL", "0A000"),
+            "{ask:?}: {message}"
+        );
+        assert!(
+            message.contains("replication connections are not supported"),
+            "{ask:?}: {message}"
+        );
+    }
+    for no in ["false", "FALSE", "off", "no", "0"] {
+        let params: Vec<(&str, &str)> = login
+            .iter()
+            .copied()
+            .chain([("replication", "true"), ("replication", no)])
+            .collect();
+        let (mut s, _) = raw_login_params(&h, &params).await;
+        let q = FrontendMessage::Query { sql: b"select 1" };
+        assert_eq!(exchange(&mut s, &[q], 1).await, ["SELECT 1"], "{no}");
+    }
 }

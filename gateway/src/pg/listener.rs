@@ -2,6 +2,7 @@
 //! PostgreSQL 17 direct TLS (first byte 0x16, ALPN `postgresql`), GSSENCRequest (refused
 //! with 'N'), CancelRequest (forwarded) and the StartupMessage itself.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,18 +215,15 @@ async fn startup(shared: &PgShared, tcp: TcpStream) -> Result<Option<Started>, S
                 return Ok(None);
             }
             StartupPacket::Startup { minor, params } => {
-                let mut owned = Vec::new();
                 let mut unknown = Vec::new();
-                for (k, v) in params.iter() {
+                for (k, _) in params.iter() {
                     if k.starts_with(b"_pq_.") {
                         unknown.push(k.to_vec());
-                    } else {
-                        owned.push((k.to_vec(), v.to_vec()));
                     }
                 }
                 return Ok(Some(Started {
                     io,
-                    params: owned,
+                    params: last_values(params.iter().filter(|(k, _)| !k.starts_with(b"_pq_."))),
                     minor,
                     unknown_options: unknown,
                     tls,
@@ -233,6 +231,37 @@ async fn startup(shared: &PgShared, tcp: TcpStream) -> Result<Option<Started>, S
             }
         }
     }
+}
+
+/// The startup parameters as PostgreSQL takes them: a name sent more than once counts once,
+/// with its last value. The gateway must judge (`replication`, `user`, `database`) exactly
+/// what the upstream will act on; judging the first of two `replication` values while the
+/// upstream acts on the second would let a walsender through.
+fn last_values<'a>(params: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut at: HashMap<&[u8], usize> = HashMap::new();
+    for (k, v) in params {
+        match at.get(k) {
+            Some(&i) => {
+                if let Some(slot) = out.get_mut(i) {
+                    slot.1 = v.to_vec();
+                }
+            }
+            None => {
+                at.insert(k, out.len());
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Does PostgreSQL read `v` as false (its `parse_bool`)? Any other `replication` value asks
+/// for a walsender (true, `database`) or is refused by the server anyway.
+pub(super) fn pg_false(v: &str) -> bool {
+    let v = v.to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0"
 }
 
 /// The plain TCP stream behind a not-yet-encrypted connection.
@@ -271,6 +300,38 @@ async fn read_startup(io: &mut BoxIo) -> Result<Vec<u8>, SessionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn false_is_read_as_postgresql_reads_it() {
+        for v in ["false", "FALSE", "f", "fa", "No", "n", "off", "OF", "0"] {
+            assert!(pg_false(v), "{v}");
+        }
+        for v in [
+            "true", "database", "on", "o", "yes", "1", "", "falsey", "0 ", " false", "nope",
+        ] {
+            assert!(!pg_false(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_parameter_sent_twice_counts_once_with_its_last_value() {
+        let sent: [(&[u8], &[u8]); 5] = [
+            (b"user", b"alice"),
+            (b"replication", b"false"),
+            (b"database", b"pg"),
+            (b"replication", b"database"),
+            (b"user", b"bob"),
+        ];
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [
+            (&b"user"[..], &b"bob"[..]),
+            (b"replication", b"database"),
+            (b"database", b"pg"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+        assert_eq!(last_values(sent.into_iter()), want);
+    }
 
     /// The whole reply, byte for byte, for each way a client can ask for more than 3.0.
     #[test]

@@ -21,7 +21,7 @@ use super::auth::{scram_exchange, send_fatal, sqlstate};
 use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
-use super::listener::{STARTUP_TIMEOUT, Started, negotiation};
+use super::listener::{STARTUP_TIMEOUT, Started, negotiation, pg_false};
 use super::relay::{
     Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client, went_away,
 };
@@ -115,7 +115,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     };
     span.record("user", user.as_str());
-    if param(&params, "replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+    if param(&params, "replication").is_some_and(|v| !pg_false(&v)) {
         send_fatal(
             &mut io,
             sqlstate::FEATURE_NOT_SUPPORTED,
