@@ -795,3 +795,80 @@ async fn a_replication_connection_is_refused_however_it_is_asked_for() {
         assert_eq!(exchange(&mut s, &[q], 1).await, ["SELECT 1"], "{no}");
     }
 }
+
+/// Waits (bounded) until the upstream has no backend of `role` left.
+async fn wait_no_backend(h: &Harness, role: &str) {
+    for _ in 0..100 {
+        if h.backends_of(role).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a backend of {role} is still there");
+}
+
+/// A client that pipelines more than it reads and then stops reading leaves the backend
+/// blocked writing answers nobody takes, its input full: it takes no Terminate. A revoke
+/// still ends the session, and the backend goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_closes_a_session_whose_client_stopped_reading() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    let grant = h
+        .grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (mut s, _) = raw_login_params(&h, &[("user", "alice"), ("database", "pg+rw")]).await;
+    let mut batch = Vec::new();
+    for _ in 0..1000 {
+        FrontendMessage::Query {
+            sql: b"select repeat('x', 1000)",
+        }
+        .encode(&mut batch);
+    }
+    // Until the gateway takes no more: every buffer on the way back is full.
+    while tokio::time::timeout(Duration::from_secs(1), s.write_all(&batch))
+        .await
+        .is_ok()
+    {}
+    h.gw.grants
+        .revoke(&grant, &portcullis_gateway::grants::Actor::Admin, None)
+        .await
+        .unwrap();
+    h.wait_sessions_closed().await;
+    wait_no_backend(&h, "app_rw").await;
+    let ended: Vec<_> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "session.ended")
+        .map(|e| e["reason"].clone())
+        .collect();
+    assert_eq!(ended, ["grant_revoked"]);
+    drop(s);
+}
+
+/// A client that breaks the protocol while not reading its answers cannot keep the session
+/// (and the backend, and its locks) by never taking the FATAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_ends_the_session_of_a_client_that_does_not_read() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let (mut s, _) = raw_login_params(&h, &[("user", "alice"), ("database", "pg+rw")]).await;
+    let mut q = Vec::new();
+    FrontendMessage::Query {
+        sql: b"select repeat('x', 1000) from generate_series(1, 1000000)",
+    }
+    .encode(&mut q);
+    s.write_all(&q).await.unwrap();
+    // The backend is blocked writing rows nobody reads.
+    let probe = "select count(*) from pg_stat_activity \
+                 where usename = 'app_rw' and wait_event = 'ClientWrite'";
+    while h.pg.sql(probe).unwrap().trim() != "1" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A Query whose length cannot be.
+    s.write_all(b"Q\0\0\0\x03").await.unwrap();
+    h.wait_sessions_closed().await;
+    wait_no_backend(&h, "app_rw").await;
+    drop(s);
+}

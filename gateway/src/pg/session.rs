@@ -38,6 +38,11 @@ const KILL_GRACE: Duration = Duration::from_millis(500);
 const BACKEND_EXIT_WAIT: Duration = Duration::from_millis(400);
 /// How long after the client is closed the CancelRequest goes upstream (see `stop_backend`).
 const CANCEL_DELAY: Duration = Duration::from_millis(50);
+/// How long, once the relay has ended, a last write to a peer (the client's FATAL, the
+/// upstream's Terminate) may wait for the peer to take it. A peer that is not reading must
+/// not hold the session, and through it the backend and its locks, past its grant: nothing
+/// watches the lease any more.
+const LAST_WRITE_WAIT: Duration = Duration::from_millis(200);
 /// How long the rest of a refused (too long) statement is read and dropped, so that the
 /// client reads why it was refused.
 const REFUSED_DRAIN: Duration = Duration::from_secs(5);
@@ -479,7 +484,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     if let Some((code, message)) = fatal {
         let mut fatal = Vec::new();
         encode_error_response(&mut fatal, "FATAL", code, &message);
-        let _ = cwr.write_all(&fatal).await;
+        let _ = tokio::time::timeout(LAST_WRITE_WAIT, cwr.write_all(&fatal)).await;
     }
     if let RelayEnd::StatementTooLarge { unread, .. } = end {
         // The client is still sending the refused statement and takes in the FATAL only
@@ -487,7 +492,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         // connection instead (an end of stream it reads while still sending wins over the
         // FATAL it holds unparsed), and closing with its bytes unread would reset the
         // connection: so the rest of the statement is read and dropped first.
-        let _ = cwr.flush().await;
+        let _ = tokio::time::timeout(LAST_WRITE_WAIT, cwr.flush()).await;
         let _ = tokio::time::timeout(REFUSED_DRAIN, drain(&mut crd, unread)).await;
     }
     // The client's side closes first: FATAL (sent by the relay) and then FIN, at once.
@@ -503,12 +508,21 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             end,
             RelayEnd::ClientProtocol(_) | RelayEnd::StatementTooLarge { .. }
         );
-    if stop_upstream {
+    // A backend whose input is full takes nothing more: it is blocked writing answers the
+    // relay no longer reads (a client pipelined more than it read, then went away, stopped
+    // reading or was killed).
+    let upstream_stuck = stop_upstream && {
         let mut t = Vec::new();
         encode_terminate(&mut t);
-        let _ = uwr.write_all(&t).await;
-    }
-    if closing.is_some() {
+        tokio::time::timeout(LAST_WRITE_WAIT, uwr.write_all(&t))
+            .await
+            .is_err()
+    };
+    if upstream_stuck {
+        // Neither the Terminate nor a cancel reaches it, and reading its answers would let
+        // it go on running what it was sent: it is terminated from outside.
+        terminate_backend(&target, &role, cancel_target.pid).await;
+    } else if closing.is_some() {
         stop_backend(&target, &role, &cancel_target, &mut urd).await;
     }
     let _ = tokio::time::timeout(Duration::from_millis(200), uwr.shutdown()).await;
@@ -566,6 +580,15 @@ async fn stop_backend(
     if closed {
         return;
     }
+    terminate_backend(target, role, pid).await;
+}
+
+/// Terminates the upstream backend `pid` through a fresh login (`pg_terminate_backend`).
+async fn terminate_backend(
+    target: &portcullis_config::Target,
+    role: &portcullis_config::Role,
+    pid: i32,
+) {
     match tokio::time::timeout(
         Duration::from_secs(10),
         upstream::terminate_backend(target, role, pid),
