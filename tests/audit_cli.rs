@@ -64,6 +64,46 @@ fn sess(kind: &str, session: &str) -> Event {
         .with("user", "alice")
 }
 
+/// What a client chose (SQL, parameters, startup parameters, user names) is printed with
+/// every control character escaped, whatever its place in the event.
+#[test]
+fn search_prints_no_control_character_a_client_sent() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let nasty = "a\u{1b}[2J\u{7f}\u{9b}31m\u{7}b";
+    let startup: serde_json::Map<String, serde_json::Value> =
+        [("application_name".to_string(), nasty.into())]
+            .into_iter()
+            .collect();
+    write_log(
+        d.path(),
+        vec![
+            sess("session.started", "s_a").with("startup", startup),
+            sess("pg.query", "s_a")
+                .with("sql", nasty)
+                .with("params", vec![nasty, "plain"]),
+            Event::new("auth.failed").with("user", nasty),
+        ],
+    );
+    let dd = d.path().to_str().expect("utf-8");
+    for args in [
+        &["audit", "search", "--data-dir", dd][..],
+        &["audit", "tail", "--data-dir", dd],
+    ] {
+        let out = portcullis(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let printed = text(&out.stdout);
+        assert_eq!(printed.lines().count(), 3, "{printed}");
+        let controls: Vec<char> = printed
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(
+            controls.is_empty(),
+            "{args:?} printed {controls:?}: {printed}"
+        );
+    }
+}
+
 #[test]
 fn verify_passes_then_names_the_tampered_place() {
     let d = tempfile::tempdir().expect("tempdir");
