@@ -768,3 +768,93 @@ async fn a_statement_too_long_to_log_whole_is_refused_and_not_run() {
         .collect();
     assert!(ended.contains(&"error"), "{ended:?}");
 }
+
+/// Logs in as alice on `io` (a stream past its SSLRequest) with the real SCRAM client.
+async fn login_on<S>(io: &mut S, dbname: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use portcullis_protocol::pg::{
+        Authentication, BackendMessage, encode_sasl_initial_response, encode_sasl_response,
+        next_frame,
+    };
+    let mut startup = Vec::new();
+    portcullis_protocol::pg::encode_startup(
+        &mut startup,
+        [
+            (&b"user"[..], &b"alice"[..]),
+            (&b"database"[..], dbname.as_bytes()),
+        ],
+    );
+    io.write_all(&startup).await.unwrap();
+    let mut scram = portcullis_protocol::scram::ScramClient::new(ALICE_PW);
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "gateway closed during login");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((f, used))) = next_frame(&buf) {
+            let mut out = Vec::new();
+            match BackendMessage::decode(f.tag, f.body).unwrap() {
+                BackendMessage::Authentication(Authentication::Sasl { .. }) => {
+                    encode_sasl_initial_response(&mut out, "SCRAM-SHA-256", &scram.client_first())
+                }
+                BackendMessage::Authentication(Authentication::SaslContinue(d)) => {
+                    encode_sasl_response(&mut out, &scram.server_first(d).unwrap())
+                }
+                BackendMessage::Authentication(Authentication::SaslFinal(d)) => {
+                    scram.server_final(d).unwrap()
+                }
+                BackendMessage::ReadyForQuery { .. } => return,
+                BackendMessage::ErrorResponse(e) => panic!("{:?}", e.message()),
+                _ => {}
+            }
+            buf.drain(..used);
+            io.write_all(&out).await.unwrap();
+        }
+    }
+}
+
+/// A TLS client that says goodbye (Terminate) in the middle of a large COPY TO STDOUT and
+/// closes: the rest of the COPY still comes from the upstream and is dropped, and the
+/// session ends in the log like any other; QA saw the relay panic when the write of those
+/// answers went through and only its flush failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_leaving_mid_copy_out_ends_its_session_in_the_log() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", HOUR).await;
+    let rounds = 5;
+    for _ in 0..rounds {
+        let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let mut tls = ssl_request(&h, tcp).await;
+        login_on(&mut tls, "pg+rw").await;
+        let mut q = Vec::new();
+        portcullis_protocol::pg::FrontendMessage::Query {
+            sql: b"copy (select repeat('x', 1000) from generate_series(1, 200000)) to stdout",
+        }
+        .encode(&mut q);
+        tls.write_all(&q).await.unwrap();
+        let mut some = vec![0u8; 256 * 1024];
+        tls.read_exact(&mut some).await.unwrap();
+        // Every buffer on the way is full: the gateway waits to write to the client.
+        let blocked = "select count(*) from pg_stat_activity \
+                       where usename = 'app_rw' and wait_event = 'ClientWrite'";
+        while h.pg.sql(blocked).unwrap().trim() != "1" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut bye = Vec::new();
+        portcullis_protocol::pg::encode_terminate(&mut bye);
+        tls.write_all(&bye).await.unwrap();
+        tls.flush().await.unwrap();
+        // Closed with the COPY still arriving: the gateway's next writes fail.
+        drop(tls);
+        h.wait_sessions_closed().await;
+    }
+    let events = h.audit_events().await;
+    let ended = events
+        .iter()
+        .filter(|e| e["type"] == "session.ended")
+        .count();
+    assert_eq!(ended, rounds, "{events:#?}");
+}

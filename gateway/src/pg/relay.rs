@@ -193,7 +193,10 @@ fn make_room(buf: &mut BytesMut, want: usize) {
     }
 }
 
-/// Writes the frames gathered at the front of `buf` in one write and drops them from it.
+/// Writes the frames gathered at the front of `buf` in one write and drops them from it,
+/// whether or not they reached the peer: a caller that goes on after a failure (dropping
+/// the answers of a client that is done) must not see them again. The write can succeed
+/// and its flush fail (TLS holds what the socket did not take yet).
 async fn forward<W: AsyncWrite + Unpin + ?Sized>(
     wr: &mut W,
     buf: &mut BytesMut,
@@ -202,8 +205,9 @@ async fn forward<W: AsyncWrite + Unpin + ?Sized>(
     if n == 0 {
         return Ok(());
     }
-    wr.write_all(buf.get(..n).unwrap_or_default()).await?;
+    let written = wr.write_all(buf.get(..n).unwrap_or_default()).await;
     buf.advance(n);
+    written?;
     wr.flush().await
 }
 
@@ -479,7 +483,6 @@ where
                 return RelayEnd::ClientIo(e);
             }
             dropping = true;
-            buf.advance(fwd);
         }
         ctx.emit(&mut events).await;
         make_room(&mut buf, want);
