@@ -872,3 +872,62 @@ async fn a_protocol_error_ends_the_session_of_a_client_that_does_not_read() {
     wait_no_backend(&h, "app_rw").await;
     drop(s);
 }
+
+/// Password guessing is limited per client: after five wrong passwords from one address
+/// even the right one is refused for a while, with a sentence saying why. A client that
+/// hangs up before proving anything (psql without a password, before it prompts) guessed
+/// nothing and does not count. A name over a kilobyte long is logged cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_limited_per_client() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    for _ in 0..6 {
+        let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+        cmd.env_remove("PGPASSWORD").args(["-w", "-c", "select 1"]);
+        let (ok, _, err) = output(cmd).await;
+        assert!(!ok, "{err}");
+    }
+    let right = h.conn_str("alice", ALICE_PW, "pg+rw");
+    let (client, conn) = tokio_postgres::connect(&right, tokio_postgres::NoTls)
+        .await
+        .expect("hanging up before a proof is not a guess");
+    drop(client);
+    let _ = conn.await;
+
+    let long = "m".repeat(1_500);
+    for user in ["alice", "alice", "alice", "alice", long.as_str()] {
+        let e = tokio_postgres::connect(
+            &h.conn_str(user, "wrong-password", "pg+rw"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .err()
+        .expect("wrong password refused");
+        assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{e}");
+    }
+    let e = tokio_postgres::connect(&right, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("locked out");
+    assert_eq!(e.code().map(|c| c.code()), Some("28000"), "{e}");
+    let said = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+    assert!(said.contains("too many failed logins"), "{said}");
+
+    let events = h.audit_events().await;
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "auth.failed" && e["reason"] == "password authentication failed")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        5,
+        "the refusals past the limit are not logged"
+    );
+    let logged = failed[4]["user"].as_str().unwrap_or("");
+    assert!(
+        logged.starts_with("mmm") && logged.len() < 300,
+        "{}",
+        logged.len()
+    );
+}

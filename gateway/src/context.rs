@@ -20,6 +20,10 @@ pub struct Gateway {
     /// survives restarts, it also keys the salts shown for users who do not exist
     /// (`password::verifier_for`).
     pub admin_token: String,
+    /// Failed password logins per client, for every protocol that takes a user's password
+    /// (the PostgreSQL listener and the admin API's Basic auth check the same
+    /// `password_scram`), so guesses spread over both still count once.
+    pub logins: crate::api::limiter::Limiter,
     /// Cancelled once on SIGINT/SIGTERM; listeners stop accepting and sessions close with
     /// reason `shutdown` through the kill path.
     pub shutdown: CancellationToken,

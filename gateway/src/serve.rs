@@ -119,6 +119,7 @@ pub async fn run(
         grants,
         audit: audit.clone(),
         admin_token,
+        logins: Default::default(),
         shutdown: shutdown.clone(),
     });
 

@@ -64,7 +64,7 @@ impl FromRequestParts<ApiState> for Caller {
         let client = client_addr(parts);
         let ip = client.ip();
         let creds = presented(parts);
-        let Some(attempt) = st.limiter.attempt(ip) else {
+        let Some(attempt) = st.gw.logins.attempt(ip) else {
             // The operator's token (32 random bytes, not guessable) still works from an
             // address others have locked out by guessing passwords, or any local user
             // could lock the operator out of the CLI.
@@ -85,14 +85,14 @@ impl FromRequestParts<ApiState> for Caller {
                 None => (None, None),
             },
             Presented::None => {
-                st.limiter.succeeded(ip, attempt);
+                st.gw.logins.succeeded(ip, attempt);
                 return Err(unauthorized(
                     "authentication required: an admin token or --as USER with a password",
                 ));
             }
         };
         if let Some(actor) = ok {
-            st.limiter.succeeded(ip, attempt);
+            st.gw.logins.succeeded(ip, attempt);
             return Ok(Caller(actor));
         }
         tracing::warn!(client = %ip, "admin api authentication failed");

@@ -12,8 +12,6 @@ pub mod limiter;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,15 +29,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub gw: Shared,
-    pub limiter: Arc<limiter::Limiter>,
 }
 
 /// The admin API's routes.
 pub fn router(gw: Shared) -> axum::Router {
-    let state = ApiState {
-        gw,
-        limiter: Arc::default(),
-    };
+    let state = ApiState { gw };
     axum::Router::new()
         .route("/health", get(handlers::health))
         .route(

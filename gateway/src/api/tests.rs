@@ -32,10 +32,7 @@ pub(super) fn state() -> (ApiState, tempfile::TempDir) {
     let config = Arc::new(portcullis_config::load_str(&text, dir.path()).unwrap());
     let opts = portcullis_recorder::Options::new(portcullis_recorder::Durability::Batched);
     let gw = crate::testbed::in_process_gateway(config, opts).unwrap();
-    let st = ApiState {
-        gw,
-        limiter: Arc::default(),
-    };
+    let st = ApiState { gw };
     (st, dir)
 }
 

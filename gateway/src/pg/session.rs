@@ -136,8 +136,28 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
         return;
     }
 
+    // Password guessing is limited per client (and shared with the admin API, which checks
+    // the same passwords): the attempt counts as failed until it succeeds. Refusals past the
+    // limit are not audited, so a flood of guesses cannot flood the log.
+    let Some(attempt) = gw.logins.attempt(peer.ip()) else {
+        tracing::warn!("postgres login refused: too many failed logins from this client");
+        send_fatal(
+            &mut io,
+            sqlstate::INVALID_AUTHORIZATION,
+            "portcullis: too many failed logins from this address; try again in a minute",
+        )
+        .await;
+        return;
+    };
     let (verifier, known) = verifier_for(&gw.config(), gw.admin_token.as_bytes(), &user);
-    let ok = match tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await {
+    let exchange = tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await;
+    // Only a proof checked against the verifier is a guess. An exchange that ended before
+    // one (psql hangs up when the server asks for a password it has not got, then asks the
+    // user and connects again) tested nothing, so it does not count.
+    if !matches!(exchange, Ok(Ok(_))) {
+        gw.logins.succeeded(peer.ip(), attempt);
+    }
+    let ok = match exchange {
         Ok(Ok(ok)) => ok && known,
         Ok(Err(e)) => {
             tracing::info!(error = %e, "postgres authentication aborted");
@@ -152,7 +172,9 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
             return;
         }
     };
-    if !ok {
+    if ok {
+        gw.logins.succeeded(peer.ip(), attempt);
+    } else {
         tracing::info!("postgres password authentication failed");
         audit_auth_failed(&gw, &user, &client, "password authentication failed").await;
         send_fatal(
@@ -659,9 +681,16 @@ async fn end_session(
     }
 }
 
+/// Longest user name an `auth.failed` record keeps: the name comes from a client that has
+/// not logged in, and a startup packet may carry kilobytes of it.
+const FAILED_USER_MAX: usize = 256;
+
 async fn audit_auth_failed(gw: &crate::context::Gateway, user: &str, client: &str, why: &str) {
     let ev = Event::new("auth.failed")
-        .with("user", user)
+        .with(
+            "user",
+            portcullis_recorder::capped(user.to_owned(), FAILED_USER_MAX),
+        )
         .with("client", client)
         .with("proto", "postgres")
         .with("reason", why);

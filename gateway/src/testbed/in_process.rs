@@ -35,6 +35,7 @@ pub fn in_process_gateway(config: Arc<Config>, opts: Options) -> Result<Shared> 
         grants,
         audit,
         admin_token: "test".into(),
+        logins: Default::default(),
         shutdown: CancellationToken::new(),
     }))
 }
