@@ -931,3 +931,35 @@ async fn password_guessing_is_limited_per_client() {
         logged.len()
     );
 }
+
+/// One client cannot hold the listener with connections that never log in: past its cap
+/// (64 logging in at once) its next connection is closed at once, while a client at
+/// another address logs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_fill_the_listener_with_idle_logins() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    h.grant("alice", "pg", "rw", Duration::from_secs(3600))
+        .await;
+    let from_other = || async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        s.connect(h.addr).await.unwrap()
+    };
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(from_other().await);
+    }
+    let mut over = from_other().await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), over.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the 65th idle connection was not closed: {read:?}"
+    );
+    // Everyone else is served (psql connects from 127.0.0.1).
+    let mut cmd = h.psql("alice", ALICE_PW, "pg+rw", "disable");
+    cmd.args(["-c", "select 1"]);
+    let (ok, _, err) = output(cmd).await;
+    assert!(ok, "{err}");
+    drop(idle);
+}

@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 
 use super::auth::{send_fatal, sqlstate};
 use super::cancel::{CancelRegistry, send_cancel};
+use super::logging_in::{LoggingIn, Slot};
 use super::tls::{ALPN_POSTGRESQL, with_alpn};
 use super::{BoxIo, PgShared, SessionError, session};
 use crate::context::Shared;
@@ -34,6 +35,7 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         tls: with_alpn(&tls),
         cancels: Arc::new(CancelRegistry::default()),
         large_statements: Semaphore::new(super::relay::LARGE_STATEMENT_BUDGET),
+        logging_in: Arc::default(),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let cores = match Cores::start("pg") {
@@ -61,6 +63,10 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
                 }
             },
         };
+        let Some(slot) = LoggingIn::enter(&shared.logging_in, peer.ip()) else {
+            tracing::warn!(client = %peer, "postgres connection closed: too many from this client still logging in");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let span = tracing::info_span!(
             "pg_session",
@@ -74,7 +80,7 @@ pub async fn listen(listener: TcpListener, gw: Shared, tls: Arc<rustls::ServerCo
         // The socket moves to the session's runtime and registers with its reactor there.
         let moved = cores.spawn_with_socket(tcp, move |tcp| {
             async move {
-                connection(shared, tcp, peer).await;
+                connection(shared, tcp, peer, slot).await;
                 drop(permit);
             }
             .instrument(span)
@@ -120,10 +126,10 @@ impl std::fmt::Debug for Started {
     }
 }
 
-async fn connection(shared: Arc<PgShared>, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(shared: Arc<PgShared>, tcp: TcpStream, peer: SocketAddr, slot: Slot) {
     let started = tokio::time::timeout(STARTUP_TIMEOUT, startup(&shared, tcp)).await;
     match started {
-        Ok(Ok(Some(started))) => session::run(shared, started, peer).await,
+        Ok(Ok(Some(started))) => session::run(shared, started, peer, slot).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::info!(error = %e, "postgres client refused during startup"),
         Err(_) => tracing::info!("postgres client did not finish startup in time"),

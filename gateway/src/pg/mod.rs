@@ -14,6 +14,7 @@ mod cancel;
 mod event;
 mod gate;
 mod listener;
+mod logging_in;
 mod params;
 mod relay;
 mod session;
@@ -74,6 +75,8 @@ pub(crate) struct PgShared {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// [`relay::LARGE_STATEMENT_BUDGET`], shared by every session's relay.
     pub large_statements: tokio::sync::Semaphore,
+    /// Each client's connections still logging in (capped per client).
+    pub logging_in: Arc<logging_in::LoggingIn>,
 }
 
 /// Reads one tagged message during startup or authentication (not the relay's hot path),

@@ -98,7 +98,15 @@ fn kill_message(reason: CloseReason, grant: &str, target: &str, killer: &str) ->
 }
 
 /// Runs a session to its end; every outcome is logged and audited here.
-pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAddr) {
+///
+/// `logging_in` is the connection's place among its client's connections logging in,
+/// given back once the password is judged.
+pub(crate) async fn run(
+    shared: Arc<PgShared>,
+    started: Started,
+    peer: SocketAddr,
+    logging_in: super::logging_in::Slot,
+) {
     let Started {
         mut io,
         params,
@@ -157,6 +165,7 @@ pub(crate) async fn run(shared: Arc<PgShared>, started: Started, peer: SocketAdd
     if !matches!(exchange, Ok(Ok(_))) {
         gw.logins.succeeded(peer.ip(), attempt);
     }
+    drop(logging_in);
     let ok = match exchange {
         Ok(Ok(ok)) => ok && known,
         Ok(Err(e)) => {
