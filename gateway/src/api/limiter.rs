@@ -88,6 +88,29 @@ impl Limiter {
         Some(now)
     }
 
+    /// Has `ip`'s client used up its failures for now? Counts nothing: for logins that must
+    /// not count until they have failed, because many of them come at once from one place
+    /// (a pool opening its connections). Their concurrent guesses are bounded elsewhere
+    /// (the PostgreSQL listener's cap on connections logging in per client).
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        self.blocked_at(ip, Instant::now())
+    }
+
+    fn blocked_at(&self, ip: IpAddr, now: Instant) -> bool {
+        self.lock().get(&client_key(ip)).is_some_and(|q| {
+            q.iter()
+                .filter(|t| now.duration_since(**t) < WINDOW)
+                .count()
+                >= MAX_FAILURES
+        })
+    }
+
+    /// Counts a failed attempt by `ip` (beyond its client's limit there is nothing more to
+    /// count).
+    pub fn failed(&self, ip: IpAddr) {
+        let _ = self.attempt(ip);
+    }
+
     /// The attempt `ip` made at `at` did not fail: it no longer counts.
     pub fn succeeded(&self, ip: IpAddr, at: Instant) {
         let key = client_key(ip);
@@ -150,6 +173,22 @@ mod tests {
             assert!(l.attempt_at(ip, at).is_some(), "{ip}");
         }
         assert!(l.attempt_at(ip, at).is_none(), "{ip}");
+    }
+
+    /// Asking counts nothing; only failures block, and they age out.
+    #[test]
+    fn blocked_counts_only_failures() {
+        let l = Limiter::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..3 * MAX_FAILURES {
+            assert!(!l.blocked(a));
+        }
+        for _ in 0..MAX_FAILURES {
+            l.failed(a);
+        }
+        assert!(l.blocked(a));
+        assert!(!l.blocked("127.0.0.3".parse().unwrap()));
+        assert!(!l.blocked_at(a, Instant::now() + WINDOW));
     }
 
     #[test]

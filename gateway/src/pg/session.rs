@@ -144,10 +144,12 @@ pub(crate) async fn run(
         return;
     }
 
-    // Password guessing is limited per client (and shared with the admin API, which checks
-    // the same passwords): the attempt counts as failed until it succeeds. Refusals past the
-    // limit are not audited, so a flood of guesses cannot flood the log.
-    let Some(attempt) = gw.logins.attempt(peer.ip()) else {
+    // Password guessing is limited per client, in the table the admin API (which checks the
+    // same passwords) uses. A login counts only once its proof failed: a pool opens many
+    // connections at once, and counting them first would refuse all but five. Guesses in
+    // flight at once are bounded by the cap on connections logging in per client.
+    // Refusals past the limit are not audited, so a flood of guesses cannot flood the log.
+    if gw.logins.blocked(peer.ip()) {
         tracing::warn!("postgres login refused: too many failed logins from this client");
         send_fatal(
             &mut io,
@@ -156,15 +158,9 @@ pub(crate) async fn run(
         )
         .await;
         return;
-    };
+    }
     let (verifier, known) = verifier_for(&gw.config(), gw.admin_token.as_bytes(), &user);
     let exchange = tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await;
-    // Only a proof checked against the verifier is a guess. An exchange that ended before
-    // one (psql hangs up when the server asks for a password it has not got, then asks the
-    // user and connects again) tested nothing, so it does not count.
-    if !matches!(exchange, Ok(Ok(_))) {
-        gw.logins.succeeded(peer.ip(), attempt);
-    }
     drop(logging_in);
     let ok = match exchange {
         Ok(Ok(ok)) => ok && known,
@@ -181,9 +177,11 @@ pub(crate) async fn run(
             return;
         }
     };
-    if ok {
-        gw.logins.succeeded(peer.ip(), attempt);
-    } else {
+    if !ok {
+        // Only a proof checked against the verifier is a guess: an exchange that ended
+        // before one (psql hangs up when asked for a password it has not got, then asks the
+        // user and connects again) returned above and tested nothing.
+        gw.logins.failed(peer.ip());
         tracing::info!("postgres password authentication failed");
         audit_auth_failed(&gw, &user, &client, "password authentication failed").await;
         send_fatal(
