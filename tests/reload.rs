@@ -364,13 +364,16 @@ fn sighup_reloads_the_config_live() {
             .output()
             .unwrap()
     };
-    let out = over_mux();
-    assert_eq!(
-        text(&out.stdout).trim(),
-        "over-mux",
-        "{}",
-        text(&out.stderr)
-    );
+    let runs_over_mux = || {
+        let out = over_mux();
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "over-mux",
+            "{}",
+            text(&out.stderr)
+        );
+    };
+    runs_over_mux();
     w.gw.reconfigure(&w.body(Parts {
         carol: true,
         exec: false,
@@ -389,13 +392,7 @@ fn sighup_reloads_the_config_live() {
     w.gw.reconfigure(&w.body(Parts { carol: true, ..all }))
         .unwrap();
     w.wait_nth("config.reloaded", 3);
-    let out = over_mux();
-    assert_eq!(
-        text(&out.stdout).trim(),
-        "over-mux",
-        "{}",
-        text(&out.stderr)
-    );
+    runs_over_mux();
     let _ = master.kill();
     let _ = master.wait();
 

@@ -19,7 +19,7 @@ pub use report::{ReportArgs, ReportFormat, run_report};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
-    /// Offline: check every record, chain link, seal and the signed head; exit 1 with the first bad place
+    /// Offline: check every record, chain link, seal, the signed head and every terminal recording the log names; exit 1 with the first bad place
     Verify(VerifyArgs),
     /// Print the last records; -f keeps following new ones
     Tail(TailArgs),
