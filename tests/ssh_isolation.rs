@@ -34,14 +34,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `ssh` with the shared ControlPath, so that every command rides the master's connection.
-fn mux(env: &Env, control: &std::path::Path) -> Command {
-    let mut cmd = env.ssh("alice+web-1");
-    cmd.args(["-o", "ControlMaster=no", "-o"])
-        .arg(format!("ControlPath={}", control.display()));
-    cmd
-}
-
 #[test]
 fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
     let env = Env::start();
@@ -112,7 +104,8 @@ fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
 
     // On the same connection, execs complete (a connection-wide stall would hang them).
     for i in 0..3 {
-        let mut child = mux(&env, &control)
+        let mut child = env
+            .mux(&control)
             .arg(format!(
                 "echo parallel-{i}; head -c 100000 /dev/zero | wc -c"
             ))
@@ -136,7 +129,7 @@ fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
             text(&out.stderr)
         );
     }
-    let check = mux(&env, &control).args(["-O", "check"]).output();
+    let check = env.mux(&control).args(["-O", "check"]).output();
     assert!(
         check.map(|o| o.status.success()).unwrap_or(false),
         "the execs did not ride the master's connection"
@@ -171,7 +164,8 @@ fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
         }
     });
     let local2 = testbed::free_port().expect("port");
-    let fwd = mux(&env, &control)
+    let fwd = env
+        .mux(&control)
         .args(["-O", "forward", "-L"])
         .arg(format!("127.0.0.1:{local2}:127.0.0.1:{hose_port}"))
         .output()
@@ -192,7 +186,8 @@ fn a_stalled_forward_does_not_slow_an_exec_on_the_same_connection() {
         "all {PUSH} bytes went to a reader that never reads"
     );
     for i in 3..6 {
-        let mut child = mux(&env, &control)
+        let mut child = env
+            .mux(&control)
             .arg(format!("echo parallel-{i}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -244,7 +239,8 @@ fn multiplexed_commands_keep_their_exit_status_and_are_logged_as_they_end() {
 
     let mut wrong = Vec::new();
     for code in 1..=40 {
-        let out = mux(&env, &control)
+        let out = env
+            .mux(&control)
             .arg(format!("exit {code}"))
             .stdin(Stdio::null())
             .output()

@@ -54,6 +54,13 @@ fn sleepers(env: &Env, step: &str) -> Vec<(Child, String)> {
         .collect()
 }
 
+/// Whether the client printed `sentence` as a line of its own: the kill path's line on the
+/// channel's stderr, not only OpenSSH's "Received disconnect from ...: <sentence>", which
+/// carries the same words.
+fn told(said: &str, sentence: &str) -> bool {
+    said.lines().any(|l| l.trim() == sentence)
+}
+
 /// Waits for each client to exit and its remote sleep to be gone; returns what each said.
 fn closed(env: &Env, sleepers: Vec<(Child, String)>) -> Vec<String> {
     sleepers
@@ -96,7 +103,8 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
     let g = env.grant("web-1", "deploy", "6s");
     let said = closed(&env, sleepers(&env, "101"));
     for s in &said {
-        assert!(s.contains(&format!("grant {g} expired")), "{s}");
+        let line = format!("portcullis: grant {g} expired; session closed");
+        assert!(told(s, &line), "the client did not print {line:?}: {s}");
     }
     assert!(
         said[0].contains("on web-1 expires in")
@@ -114,7 +122,8 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
     let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
     assert!(out.status.success(), "revoke: {}", text(&out.stderr));
     for s in closed(&env, running) {
-        assert!(s.contains(&format!("grant {g} was revoked")), "{s}");
+        let line = format!("portcullis: grant {g} was revoked; session closed");
+        assert!(told(&s, &line), "the client did not print {line:?}: {s}");
     }
     env.wait_event("session.ended", |e| {
         event_str(e, "reason") == "grant_revoked"
@@ -145,7 +154,8 @@ fn expiry_revoke_and_kill_close_the_session_and_the_remote_process() {
         assert!(out.status.success(), "kill: {}", text(&out.stderr));
     }
     for s in closed(&env, running) {
-        assert!(s.contains("session killed"), "{s}");
+        let line = "portcullis: session killed by an operator; session closed";
+        assert!(told(&s, line), "the client did not print {line:?}: {s}");
     }
     for id in &ids {
         let ended = env.wait_event("session.ended", |e| {
@@ -263,4 +273,47 @@ fn a_terminal_started_inside_the_warning_window_is_warned() {
         said.contains(&format!("grant {g} on web-1 expires in 29m")),
         "no warning for a session started inside warn_before: {said}"
     );
+}
+
+/// A command multiplexed over a ControlMaster connection is told why too: the master passes
+/// the line to the multiplexing client's stderr. (It used to get nothing: the master exited
+/// on the disconnect before passing the line on, and the client said only "Shared
+/// connection closed" or nothing at all.)
+#[test]
+fn a_multiplexed_command_is_told_why_its_session_closed() {
+    let env = Env::start_unprivileged();
+    let g = env.grant("web-1", "deploy", "1h");
+    let control = env.dir.path().join("ctl");
+    let mut master = env
+        .ssh("alice+web-1")
+        .args(["-o", "ControlMaster=yes", "-o"])
+        .arg(format!("ControlPath={}", control.display()))
+        .arg("-N")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh master");
+    wait_for(Duration::from_secs(20), || control.exists().then_some(())).expect("master up");
+    let m = marker("404");
+    let child = env
+        .mux(&control)
+        .arg(format!("sleep {m}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh runs");
+    let up = wait_for(Duration::from_secs(20), || {
+        running(&format!("sleep {m}")).then_some(())
+    });
+    assert!(up.is_some(), "remote sleep never started: {}", env.gw.log());
+
+    let out = env.cli(&["grant", "revoke", &g, "--reason", "test"]);
+    assert!(out.status.success(), "revoke: {}", text(&out.stderr));
+    let line = format!("portcullis: grant {g} was revoked; session closed");
+    for s in closed(&env, vec![(child, m)]) {
+        assert!(told(&s, &line), "the client did not print {line:?}: {s}");
+    }
+    let exited = wait_for(Duration::from_secs(20), || master.try_wait().ok().flatten());
+    assert!(exited.is_some(), "the master outlived the revoke");
 }

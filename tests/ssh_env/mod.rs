@@ -114,6 +114,15 @@ impl Env {
         self.ssh_with(login, &self.key)
     }
 
+    /// `ssh` as alice+web-1 over the ControlMaster connection at `control` (it rides the
+    /// master's connection; it never opens one of its own).
+    pub fn mux(&self, control: &Path) -> Command {
+        let mut cmd = self.ssh("alice+web-1");
+        cmd.args(["-o", "ControlMaster=no", "-o"])
+            .arg(format!("ControlPath={}", control.display()));
+        cmd
+    }
+
     pub fn ssh_with(&self, login: &str, key: &Path) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(client_options())

@@ -139,6 +139,7 @@ pub async fn session(
             interactive: false,
             stderr: Some(c_tx.clone()),
             upstream: Some(u_tx.clone()),
+            client_closed: false,
         },
     );
     let state = Arc::new(Mutex::new(State::default()));
@@ -244,7 +245,12 @@ async fn client_to_upstream(
                 up.eof().await.is_ok()
             }
             ChannelMsg::Close => {
-                let _ = up.close().await;
+                ctx.client_closed(id);
+                // Closing, the kill path hangs up the target's side itself, after signalling
+                // its processes; closed first, the channel would take no signal.
+                if !ctx.closing.is_cancelled() {
+                    let _ = up.close().await;
+                }
                 break;
             }
             ChannelMsg::RequestPty {

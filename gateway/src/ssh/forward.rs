@@ -81,6 +81,7 @@ pub async fn forward(
             interactive: false,
             stderr: None,
             upstream: None,
+            client_closed: false,
         },
     );
     let started = Instant::now();

@@ -40,6 +40,12 @@ const UPSTREAM_HANGUP_DELAY: Duration = Duration::from_millis(30);
 /// client's window has room for it right away (see [`say`]), so this bounds only a race
 /// with the channel's own output.
 pub(super) const NOTICE_WAIT: Duration = Duration::from_millis(100);
+/// How long the kill path waits for the client to answer the closes of the channels it
+/// said its line on, before it disconnects. OpenSSH reads the line, the exit status, the
+/// close and a disconnect in one burst, and exits on the disconnect before it has written
+/// the line to the user's terminal; once it has closed the channel, it has written it. A
+/// client that does not answer is disconnected at this bound.
+const CLIENT_CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 /// Where the upstream connection stands, as the channel tasks see it.
 #[derive(Clone)]
@@ -60,6 +66,8 @@ pub struct Registered {
     pub stderr: Option<Arc<russh::ChannelWriteHalf<DownMsg>>>,
     /// The upstream side, to send SIGHUP before the connection is cut.
     pub upstream: Option<Arc<russh::ChannelWriteHalf<UpMsg>>>,
+    /// The client has closed the channel (or answered the kill path's close).
+    pub client_closed: bool,
 }
 
 /// What every channel task of one session shares.
@@ -82,6 +90,9 @@ pub struct SessionCtx {
     /// was allowed and requested).
     pub agent: Arc<Mutex<Option<russh::server::Handle>>>,
     asks: mpsc::Sender<Ask>,
+    /// Bumped each time a client closes a channel, for the kill path waiting on the
+    /// closes it asked for (see [`CLIENT_CLOSE_WAIT`]).
+    client_closes: watch::Sender<u64>,
 }
 
 /// What a channel task asks the supervisor, the lease's only owner.
@@ -192,6 +203,12 @@ impl SessionCtx {
         }
     }
 
+    /// Notes that the client closed channel `id` (it read everything before its CLOSE).
+    pub fn client_closed(&self, id: ChannelId) {
+        self.update(id, |r| r.client_closed = true);
+        self.client_closes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     pub fn unregister(&self, id: ChannelId) {
         if let Ok(mut m) = self.channels.lock() {
             m.remove(&id);
@@ -247,6 +264,7 @@ pub fn start(
         closing,
         agent: Arc::new(Mutex::new(None)),
         asks: asks_tx,
+        client_closes: watch::Sender::new(0),
     });
     let span = tracing::info_span!(
         "ssh_session",
@@ -486,9 +504,12 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
         .unwrap_or_default();
     let line = Bytes::from(format!("\r\n{message}\r\n"));
     let by = tokio::time::Instant::now() + NOTICE_WAIT;
+    let mut told = Vec::new();
     for (id, stderr) in channels {
         if let Some(w) = stderr {
-            if !say(&w, line.clone(), by).await {
+            if say(&w, line.clone(), by).await {
+                told.push(id);
+            } else {
                 debug!(channel = %id, "no window for the closing line; closing without it");
             }
             let _ = ctx.client.exit_status_request(id, KILLED_EXIT_STATUS).await;
@@ -498,7 +519,24 @@ async fn kill(ctx: &SessionCtx, lease: &Lease, reason: CloseReason, up: Option<&
     }
     // One ordered queue to the client: the lines, statuses and closes above go out before
     // the disconnect. None of them waits for window (russh holds back everything queued
-    // behind data that does not fit), so nothing here waits for the client or the target.
+    // behind data that does not fit), so nothing here waits for the target, and on the
+    // client only as long as it takes to answer the closes of the channels told why.
+    let mut closes = ctx.client_closes.subscribe();
+    let answered = |_: &u64| {
+        ctx.channels
+            .lock()
+            .map(|m| {
+                told.iter()
+                    .all(|id| m.get(id).is_none_or(|r| r.client_closed))
+            })
+            .unwrap_or(true)
+    };
+    if tokio::time::timeout(CLIENT_CLOSE_WAIT, closes.wait_for(answered))
+        .await
+        .is_err()
+    {
+        debug!("the client did not answer the closes in time; disconnecting it");
+    }
     let _ = ctx
         .client
         .disconnect(
