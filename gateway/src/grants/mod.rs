@@ -132,6 +132,14 @@ pub enum LeaseEvent {
     Close(CloseReason),
 }
 
+/// How long is left, as the `warn_before` warnings say it: whole seconds, rounded up. The
+/// warning fires a moment inside its last second, so truncated, a `warn_before` of 1s said
+/// "expires in 0s" and one of 1m said "59s".
+pub fn time_left(remaining: Duration) -> String {
+    let secs = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
 /// Byte counters shared between a session and the registry (for `sessions list`).
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -444,10 +444,9 @@ pub(crate) async fn run(
                 ev = Gated::new(Box::pin(lease.next_event())), if closing.is_none() => match ev {
                     LeaseEvent::Warn { remaining } => {
                         let mut notice = Vec::new();
-                        let secs = Duration::from_secs(remaining.as_secs());
                         let msg = format!(
                             "portcullis: grant {} on {} expires in {}; the session will be closed then",
-                            common.grant, common.target, humantime::format_duration(secs)
+                            common.grant, common.target, crate::grants::time_left(remaining)
                         );
                         encode_notice_response(&mut notice, "WARNING", "01000", &msg);
                         let _ = control_tx.try_send(Control::Notice(notice));

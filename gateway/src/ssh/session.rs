@@ -430,11 +430,10 @@ pub fn close_message(reason: CloseReason, grant: &str, killer: &str) -> String {
 /// The `warn_before` line on an interactive channel's stderr. It names the target and says
 /// what the user can do: `grant extend` is the operator's, so a user asks with a request.
 fn warning_line(grant: &str, target: &str, remaining: Duration) -> String {
-    let secs = Duration::from_secs(remaining.as_secs());
     format!(
         "\r\nportcullis: grant {grant} on {target} expires in {}; the session will be closed then; \
          for more time: portcullis request create --target {target} --for 1h --reason \"...\"\r\n",
-        humantime::format_duration(secs)
+        crate::grants::time_left(remaining)
     )
 }
 
@@ -574,11 +573,15 @@ mod tests {
         let line = warning_line("g_1", "web-1", Duration::from_millis(59_900));
         assert_eq!(
             line,
-            "\r\nportcullis: grant g_1 on web-1 expires in 59s; the session will be closed then; \
+            "\r\nportcullis: grant g_1 on web-1 expires in 1m; the session will be closed then; \
              for more time: portcullis request create --target web-1 --for 1h --reason \"...\"\r\n"
         );
         assert!(
             warning_line("g_1", "web-1", Duration::from_secs(5400)).contains("expires in 1h 30m;")
+        );
+        // A warning due 1 s ahead fires inside that second: it says 1s, not 0s.
+        assert!(
+            warning_line("g_1", "web-1", Duration::from_millis(999)).contains("expires in 1s;")
         );
     }
 }
