@@ -375,6 +375,24 @@ fn an_scp_role_runs_nothing_but_scp() {
         std::fs::read_to_string(&back).expect("read"),
         "scp payload\n"
     );
+    // A file name with a shell character cannot go through legacy scp's shell as scp; the
+    // user is told why, and what works instead (it used to say only "does not allow exec").
+    let odd = env.dir.path().join("odd$(x).txt");
+    let refused = env
+        .scp()
+        .arg("-O")
+        .arg(&src)
+        .arg(remote(&odd))
+        .output()
+        .expect("scp runs");
+    assert!(!refused.status.success(), "scp -O of {}", odd.display());
+    assert!(
+        text(&refused.stderr).contains("holds a shell character")
+            && text(&refused.stderr).contains("copy without -O"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!odd.exists(), "scp -O wrote {}", odd.display());
     // OpenSSH 9's scp runs over the sftp subsystem, which the role must admit for it; an
     // interactive sftp asks for the same subsystem and is admitted with it (`check` warns
     // about such a role).
@@ -389,6 +407,18 @@ fn an_scp_role_runs_nothing_but_scp() {
     assert_eq!(
         std::fs::read_to_string(&modern).expect("read"),
         "scp payload\n"
+    );
+    let up = env
+        .scp()
+        .arg(&src)
+        .arg(remote(&odd))
+        .output()
+        .expect("scp runs");
+    assert!(up.status.success(), "scp up: {}", text(&up.stderr));
+    assert!(
+        odd.exists(),
+        "scp without -O did not write {}",
+        odd.display()
     );
     let batch = env.dir.path().join("rm.batch");
     std::fs::write(&batch, format!("rm {}\n", modern.display())).expect("batch");

@@ -407,6 +407,7 @@ async fn start(
         &ctx.ident.target,
     );
     if let Err(sentence) = allowed {
+        let sentence = policy::scp_refusal(&what, &ctx.allow(), sentence);
         let ev = ctx
             .ident
             .event("ssh.denied")

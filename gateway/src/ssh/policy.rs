@@ -134,6 +134,29 @@ pub fn is_scp(command: &str) -> bool {
     direction == 1
 }
 
+/// Would this be scp but for the shell characters in it (a file named `a$(b)`, say)? Its
+/// user ran scp, and is told why it was taken for more than scp (see [`scp_refusal`]).
+fn scp_but_for_shell_chars(command: &str) -> bool {
+    command.contains(SHELL_COMMAND_CHARS) && is_scp(&command.replace(SHELL_COMMAND_CHARS, "_"))
+}
+
+/// The refusal `sentence` for starting `what` under a role allowing `allowed`, with the
+/// reason a legacy scp was taken for an exec when that is what happened: legacy scp (`scp
+/// -O`) sends its paths through the target's shell, so a shell character in a file name
+/// is indistinguishable from a command. Without `-O`, scp speaks sftp, which takes any name.
+pub fn scp_refusal(what: &Start, allowed: &[Allow], sentence: String) -> String {
+    match what {
+        Start::Exec(cmd) if allowed.contains(&Allow::Scp) && scp_but_for_shell_chars(cmd) => {
+            format!(
+                "{sentence}; this scp command holds a shell character (; & | < > ` $ ( ) or a \
+                 line break) the target's shell would act on, so it is not run as scp; \
+                 copy without -O (scp then uses sftp, which takes any file name)"
+            )
+        }
+        _ => sentence,
+    }
+}
+
 /// The name of an allow entry as written in the config.
 pub fn allow_name(a: Allow) -> &'static str {
     match a {
@@ -176,6 +199,23 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_scp_refused_for_a_shell_character_says_so() {
+        let scp = [Allow::Scp];
+        let said = |cmd: &str, allowed: &[Allow]| {
+            scp_refusal(&Start::Exec(cmd.into()), allowed, "no".into())
+        };
+        for cmd in ["scp -t /tmp/a$(b).txt", "scp -f 'x;y'", "scp -p -f a&b"] {
+            assert!(said(cmd, &scp).contains("shell character"), "{cmd}");
+            // A role without scp is told only that exec is not allowed.
+            assert_eq!(said(cmd, &[Allow::Sftp]), "no", "{cmd}");
+        }
+        // Not scp with or without the characters: nothing to explain.
+        for cmd in ["id; scp -t x", "scp -S $(evil) -t x", "cat x | sh"] {
+            assert_eq!(said(cmd, &scp), "no", "{cmd}");
+        }
+    }
 
     #[test]
     fn needs_table() {
