@@ -57,6 +57,24 @@ public class Check {
             } catch (SQLException e) {
                 System.out.println("error=" + e.getSQLState());
             }
+            // A batch is one implicit transaction up to its Sync: the duplicate key rolls
+            // back the two inserts before it.
+            try (Statement s = c.createStatement()) {
+                s.execute("create temp table jk (id int8 primary key)");
+            }
+            try (PreparedStatement p = c.prepareStatement("insert into jk values (?)")) {
+                for (long i : new long[] {1, 2, 2, 3}) {
+                    p.setLong(1, i);
+                    p.addBatch();
+                }
+                p.executeBatch();
+            } catch (BatchUpdateException e) {
+                System.out.println("batch_error=" + e.getSQLState());
+            }
+            try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("select count(*) from jk")) {
+                r.next();
+                System.out.println("kept=" + r.getLong(1));
+            }
             c.setAutoCommit(false);
             long seen = 0;
             try (Statement s = c.createStatement()) {
@@ -113,6 +131,8 @@ async fn pgjdbc_works_through_the_gateway_and_its_parameters_are_readable() {
                 "prepared=72",
                 "batch=100",
                 "error=22012",
+                "batch_error=23505",
+                "kept=0",
                 "fetched=100"
             ],
             "sslmode={sslmode}: {err}"
@@ -145,4 +165,31 @@ async fn pgjdbc_works_through_the_gateway_and_its_parameters_are_readable() {
             .iter()
             .any(|e| e["type"] == "pg.query" && e["sql"] == "select 1/0" && e["error"] == "22012")
     );
+    // The failed batch: the two inserts before the duplicate were logged with their tags
+    // as they completed; the duplicate's record says it rolled them back.
+    let batch: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "pg.query" && e["sql"] == "insert into jk values ($1)")
+        .collect();
+    assert_eq!(batch.len(), 8, "4 per connection: {batch:#?}");
+    for four in batch.chunks(4) {
+        let none = serde_json::Value::Null;
+        let field = |e: &serde_json::Map<String, serde_json::Value>, k: &str| {
+            e.get(k).cloned().unwrap_or(serde_json::Value::Null)
+        };
+        let seen: Vec<_> = four
+            .iter()
+            .map(|e| (field(e, "tag"), field(e, "error"), field(e, "rolled_back")))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("INSERT 0 1".into(), none.clone(), none.clone()),
+                ("INSERT 0 1".into(), none.clone(), none.clone()),
+                (none.clone(), "23505".into(), 2.into()),
+                (none.clone(), "skipped".into(), none.clone()),
+            ],
+            "{four:#?}"
+        );
+    }
 }

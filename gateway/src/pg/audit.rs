@@ -54,6 +54,21 @@ pub(crate) fn capped_text(bytes: &[u8], max: usize) -> String {
     s
 }
 
+/// Does a statement with this tag open an explicit transaction? Within a pipeline it takes
+/// in the statements before it too, which then end with that transaction.
+fn opens_transaction(tag: &str) -> bool {
+    matches!(tag, "BEGIN" | "START TRANSACTION")
+}
+
+/// Does a statement with this tag end a transaction (statements after it, up to the Sync,
+/// are a new implicit one)?
+fn ends_transaction(tag: &str) -> bool {
+    matches!(
+        tag,
+        "COMMIT" | "ROLLBACK" | "COMMIT PREPARED" | "ROLLBACK PREPARED"
+    )
+}
+
 /// A `Describe S` waiting for its ParameterDescription.
 #[derive(Debug)]
 struct Described {
@@ -125,6 +140,11 @@ pub(crate) struct Tracker {
     copy_ends_sent: u64,
     /// The server is in copy-in mode and the client has not ended it: it ignores Syncs.
     copy_in: bool,
+    /// Statements that completed in the implicit transaction open now: extended-protocol
+    /// executions since the last ReadyForQuery said idle (or since a COMMIT), which the
+    /// Sync commits, and an error before it rolls back. `None` while there is no such
+    /// transaction (an explicit one is open: its ROLLBACK is in the log itself).
+    implicit_done: Option<u64>,
 }
 
 impl Tracker {
@@ -143,6 +163,7 @@ impl Tracker {
             queries: 0,
             copy_ends_sent: 0,
             copy_in: false,
+            implicit_done: Some(0),
         }
     }
 
@@ -400,6 +421,7 @@ impl Tracker {
             }
             BackendMessage::ReadyForQuery { status } => {
                 self.copy_in = false;
+                self.implicit_done = (*status == b'I').then_some(0);
                 self.batches_answered += 1;
                 self.drop_described_before(self.batches_answered);
                 let undone = self.statements.batch_ended(self.batches_answered);
@@ -530,6 +552,15 @@ impl Tracker {
                 };
                 q.end = Some(Instant::now());
                 q.tag = tag.map(|t| String::from_utf8_lossy(t).into_owned());
+                self.implicit_done = match (&q.tag, &error, self.implicit_done) {
+                    (_, Some(_), done) => {
+                        q.rolled_back = done.filter(|&n| n > 0);
+                        None
+                    }
+                    (Some(t), None, _) if opens_transaction(t) => None,
+                    (Some(t), None, _) if ends_transaction(t) => Some(0),
+                    (_, None, done) => done.map(|n| n + 1),
+                };
                 q.error = error;
                 let sql = q.sql.clone();
                 self.emit(q, out);

@@ -120,6 +120,7 @@ impl SessionFields {
             params: None,
             proto: &self.proto,
             role: &self.role,
+            rolled_back: None,
             session: &self.session,
             sql: None,
             sql_bytes: None,
@@ -151,6 +152,11 @@ pub(crate) struct PgEvent<'a> {
     pub params: Option<&'a [Value]>,
     pub proto: &'a RawValue,
     pub role: &'a RawValue,
+    /// On the error that ended an implicit transaction (a pipeline up to its Sync): how
+    /// many statements before it in that transaction it rolled back, although each was
+    /// logged with its tag when it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<u64>,
     pub session: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<&'a str>,
@@ -210,6 +216,7 @@ impl PgEvent<'_> {
             .with("error_message", self.error_message)
             .with("tag", self.tag)
             .with("tags", self.tags)
+            .with("rolled_back", self.rolled_back)
     }
 }
 

@@ -359,10 +359,14 @@ fn pg_line(query: &Record, outcome: &Record) -> String {
         .get("duration_us")
         .and_then(|v| v.as_u64())
         .map_or("?".into(), |us| format!("{:.3} ms", us as f64 / 1000.0));
+    let undid = match outcome.event.get("rolled_back").and_then(|v| v.as_u64()) {
+        Some(n) => format!(" (and rolled back the {n} statement(s) before it in its transaction)"),
+        None => String::new(),
+    };
     let text = match (outcome.str_field("error"), outcome.str_field("tag")) {
         (Some(code), _) => match outcome.str_field("error_message") {
-            Some(message) => format!("ERROR {code}: {message}"),
-            None => format!("ERROR {code}"),
+            Some(message) => format!("ERROR {code}: {message}{undid}"),
+            None => format!("ERROR {code}{undid}"),
         },
         (None, Some(tag)) => tag.to_string(),
         (None, None) => "(no outcome recorded)".to_string(),
@@ -421,6 +425,12 @@ mod tests {
         assert_eq!(
             pg_line(&failed, &failed),
             "T      0.020 ms  ERROR 42703: column \"nope\" does not exist"
+        );
+        let undid = rec(serde_json::json!({"type":"pg.query","duration_us":20,
+            "error":"23505","rolled_back":2}));
+        assert_eq!(
+            pg_line(&undid, &undid),
+            "T      0.020 ms  ERROR 23505 (and rolled back the 2 statement(s) before it in its transaction)"
         );
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct Query {
     /// Every tag of a simple Query that ran several statements, in order.
     pub(super) tags: Vec<String>,
     pub(super) error: Option<(String, String)>,
+    /// Its error rolled back this many earlier statements of its implicit transaction.
+    pub(super) rolled_back: Option<u64>,
     pub(super) copy_bytes: Option<u64>,
     /// CopyDone and CopyFail messages the client had sent before this statement: the next
     /// one ends its copy-in, if it starts one.
@@ -63,6 +65,7 @@ impl Query {
             tag: None,
             tags: Vec::new(),
             error: None,
+            rolled_back: None,
             copy_bytes: None,
             copy_ends_before: 0,
         }
@@ -111,6 +114,7 @@ impl Finished {
             sql_bytes: ev.sql_bytes.or(q.sql.raw().filter(|_| q.sql_corrected)),
             tag,
             tags: several.then_some(q.tags.as_slice()),
+            rolled_back: q.rolled_back,
             ..ev
         }
         .payload()

@@ -5,6 +5,8 @@ use portcullis_protocol::pg::Bind;
 
 use super::*;
 
+mod rollback;
+
 /// The event of a finished statement, as the log will hold it.
 fn m(t: &Tracker, f: &Finished) -> serde_json::Map<String, Value> {
     map(&t.payload(f))
