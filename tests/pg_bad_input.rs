@@ -6,99 +6,16 @@ mod pg_support;
 
 use std::time::Duration;
 
+use pg_support::raw::{
+    exchange, raw, raw_login, raw_login_params, raw_login_with_pid, read_error, scram_started,
+    startup, wait_no_backend,
+};
 use pg_support::{ALICE_PW, Harness, output};
 use portcullis_protocol::pg::{
-    BackendMessage, Bind, FrontendMessage, Parse, encode_password, encode_sasl_initial_response,
-    encode_sasl_response, encode_startup, next_frame,
+    BackendMessage, Bind, FrontendMessage, Parse, encode_password, next_frame,
 };
-use portcullis_protocol::scram::ScramClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-/// Reads everything until the gateway closes; returns the ErrorResponse fields
-/// (severity, code, message) of the first error, if any.
-async fn read_error(s: &mut TcpStream) -> Option<(String, String, String)> {
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let mut rest = &buf[..];
-    while let Ok(Some((f, n))) = next_frame(rest) {
-        if let Ok(BackendMessage::ErrorResponse(e)) = BackendMessage::decode(f.tag, f.body) {
-            let t = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-            return Some((t(e.severity()), t(e.code()), t(e.message())));
-        }
-        rest = &rest[n..];
-    }
-    None
-}
-
-async fn raw(h: &Harness, bytes: &[u8]) -> Option<(String, String, String)> {
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    read_error(&mut s).await
-}
-
-fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_startup(
-        &mut out,
-        params.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
-    out
-}
-
-/// Logs in as alice over a raw socket with the real SCRAM client.
-async fn raw_login(h: &Harness, dbname: &str) -> TcpStream {
-    raw_login_with_pid(h, dbname).await.0
-}
-
-/// [`raw_login`], also returning the process id of the session's BackendKeyData.
-async fn raw_login_with_pid(h: &Harness, dbname: &str) -> (TcpStream, i32) {
-    raw_login_params(h, &[("user", "alice"), ("database", dbname)]).await
-}
-
-/// Logs in as alice with these startup parameters; returns the connection and the process
-/// id of the session's BackendKeyData.
-async fn raw_login_params(h: &Harness, params: &[(&str, &str)]) -> (TcpStream, i32) {
-    let mut pid = 0;
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(&startup(params)).await.unwrap();
-    let mut scram = ScramClient::new(ALICE_PW);
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "gateway closed during login");
-        buf.extend_from_slice(&chunk[..n]);
-        while let Ok(Some((f, used))) = next_frame(&buf) {
-            let msg = BackendMessage::decode(f.tag, f.body).unwrap();
-            let mut out = Vec::new();
-            match msg {
-                BackendMessage::Authentication(a) => match a {
-                    portcullis_protocol::pg::Authentication::Sasl { .. } => {
-                        encode_sasl_initial_response(
-                            &mut out,
-                            "SCRAM-SHA-256",
-                            &scram.client_first(),
-                        )
-                    }
-                    portcullis_protocol::pg::Authentication::SaslContinue(d) => {
-                        encode_sasl_response(&mut out, &scram.server_first(d).unwrap())
-                    }
-                    portcullis_protocol::pg::Authentication::SaslFinal(d) => {
-                        scram.server_final(d).unwrap()
-                    }
-                    _ => {}
-                },
-                BackendMessage::BackendKeyData { pid: p, .. } => pid = p,
-                BackendMessage::ReadyForQuery { .. } => return (s, pid),
-                BackendMessage::ErrorResponse(e) => panic!("{:?}", e.message()),
-                _ => {}
-            }
-            buf.drain(..used);
-            s.write_all(&out).await.unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
@@ -339,37 +256,6 @@ async fn an_upstream_refusing_the_login_is_a_started_session_ended_in_error() {
         started["startup"]["options"], "-c nosuch_guc=1",
         "{started:?}"
     );
-}
-
-/// Sends `msgs` and reads up to the ReadyForQuery answering the last of `syncs` of them;
-/// returns each CommandComplete tag and error code, in order.
-async fn exchange(s: &mut TcpStream, msgs: &[FrontendMessage<'_>], syncs: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in msgs {
-        m.encode(&mut out);
-    }
-    s.write_all(&out).await.unwrap();
-    let (mut buf, mut seen, mut ready) = (Vec::new(), Vec::new(), 0);
-    while ready < syncs {
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "gateway closed; so far {seen:?}");
-        buf.extend_from_slice(&chunk[..n]);
-        while let Ok(Some((f, used))) = next_frame(&buf) {
-            match BackendMessage::decode(f.tag, f.body).unwrap() {
-                BackendMessage::CommandComplete { tag } => {
-                    seen.push(String::from_utf8_lossy(tag).into_owned())
-                }
-                BackendMessage::ErrorResponse(e) => {
-                    seen.push(String::from_utf8_lossy(e.code().unwrap_or_default()).into_owned())
-                }
-                BackendMessage::ReadyForQuery { .. } => ready += 1,
-                _ => {}
-            }
-            buf.drain(..used);
-        }
-    }
-    seen
 }
 
 /// A client cannot make the log name other SQL than the statement that ran: not with a
@@ -696,41 +582,12 @@ async fn the_process_id_a_client_sees_is_its_backends() {
 
 /// The salt the gateway's SCRAM challenge shows `user`, read before any password is sent.
 async fn challenge_salt(h: &Harness, user: &str) -> String {
-    let mut s = TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(&startup(&[("user", user), ("database", "pg")]))
-        .await
-        .unwrap();
-    let mut scram = ScramClient::new("not the password");
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "gateway closed before its challenge");
-        buf.extend_from_slice(&chunk[..n]);
-        while let Ok(Some((f, used))) = next_frame(&buf) {
-            match BackendMessage::decode(f.tag, f.body).unwrap() {
-                BackendMessage::Authentication(portcullis_protocol::pg::Authentication::Sasl {
-                    ..
-                }) => {
-                    let mut out = Vec::new();
-                    encode_sasl_initial_response(&mut out, "SCRAM-SHA-256", &scram.client_first());
-                    s.write_all(&out).await.unwrap();
-                }
-                BackendMessage::Authentication(
-                    portcullis_protocol::pg::Authentication::SaslContinue(d),
-                ) => {
-                    let text = String::from_utf8_lossy(d).into_owned();
-                    return text
-                        .split(',')
-                        .find_map(|a| a.strip_prefix("s="))
-                        .unwrap_or_else(|| panic!("no salt in {text:?}"))
-                        .to_owned();
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-            buf.drain(..used);
-        }
-    }
+    let (_, server_first) = scram_started(h, user).await;
+    server_first
+        .split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .unwrap_or_else(|| panic!("no salt in {server_first:?}"))
+        .to_owned()
 }
 
 /// The challenge shows a user's salt before any password is checked. A real user's salt
@@ -796,17 +653,6 @@ async fn a_replication_connection_is_refused_however_it_is_asked_for() {
     }
 }
 
-/// Waits (bounded) until the upstream has no backend of `role` left.
-async fn wait_no_backend(h: &Harness, role: &str) {
-    for _ in 0..100 {
-        if h.backends_of(role).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("a backend of {role} is still there");
-}
-
 /// A client that pipelines more than it reads and then stops reading leaves the backend
 /// blocked writing answers nobody takes, its input full: it takes no Terminate. A revoke
 /// still ends the session, and the backend goes.
@@ -835,14 +681,7 @@ async fn a_revoke_closes_a_session_whose_client_stopped_reading() {
         .unwrap();
     h.wait_sessions_closed().await;
     wait_no_backend(&h, "app_rw").await;
-    let ended: Vec<_> = h
-        .audit_events()
-        .await
-        .into_iter()
-        .filter(|e| e["type"] == "session.ended")
-        .map(|e| e["reason"].clone())
-        .collect();
-    assert_eq!(ended, ["grant_revoked"]);
+    assert_eq!(h.ended_reasons().await, ["grant_revoked"]);
     drop(s);
 }
 

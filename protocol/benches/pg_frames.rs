@@ -2,7 +2,7 @@
 //! path.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use portcullis_protocol::pg::{BackendMessage, FrontendMessage, next_frame};
+use portcullis_protocol::pg::{BackendMessage, FrontendMessage, next_frame, next_frontend_frame};
 use std::hint::black_box;
 
 fn frames(c: &mut Criterion) {
@@ -34,7 +34,7 @@ fn frames(c: &mut Criterion) {
         b.iter(|| {
             let mut rest = black_box(&client[..]);
             let mut n = 0usize;
-            while let Ok(Some((f, used))) = next_frame(rest) {
+            while let Ok(Some((f, used))) = next_frontend_frame(rest) {
                 if let Ok(FrontendMessage::Query { sql }) = FrontendMessage::decode(f.tag, f.body) {
                     n += sql.len();
                 }

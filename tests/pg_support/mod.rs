@@ -4,6 +4,8 @@
 //! would.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -251,6 +253,17 @@ impl Harness {
         })
         .await
         .unwrap()
+    }
+
+    /// The `reason` of every `session.ended` so far, oldest first, once all sessions have
+    /// closed.
+    pub async fn ended_reasons(&self) -> Vec<String> {
+        self.audit_events()
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "session.ended")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Backends of an upstream role, per pg_stat_activity.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Buf as _, BytesMut};
 use portcullis_protocol::pg::{
     BackendMessage, Fields, FrontendMessage, MAX_MESSAGE_LEN, PgError, encode_terminate,
-    read_header,
+    read_frontend_header, read_header,
 };
 use portcullis_recorder::AuditLog;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -249,7 +249,10 @@ where
                 streaming -= n;
                 continue;
             }
-            let h = match read_header(rest, MAX_MESSAGE_LEN) {
+            // Each type is held to PostgreSQL's own limit from its header, before anything
+            // waits for the body: a Describe declaring a gigabyte is refused at once, as
+            // the server would refuse it, rather than awaited.
+            let h = match read_frontend_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {

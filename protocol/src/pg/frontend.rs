@@ -4,6 +4,43 @@ use super::PgError;
 use super::reader::{Reader, oids};
 use super::write::{begin, cstr, finish, i16, i32};
 
+/// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: the largest length field (which counts itself) it
+/// takes for a frontend message that has no reason to be long (Describe, Close, Sync, …).
+pub const SMALL_MESSAGE_LIMIT: usize = 10_000;
+/// PostgreSQL's `PQ_LARGE_MESSAGE_LIMIT` (`MaxAllocSize - 1`, 1 GiB less 2 bytes): the
+/// largest length field it takes for a frontend message that may carry a statement or data
+/// (Query, Parse, Bind, FunctionCall, CopyData).
+pub const LARGE_MESSAGE_LIMIT: usize = 0x3fff_fffe;
+
+/// Each message type a client may send after the startup phase, its name and the largest
+/// length field PostgreSQL 15 takes for it (`SocketBackend` in postgres.c); any other type
+/// is refused there as "invalid frontend message type". Password messages (`p`) belong to
+/// authentication, where the reader sets its own limit; after it they are refused too.
+const FRONTEND_TYPES: [(u8, &str, usize); 13] = [
+    (b'Q', "Query", LARGE_MESSAGE_LIMIT),
+    (b'P', "Parse", LARGE_MESSAGE_LIMIT),
+    (b'B', "Bind", LARGE_MESSAGE_LIMIT),
+    (b'F', "FunctionCall", LARGE_MESSAGE_LIMIT),
+    (b'd', "CopyData", LARGE_MESSAGE_LIMIT),
+    (b'E', "Execute", SMALL_MESSAGE_LIMIT),
+    (b'D', "Describe", SMALL_MESSAGE_LIMIT),
+    (b'C', "Close", SMALL_MESSAGE_LIMIT),
+    (b'H', "Flush", SMALL_MESSAGE_LIMIT),
+    (b'S', "Sync", SMALL_MESSAGE_LIMIT),
+    (b'X', "Terminate", SMALL_MESSAGE_LIMIT),
+    (b'c', "CopyDone", SMALL_MESSAGE_LIMIT),
+    (b'f', "CopyFail", SMALL_MESSAGE_LIMIT),
+];
+
+/// The name of frontend message type `tag` and the largest length field (counting itself)
+/// PostgreSQL takes for it; `None` for a type no client may send after startup.
+pub(crate) fn limit(tag: u8) -> Option<(&'static str, usize)> {
+    FRONTEND_TYPES
+        .iter()
+        .find(|&&(t, _, _)| t == tag)
+        .map(|&(_, name, max)| (name, max))
+}
+
 /// A Parse message: a named (or unnamed) prepared statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parse<'a> {

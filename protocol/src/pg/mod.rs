@@ -5,7 +5,8 @@
 //! (server to client) are separate enums, and the untagged startup phase has its own
 //! [`StartupPacket`]. Decoded messages borrow from the input buffer; anything the proxy does
 //! not need is kept as `Other { tag, body }` so the original bytes can be forwarded. Every
-//! length is checked against a maximum before anything is allocated or awaited.
+//! length is checked against a maximum before anything is allocated or awaited: a frontend
+//! message's against its type's, as PostgreSQL checks it ([`read_frontend_header`]).
 
 mod backend;
 mod frontend;
@@ -15,7 +16,9 @@ mod value;
 mod write;
 
 pub use backend::{Authentication, BackendMessage, Fields};
-pub use frontend::{Bind, FrontendMessage, Parse, SaslInitialResponse};
+pub use frontend::{
+    Bind, FrontendMessage, LARGE_MESSAGE_LIMIT, Parse, SMALL_MESSAGE_LIMIT, SaslInitialResponse,
+};
 pub use startup::{
     CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE, StartupPacket,
     StartupParams, next_startup,
@@ -29,8 +32,8 @@ pub use write::{
     encode_sasl_response, encode_startup, encode_terminate, md5_password,
 };
 
-/// The largest message body accepted after the startup phase: PostgreSQL's own 1 GiB limit
-/// on a datum.
+/// The largest backend message body accepted: PostgreSQL's own 1 GiB limit on a datum.
+/// Frontend messages have a maximum per type ([`read_frontend_header`]).
 pub const MAX_MESSAGE_LEN: usize = 1 << 30;
 /// The largest startup packet accepted; PostgreSQL refuses longer ones too.
 pub const MAX_STARTUP_LEN: usize = 10_000;
@@ -44,6 +47,20 @@ pub enum PgError {
     /// The length field is smaller than the length field itself, or negative.
     #[error("invalid message length {0}")]
     BadLength(i64),
+    /// A frontend message's length field is larger than its type allows
+    /// ([`read_frontend_header`]); PostgreSQL refuses it too, before reading the body.
+    #[error("invalid message length {len}: {name} messages may be at most {max} bytes long")]
+    FrontendTooLong {
+        /// The message type's name.
+        name: &'static str,
+        /// The length field as sent (it counts itself).
+        len: usize,
+        /// The largest length field the type allows.
+        max: usize,
+    },
+    /// A type byte no frontend message after the startup phase has (PostgreSQL's words).
+    #[error("invalid frontend message type {0}")]
+    UnknownFrontendType(u8),
     /// The body ended before a field did.
     #[error("message {tag:?} ended early while reading {what}")]
     Truncated { tag: char, what: &'static str },
@@ -101,25 +118,60 @@ pub fn read_header(buf: &[u8], max: usize) -> Result<Option<Header>, PgError> {
     Ok(Some(Header { tag, body_len }))
 }
 
+/// Reads the header of a message from the client after the startup phase. Like
+/// PostgreSQL's backend, it judges the type byte first (an unknown type is refused at once),
+/// then the length against that type's maximum ([`SMALL_MESSAGE_LIMIT`] or
+/// [`LARGE_MESSAGE_LIMIT`]), so a client cannot make the reader wait for or allocate a body
+/// its type never needs. `Ok(None)` means more bytes are needed.
+pub fn read_frontend_header(buf: &[u8]) -> Result<Option<Header>, PgError> {
+    let Some(&tag) = buf.first() else {
+        return Ok(None);
+    };
+    let (name, max) = frontend::limit(tag).ok_or(PgError::UnknownFrontendType(tag))?;
+    // PostgreSQL's limits count the length field itself; a header's length is the body's.
+    match read_header(buf, max.saturating_sub(4)) {
+        Err(PgError::TooLong { len, .. }) => Err(PgError::FrontendTooLong {
+            name,
+            len: len.saturating_add(4),
+            max,
+        }),
+        read => read,
+    }
+}
+
 /// Splits the next complete tagged message off the front of `buf`, without allocating.
 /// Returns the frame and how many bytes it used, or `Ok(None)` if more bytes are needed.
+/// Any type is taken, up to [`MAX_MESSAGE_LEN`]: for a client reading the backend's
+/// messages. The other way, [`next_frontend_frame`].
 pub fn next_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, PgError> {
     let Some(header) = read_header(buf, MAX_MESSAGE_LEN)? else {
         return Ok(None);
     };
-    let total = header.total_len();
-    let Some(raw) = buf.get(..total) else {
+    Ok(frame(buf, header))
+}
+
+/// [`next_frame`] for messages from the client after the startup phase, each type held to
+/// its own maximum ([`read_frontend_header`]).
+pub fn next_frontend_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, PgError> {
+    let Some(header) = read_frontend_header(buf)? else {
         return Ok(None);
     };
+    Ok(frame(buf, header))
+}
+
+/// The frame `header` starts at the front of `buf`, if all of it is there.
+fn frame(buf: &[u8], header: Header) -> Option<(Frame<'_>, usize)> {
+    let total = header.total_len();
+    let raw = buf.get(..total)?;
     let body = raw.get(5..).unwrap_or_default();
-    Ok(Some((
+    Some((
         Frame {
             tag: header.tag,
             body,
             raw,
         },
         total,
-    )))
+    ))
 }
 
 #[cfg(test)]

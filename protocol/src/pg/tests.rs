@@ -49,6 +49,136 @@ fn bad_lengths_are_refused_before_allocating() {
     );
 }
 
+/// A header of type `tag` whose length field says `len`.
+fn header(tag: u8, len: u32) -> [u8; 5] {
+    let [a, b, c, d] = len.to_be_bytes();
+    [tag, a, b, c, d]
+}
+
+/// Frontend lengths are judged per type, as PostgreSQL 15's `SocketBackend` and
+/// `pq_getmessage` judge them (the length field counts itself), from the header alone.
+#[test]
+fn frontend_lengths_are_judged_by_type_from_the_header() {
+    let small = SMALL_MESSAGE_LIMIT as u32;
+    let large = LARGE_MESSAGE_LIMIT as u32;
+    let too_long = |name, len: u32, max| {
+        Err(PgError::FrontendTooLong {
+            name,
+            len: len as usize,
+            max,
+        })
+    };
+    let ok = |tag, len: u32| {
+        Ok(Some(Header {
+            tag,
+            body_len: len as usize - 4,
+        }))
+    };
+    #[rustfmt::skip]
+    type Read = Result<Option<Header>, PgError>;
+    let cases: &[([u8; 5], Read)] = &[
+        (
+            header(b'D', 1 << 20),
+            too_long("Describe", 1 << 20, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'C', 1 << 30),
+            too_long("Close", 1 << 30, SMALL_MESSAGE_LIMIT),
+        ),
+        (header(b'D', small), ok(b'D', small)),
+        (
+            header(b'D', small + 1),
+            too_long("Describe", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'E', small + 1),
+            too_long("Execute", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'H', small + 1),
+            too_long("Flush", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'S', small + 1),
+            too_long("Sync", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'X', small + 1),
+            too_long("Terminate", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'c', small + 1),
+            too_long("CopyDone", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'f', small + 1),
+            too_long("CopyFail", small + 1, SMALL_MESSAGE_LIMIT),
+        ),
+        (header(b'Q', large), ok(b'Q', large)),
+        (
+            header(b'Q', large + 1),
+            too_long("Query", large + 1, LARGE_MESSAGE_LIMIT),
+        ),
+        (
+            header(b'P', large + 1),
+            too_long("Parse", large + 1, LARGE_MESSAGE_LIMIT),
+        ),
+        (header(b'B', large), ok(b'B', large)),
+        (header(b'F', large), ok(b'F', large)),
+        (header(b'd', large), ok(b'd', large)),
+        (
+            header(b'd', 0x7fff_ffff),
+            too_long("CopyData", 0x7fff_ffff, LARGE_MESSAGE_LIMIT),
+        ),
+        (header(b'S', 4), ok(b'S', 4)),
+        (header(b'S', 3), Err(PgError::BadLength(3))),
+        (header(b'Q', u32::MAX), Err(PgError::BadLength(-1))),
+        // Types PostgreSQL refuses after the startup phase, a password message included.
+        (header(b'z', 4), Err(PgError::UnknownFrontendType(b'z'))),
+        (header(b'p', 8), Err(PgError::UnknownFrontendType(b'p'))),
+        (header(0, 4), Err(PgError::UnknownFrontendType(0))),
+    ];
+    for (bytes, want) in cases {
+        assert_eq!(&read_frontend_header(bytes), want, "{bytes:?}");
+    }
+    // Nothing of the body is needed to refuse, and the type alone decides an unknown one.
+    assert_eq!(read_frontend_header(b"D\0\0"), Ok(None));
+    assert_eq!(
+        read_frontend_header(b"z"),
+        Err(PgError::UnknownFrontendType(b'z'))
+    );
+    assert_eq!(read_frontend_header(b""), Ok(None));
+    let e = read_frontend_header(&header(b'D', 1 << 20)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid message length 1048576: Describe messages may be at most 10000 bytes long"
+    );
+    assert_eq!(
+        PgError::UnknownFrontendType(b'z').to_string(),
+        "invalid frontend message type 122"
+    );
+}
+
+#[test]
+fn frontend_frames_are_split_like_any_other() {
+    let mut buf = frame(b'Q', b"select 1\0");
+    buf.extend(frame(b'S', b""));
+    let (f, used) = next_frontend_frame(&buf).unwrap().unwrap();
+    assert_eq!((f.tag, f.body, used), (b'Q', &b"select 1\0"[..], 14));
+    let (f, used) = next_frontend_frame(&buf[14..]).unwrap().unwrap();
+    assert_eq!((f.tag, used), (b'S', 5));
+    for cut in 0..14 {
+        assert_eq!(next_frontend_frame(&buf[..cut]).unwrap(), None, "cut {cut}");
+    }
+    // A backend type is no frontend message, whatever next_frame makes of it.
+    let row = frame(b'T', &[0, 0]);
+    assert!(next_frame(&row).unwrap().is_some());
+    assert_eq!(
+        next_frontend_frame(&row),
+        Err(PgError::UnknownFrontendType(b'T'))
+    );
+}
+
 #[test]
 fn startup_packets() {
     let mut out = Vec::new();
@@ -264,12 +394,37 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(buf in bytes(300)) {
         let _ = next_frame(&buf);
+        let _ = next_frontend_frame(&buf);
         let _ = next_startup(&buf);
         if let Some(&tag) = buf.first() {
             let _ = FrontendMessage::decode(tag, &buf[1..]);
             let _ = BackendMessage::decode(tag, &buf[1..]);
         }
         let _ = SaslInitialResponse::decode(&buf);
+    }
+
+    /// A frontend header is taken exactly when its type is one a client may send and its
+    /// length is within that type's limit; the body is never needed to decide.
+    #[test]
+    fn frontend_headers_are_taken_only_within_their_type_limit(
+        tag in any::<u8>(),
+        len in prop_oneof![any::<u32>(), 0..20_000u32, 0x3fff_fff0..0x4000_0010u32],
+    ) {
+        let got = read_frontend_header(&header(tag, len));
+        let max = match tag {
+            b'Q' | b'P' | b'B' | b'F' | b'd' => Some(LARGE_MESSAGE_LIMIT),
+            b'E' | b'D' | b'C' | b'H' | b'S' | b'X' | b'c' | b'f' => Some(SMALL_MESSAGE_LIMIT),
+            _ => None,
+        };
+        let len = len as usize;
+        match (max, got) {
+            (None, got) => prop_assert_eq!(got, Err(PgError::UnknownFrontendType(tag))),
+            (Some(max), Ok(Some(h))) => {
+                prop_assert!((4..=max).contains(&len), "{len} taken");
+                prop_assert_eq!(h, Header { tag, body_len: len - 4 });
+            }
+            (Some(max), got) => prop_assert!(!(4..=max).contains(&len), "{len}: {got:?}"),
+        }
     }
 
     /// Whatever decodes re-encodes to exactly the bytes it came from.
