@@ -1,15 +1,23 @@
-//! The client side of login: SCRAM-SHA-256 against the user's `password_scram` (the
-//! verifier comes from [`crate::password::verifier_for`], a mock one for unknown users), then
-//! the error messages a refused client is sent.
+//! The client side of login: the limit on failed logins, SCRAM-SHA-256 against the user's
+//! `password_scram` (the verifier comes from [`crate::password::verifier_for`], a mock one
+//! for unknown users) and the `auth.failed` record of a login that failed, then the error
+//! messages a refused client is sent.
+
+use std::net::SocketAddr;
 
 use portcullis_protocol::pg::{
     SaslInitialResponse, encode_authentication_sasl, encode_authentication_sasl_continue,
     encode_authentication_sasl_final, encode_error_response,
 };
 use portcullis_protocol::scram::{MECHANISM, ScramError, ScramServer, Verifier};
+use portcullis_recorder::Event;
 use tokio::io::AsyncWriteExt as _;
 
+use super::listener::STARTUP_TIMEOUT;
+use super::logging_in::Slot;
 use super::{BoxIo, ReadError, SessionError, read_message};
+use crate::context::Gateway;
+use crate::password::verifier_for;
 
 /// Largest SASL message accepted from a client.
 const MAX_SASL_MESSAGE: usize = 8 * 1024;
@@ -38,16 +46,100 @@ pub(crate) mod sqlstate {
     pub const SYSTEM_ERROR: &str = "58000";
 }
 
+/// Logs `user` in with their gateway password. `true`: the password is right (the
+/// AuthenticationSASLFinal was sent; AuthenticationOk is the caller's to send). `false`: the
+/// login failed, the client was told why if it still listens, and it is in the log if it
+/// must be.
+///
+/// `logging_in` is the connection's place among its client's connections logging in,
+/// given back once the password is judged.
+///
+/// # Cancellation safety
+/// Not cancellation safe; only the session task runs it, to completion.
+pub(crate) async fn password_login(
+    gw: &Gateway,
+    io: &mut BoxIo,
+    user: &str,
+    peer: SocketAddr,
+    logging_in: Slot,
+) -> bool {
+    let client = peer.to_string();
+    // Password guessing is limited per client, in the table the admin API (which checks the
+    // same passwords) uses. A login counts only once its proof failed: a pool opens many
+    // connections at once, and counting them first would refuse all but five. Guesses in
+    // flight at once are bounded by the cap on connections logging in per client.
+    // Refusals past the limit are not audited, so a flood of guesses cannot flood the log.
+    if gw.logins.blocked(peer.ip()) {
+        tracing::warn!("postgres login refused: too many failed logins from this client");
+        send_fatal(
+            io,
+            sqlstate::INVALID_AUTHORIZATION,
+            "portcullis: too many failed logins from this address; try again in a minute",
+        )
+        .await;
+        return false;
+    }
+    let (verifier, known) = verifier_for(&gw.config(), gw.admin_token.as_bytes(), user);
+    let exchange = tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(io, verifier)).await;
+    drop(logging_in);
+    let ok = match exchange {
+        Ok(Ok(ok)) => ok && known,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "postgres authentication aborted");
+            audit_auth_failed(gw, user, &client, &e.to_string()).await;
+            if !matches!(e, SessionError::ClientIo(_)) {
+                send_fatal(io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+            }
+            return false;
+        }
+        Err(_) => {
+            tracing::info!("postgres client did not finish authentication in time");
+            return false;
+        }
+    };
+    if !ok {
+        // Only a proof checked against the verifier is a guess: an exchange that ended
+        // before one (psql hangs up when asked for a password it has not got, then asks the
+        // user and connects again) returned above and tested nothing.
+        gw.logins.failed(peer.ip());
+        tracing::info!("postgres password authentication failed");
+        audit_auth_failed(gw, user, &client, "password authentication failed").await;
+        send_fatal(
+            io,
+            sqlstate::INVALID_PASSWORD,
+            &format!("password authentication failed for user \"{user}\""),
+        )
+        .await;
+        return false;
+    }
+    true
+}
+
+/// Longest user name an `auth.failed` record keeps: the name comes from a client that has
+/// not logged in, and a startup packet may carry kilobytes of it.
+const FAILED_USER_MAX: usize = 256;
+
+async fn audit_auth_failed(gw: &Gateway, user: &str, client: &str, why: &str) {
+    let ev = Event::new("auth.failed")
+        .with(
+            "user",
+            portcullis_recorder::capped(user.to_owned(), FAILED_USER_MAX),
+        )
+        .with("client", client)
+        .with("proto", "postgres")
+        .with("reason", why);
+    if let Err(e) = gw.audit.append(ev).await {
+        tracing::error!(error = %e, "audit append failed");
+    }
+}
+
 /// Runs the SCRAM exchange with the client. `Ok(true)`: the password is right (the
 /// AuthenticationSASLFinal was sent; AuthenticationOk is the caller's to send).
 /// `Ok(false)`: wrong password.
 ///
 /// # Cancellation safety
 /// Not cancellation safe; the caller drops the connection if cancelled (timeout).
-pub(crate) async fn scram_exchange(
-    io: &mut BoxIo,
-    verifier: Verifier,
-) -> Result<bool, SessionError> {
+async fn scram_exchange(io: &mut BoxIo, verifier: Verifier) -> Result<bool, SessionError> {
     let mut out = Vec::with_capacity(128);
     encode_authentication_sasl(&mut out, &[MECHANISM]);
     io.write_all(&out).await.map_err(SessionError::ClientIo)?;

@@ -12,23 +12,22 @@ use portcullis_protocol::pg::{
     encode_authentication_ok, encode_backend_key_data, encode_error_response,
     encode_notice_response, encode_ready_for_query, encode_terminate,
 };
-use portcullis_recorder::{AuditLog, Event};
+use portcullis_recorder::AuditLog;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
+use super::PgShared;
 use super::audit::Tracker;
-use super::auth::{scram_exchange, send_fatal, sqlstate};
+use super::auth::{password_login, send_fatal, sqlstate};
 use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
-use super::listener::{STARTUP_TIMEOUT, Started, negotiation, pg_false};
+use super::listener::{Started, negotiation, pg_false};
 use super::relay::{
     Ask, Control, Ctx, RelayEnd, client_to_upstream, upstream_to_client, went_away,
 };
 use super::upstream::{self, UpstreamError};
-use super::{PgShared, SessionError};
 use crate::grants::{CloseReason, Denied, LeaseEvent, Proto, SessionInfo};
-use crate::password::verifier_for;
 
 /// How long the kill path waits for the FATAL to reach the client before dropping both
 /// connections anyway (SPEC §6: closed within 1 s).
@@ -144,52 +143,7 @@ pub(crate) async fn run(
         return;
     }
 
-    // Password guessing is limited per client, in the table the admin API (which checks the
-    // same passwords) uses. A login counts only once its proof failed: a pool opens many
-    // connections at once, and counting them first would refuse all but five. Guesses in
-    // flight at once are bounded by the cap on connections logging in per client.
-    // Refusals past the limit are not audited, so a flood of guesses cannot flood the log.
-    if gw.logins.blocked(peer.ip()) {
-        tracing::warn!("postgres login refused: too many failed logins from this client");
-        send_fatal(
-            &mut io,
-            sqlstate::INVALID_AUTHORIZATION,
-            "portcullis: too many failed logins from this address; try again in a minute",
-        )
-        .await;
-        return;
-    }
-    let (verifier, known) = verifier_for(&gw.config(), gw.admin_token.as_bytes(), &user);
-    let exchange = tokio::time::timeout(STARTUP_TIMEOUT, scram_exchange(&mut io, verifier)).await;
-    drop(logging_in);
-    let ok = match exchange {
-        Ok(Ok(ok)) => ok && known,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "postgres authentication aborted");
-            audit_auth_failed(&gw, &user, &client, &e.to_string()).await;
-            if !matches!(e, SessionError::ClientIo(_)) {
-                send_fatal(&mut io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
-            }
-            return;
-        }
-        Err(_) => {
-            tracing::info!("postgres client did not finish authentication in time");
-            return;
-        }
-    };
-    if !ok {
-        // Only a proof checked against the verifier is a guess: an exchange that ended
-        // before one (psql hangs up when asked for a password it has not got, then asks the
-        // user and connects again) returned above and tested nothing.
-        gw.logins.failed(peer.ip());
-        tracing::info!("postgres password authentication failed");
-        audit_auth_failed(&gw, &user, &client, "password authentication failed").await;
-        send_fatal(
-            &mut io,
-            sqlstate::INVALID_PASSWORD,
-            &format!("password authentication failed for user \"{user}\""),
-        )
-        .await;
+    if !password_login(&gw, &mut io, &user, peer, logging_in).await {
         return;
     }
 
@@ -683,24 +637,6 @@ async fn end_session(
         None => ev,
     };
     if let Err(e) = audit.append(ev).await {
-        tracing::error!(error = %e, "audit append failed");
-    }
-}
-
-/// Longest user name an `auth.failed` record keeps: the name comes from a client that has
-/// not logged in, and a startup packet may carry kilobytes of it.
-const FAILED_USER_MAX: usize = 256;
-
-async fn audit_auth_failed(gw: &crate::context::Gateway, user: &str, client: &str, why: &str) {
-    let ev = Event::new("auth.failed")
-        .with(
-            "user",
-            portcullis_recorder::capped(user.to_owned(), FAILED_USER_MAX),
-        )
-        .with("client", client)
-        .with("proto", "postgres")
-        .with("reason", why);
-    if let Err(e) = gw.audit.append(ev).await {
         tracing::error!(error = %e, "audit append failed");
     }
 }
