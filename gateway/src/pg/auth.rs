@@ -69,6 +69,7 @@ pub(crate) async fn password_login(
     // connections at once, and counting them first would refuse all but five. Guesses in
     // flight at once are bounded by the cap on connections logging in per client.
     // Refusals past the limit are not audited, so a flood of guesses cannot flood the log.
+    // Every wrong password is audited below it; a login abandoned before its proof, never.
     if gw.logins.blocked(peer.ip()) {
         tracing::warn!("postgres login refused: too many failed logins from this client");
         send_fatal(
@@ -84,12 +85,22 @@ pub(crate) async fn password_login(
     drop(logging_in);
     let ok = match exchange {
         Ok(Ok(ok)) => ok && known,
+        Ok(Err(SessionError::ClientIo(e))) => {
+            // The client hung up (or its connection broke) before a proof was checked: no
+            // password was tried, so this is no failed login. psql does it each time it
+            // has to ask for a password; a client doing it in a loop must not be able to
+            // write to the audit log without limit.
+            tracing::info!(error = %e, "postgres client left before proving a password");
+            return false;
+        }
         Ok(Err(e)) => {
+            // A malformed exchange (a mechanism not offered, a message SCRAM does not
+            // allow) tried something: it is logged, and counts against the limit as a
+            // wrong password does, so repeating it cannot flood the log either.
+            gw.logins.failed(peer.ip());
             tracing::info!(error = %e, "postgres authentication aborted");
             audit_auth_failed(gw, user, &client, &e.to_string()).await;
-            if !matches!(e, SessionError::ClientIo(_)) {
-                send_fatal(io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
-            }
+            send_fatal(io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
             return false;
         }
         Err(_) => {
@@ -98,9 +109,7 @@ pub(crate) async fn password_login(
         }
     };
     if !ok {
-        // Only a proof checked against the verifier is a guess: an exchange that ended
-        // before one (psql hangs up when asked for a password it has not got, then asks the
-        // user and connects again) returned above and tested nothing.
+        // A proof checked against the verifier is a guess, and each one is logged.
         gw.logins.failed(peer.ip());
         tracing::info!("postgres password authentication failed");
         audit_auth_failed(gw, user, &client, "password authentication failed").await;
