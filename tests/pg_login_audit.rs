@@ -1,6 +1,8 @@
 //! What a PostgreSQL login that fails leaves in the audit log: every wrong password, and a
 //! malformed exchange, each one `auth.failed` (within the per-client limit on failures); a
-//! login the client abandons before any proof, nothing, however often it is done.
+//! login the client abandons before any proof, nothing, however often it is done; and a
+//! user whose password was right but who is refused all the same (no grant, no such
+//! target), one `auth.failed` naming the target and why, as SSH records its refusals.
 #![allow(clippy::unwrap_used)]
 
 mod pg_support;
@@ -8,7 +10,7 @@ mod pg_support;
 use std::time::Duration;
 
 use pg_support::raw::{first_error, read_error, scram_started, startup};
-use pg_support::{ALICE_PW, Harness};
+use pg_support::{ALICE_PW, BOB_PW, Harness};
 use portcullis_protocol::pg::encode_sasl_initial_response;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -125,5 +127,45 @@ async fn malformed_exchanges_are_logged_within_the_limit_on_failures() {
             .iter()
             .all(|(_, why)| why.contains("unsupported SASL mechanism")),
         "{failed:?}"
+    );
+}
+
+/// A user with the right password who is refused anyway shows in the log: probing targets
+/// one holds no grant on used to leave no record at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_right_password_is_logged_with_its_target() {
+    let h = Harness::start(Duration::from_secs(60)).await;
+    for (user, pw, db, code) in [
+        ("bob", BOB_PW, "pg+rw", "28000"),
+        ("bob", BOB_PW, "pg-nosuch", "3D000"),
+        ("bob", BOB_PW, "a+b+c+d", "3D000"),
+    ] {
+        let e = tokio_postgres::connect(&h.conn_str(user, pw, db), tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code().map(|c| c.code()), Some(code), "{db}: {e}");
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let failed: Vec<_> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "auth.failed")
+        .map(|e| (s(&e["user"]), s(&e["target"]), s(&e["reason"])))
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:#?}");
+    assert_eq!((&*failed[0].0, &*failed[0].1), ("bob", "pg"), "{failed:#?}");
+    assert!(failed[0].2.contains("no live grant"), "{failed:#?}");
+    assert_eq!(
+        (&*failed[1].0, &*failed[1].1),
+        ("bob", "pg-nosuch"),
+        "{failed:#?}"
+    );
+    assert!(failed[1].2.contains("unknown target"), "{failed:#?}");
+    assert_eq!(
+        (&*failed[2].0, &*failed[2].1),
+        ("bob", "a+b+c+d"),
+        "{failed:#?}"
     );
 }

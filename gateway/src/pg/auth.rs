@@ -99,7 +99,7 @@ pub(crate) async fn password_login(
             // wrong password does, so repeating it cannot flood the log either.
             gw.logins.failed(peer.ip());
             tracing::info!(error = %e, "postgres authentication aborted");
-            audit_auth_failed(gw, user, &client, &e.to_string()).await;
+            audit_auth_failed(gw, user, None, &client, &e.to_string()).await;
             send_fatal(io, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
             return false;
         }
@@ -112,7 +112,7 @@ pub(crate) async fn password_login(
         // A proof checked against the verifier is a guess, and each one is logged.
         gw.logins.failed(peer.ip());
         tracing::info!("postgres password authentication failed");
-        audit_auth_failed(gw, user, &client, "password authentication failed").await;
+        audit_auth_failed(gw, user, None, &client, "password authentication failed").await;
         send_fatal(
             io,
             sqlstate::INVALID_PASSWORD,
@@ -124,16 +124,24 @@ pub(crate) async fn password_login(
     true
 }
 
-/// Longest user name an `auth.failed` record keeps: the name comes from a client that has
-/// not logged in, and a startup packet may carry kilobytes of it.
+/// Longest user name (and target) an `auth.failed` record keeps: the name comes from a
+/// client that has not logged in, and a startup packet may carry kilobytes of it.
 const FAILED_USER_MAX: usize = 256;
 
-async fn audit_auth_failed(gw: &Gateway, user: &str, client: &str, why: &str) {
+/// Writes the `auth.failed` of a login refused: a wrong password (no target yet), or, for a
+/// user whose password was right, the connection refused (no such target, no grant), as
+/// SSH records its refusals.
+pub(super) async fn audit_auth_failed(
+    gw: &Gateway,
+    user: &str,
+    target: Option<&str>,
+    client: &str,
+    why: &str,
+) {
+    let capped = |s: &str| portcullis_recorder::capped(s.to_owned(), FAILED_USER_MAX);
     let ev = Event::new("auth.failed")
-        .with(
-            "user",
-            portcullis_recorder::capped(user.to_owned(), FAILED_USER_MAX),
-        )
+        .with("user", capped(user))
+        .with("target", target.map(capped))
         .with("client", client)
         .with("proto", "postgres")
         .with("reason", why);

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::PgShared;
 use super::audit::Tracker;
-use super::auth::{password_login, send_fatal, sqlstate};
+use super::auth::{audit_auth_failed, password_login, send_fatal, sqlstate};
 use super::cancel::{CancelTarget, send_cancel};
 use super::event::Common;
 use super::gate::Gated;
@@ -147,10 +147,17 @@ pub(crate) async fn run(
         return;
     }
 
+    // A user whose password was right and who is refused all the same is recorded, as SSH
+    // records its refusals: a user probing targets they hold no grant on shows in the log.
+    let refused = async |target: Option<&str>, why: &str| {
+        audit_auth_failed(&gw, &user, target, &client, why).await;
+    };
     let db = match parse_pg_database(&dbname) {
         Ok(db) => db,
         Err(e) => {
-            send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &e.to_string()).await;
+            let why = e.to_string();
+            refused(Some(&dbname), &why).await;
+            send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &why).await;
             return;
         }
     };
@@ -162,6 +169,7 @@ pub(crate) async fn run(
                 "target {} is an SSH target; connect to it with ssh -p <port> {user}+{}@<gateway>",
                 t.name, t.name
             );
+            refused(Some(&db.target), &msg).await;
             send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &msg).await;
             return;
         }
@@ -170,6 +178,7 @@ pub(crate) async fn run(
                 target: db.target.clone(),
             }
             .to_string();
+            refused(Some(&db.target), &msg).await;
             send_fatal(&mut io, sqlstate::INVALID_CATALOG_NAME, &msg).await;
             return;
         }
@@ -198,7 +207,9 @@ pub(crate) async fn run(
                 Denied::UnknownTarget { .. } => sqlstate::INVALID_CATALOG_NAME,
                 _ => sqlstate::INVALID_AUTHORIZATION,
             };
-            send_fatal(&mut io, code, &denied.to_string()).await;
+            let why = denied.to_string();
+            refused(Some(&db.target), &why).await;
+            send_fatal(&mut io, code, &why).await;
             return;
         }
     };
