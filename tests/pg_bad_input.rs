@@ -143,7 +143,23 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
             pg_support::BOB_PW,
             "pg+rw",
             "no live grant for bob on pg with role rw; roles held: badpw, ro; \
-             request access with: portcullis request create --target pg --role rw --for 1h",
+             request access with: portcullis request create --target pg --role rw --for 1h \
+             --reason \"...\" --as bob",
+        ),
+        // A role the target does not have is not a missing grant.
+        (
+            "bob",
+            pg_support::BOB_PW,
+            "pg+nope",
+            "target pg has no role nope (its roles: ",
+        ),
+        // Not a grant on the target at all: the request names the role to choose.
+        (
+            "carol",
+            pg_support::CAROL_PW,
+            "pg",
+            "no live grant for carol on pg; request access with: portcullis request create \
+             --target pg --role ROLE --for 1h --reason \"...\" --as carol (ROLE: one of ",
         ),
         (
             "bob",

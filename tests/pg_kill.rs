@@ -172,6 +172,15 @@ async fn expiry_warns_then_closes() {
         }
     };
     assert!(notice.message().contains("expires in") && notice.message().contains(&grant));
+    // It says how to ask for more time, as the SSH warning does (it used to say nothing).
+    assert!(
+        notice.message().contains(
+            "for more time: portcullis request create --target pg --role rw --for 1h \
+             --reason \"...\" --as alice"
+        ),
+        "{}",
+        notice.message()
+    );
     let err = q.await.unwrap().unwrap_err();
     let db = err.as_db_error().unwrap();
     assert!(

@@ -17,7 +17,7 @@ use super::model::{Actor, GrantRecord, GrantStatus, SessionRecord, new_id};
 use super::sessions::{Registry, SessionEntry, Victims};
 use super::store::Store;
 use super::table::{Choice, LiveGrant, LiveTable};
-use super::{CloseReason, Denied, GrantsError, Proto, SessionInfo};
+use super::{CloseReason, Denied, GrantsError, Proto, RequestHint, SessionInfo};
 use crate::notify::Notifier;
 
 /// Which sessions the kill path closes: a grant's (whose watch is closed too), one, or all.
@@ -191,6 +191,7 @@ impl Inner {
             return Err(Denied::Expired {
                 user: user.to_owned(),
                 target: target.to_owned(),
+                request: Box::new(self.request_hint(user, target, role)),
             });
         }
         Ok(lease)
@@ -205,6 +206,19 @@ impl Inner {
         proto: Proto,
         now: i64,
     ) -> Denied {
+        if let Some(r) = role
+            && let Some(t) = self.config().target(target)
+            && !t.roles.contains_key(r)
+        {
+            let mut roles: Vec<&str> = t.roles.keys().map(String::as_str).collect();
+            roles.sort_unstable();
+            return Denied::UnknownRole {
+                target: target.to_owned(),
+                role: r.to_owned(),
+                roles: roles.join(", "),
+            };
+        }
+        let request = Box::new(self.request_hint(user, target, role));
         let mut held: Vec<String> = self.table.with_user(user, |gs| {
             gs.filter(|g| &*g.target == target && g.is_live_at(now))
                 .map(|g| g.role.to_string())
@@ -219,11 +233,13 @@ impl Inner {
                     Denied::Expired {
                         user: user.to_owned(),
                         target: target.to_owned(),
+                        request,
                     }
                 } else {
                     Denied::NoGrant {
                         user: user.to_owned(),
                         target: target.to_owned(),
+                        request,
                     }
                 }
             }
@@ -232,6 +248,7 @@ impl Inner {
                 target: target.to_owned(),
                 role: r.to_owned(),
                 held,
+                request,
             },
             None => Denied::AmbiguousRole {
                 user: user.to_owned(),
@@ -240,6 +257,11 @@ impl Inner {
                 proto,
             },
         }
+    }
+
+    /// The request a refusal suggests (see [`RequestHint::new`]).
+    fn request_hint(&self, user: &str, target: &str, role: Option<&str>) -> RequestHint {
+        RequestHint::new(&self.config(), user, target, role)
     }
 
     /// THE kill path. Expiry, revoke, `sessions kill`, config reload and shutdown all close

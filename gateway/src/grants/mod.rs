@@ -38,7 +38,7 @@ use std::time::Duration;
 use portcullis_config::Config;
 
 pub use audit::AuditSink;
-pub use denied::Denied;
+pub use denied::{Denied, RequestHint, RoleHint};
 pub use engine::NewGrant;
 pub use lease::{Lease, LiveProbe};
 pub use model::{
@@ -138,6 +138,18 @@ pub enum LeaseEvent {
 pub fn time_left(remaining: Duration) -> String {
     let secs = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
     humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// The `warn_before` warning a session gets, both protocols: it names the grant and target
+/// and says what the user can do (`grant extend` is the operator's, so a user asks with a
+/// request, the one `request` prints).
+pub fn warning(grant: &str, request: &RequestHint, remaining: Duration) -> String {
+    format!(
+        "portcullis: grant {grant} on {} expires in {}; the session will be closed then; \
+         for more time: {request}",
+        request.target,
+        time_left(remaining)
+    )
 }
 
 /// Byte counters shared between a session and the registry (for `sessions list`).

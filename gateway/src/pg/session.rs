@@ -409,10 +409,13 @@ pub(crate) async fn run(
                 ev = Gated::new(Box::pin(lease.next_event())), if closing.is_none() => match ev {
                     LeaseEvent::Warn { remaining } => {
                         let mut notice = Vec::new();
-                        let msg = format!(
-                            "portcullis: grant {} on {} expires in {}; the session will be closed then",
-                            common.grant, common.target, crate::grants::time_left(remaining)
+                        let hint = crate::grants::RequestHint::new(
+                            &gw.config(),
+                            &common.user,
+                            &common.target,
+                            Some(&common.role),
                         );
+                        let msg = crate::grants::warning(&common.grant, &hint, remaining);
                         encode_notice_response(&mut notice, "WARNING", "01000", &msg);
                         let _ = control_tx.try_send(Control::Notice(notice));
                     }

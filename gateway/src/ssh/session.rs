@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use super::audit::{self, Ident};
 use super::upstream::{self, Upstream};
 use crate::context::Shared;
-use crate::grants::{CloseReason, Lease, LeaseEvent, SessionCounters};
+use crate::grants::{CloseReason, Lease, LeaseEvent, RequestHint, SessionCounters};
 
 /// Exit status reported to a channel the gateway closes (like `ssh`'s own 255 on errors).
 pub const KILLED_EXIT_STATUS: u32 = 255;
@@ -337,7 +337,7 @@ async fn supervise(
                 }
                 Ask::Warning(reply) => {
                     let line = lease.warned_remaining().map(|left| {
-                        Bytes::from(warning_line(lease.grant_id(), &ctx.target.name, left))
+                        Bytes::from(warning_line(lease.grant_id(), &ctx.request_hint(), left))
                     });
                     let _ = reply.send(line);
                 }
@@ -427,20 +427,34 @@ pub fn close_message(reason: CloseReason, grant: &str, killer: &str) -> String {
     format!("portcullis: {why}; session closed")
 }
 
-/// The `warn_before` line on an interactive channel's stderr. It names the target and says
-/// what the user can do: `grant extend` is the operator's, so a user asks with a request.
-fn warning_line(grant: &str, target: &str, remaining: Duration) -> String {
+/// The `warn_before` line on an interactive channel's stderr ([`crate::grants::warning`]).
+fn warning_line(grant: &str, request: &RequestHint, remaining: Duration) -> String {
     format!(
-        "\r\nportcullis: grant {grant} on {target} expires in {}; the session will be closed then; \
-         for more time: portcullis request create --target {target} --for 1h --reason \"...\"\r\n",
-        crate::grants::time_left(remaining)
+        "\r\n{}\r\n",
+        crate::grants::warning(grant, request, remaining)
     )
+}
+
+impl SessionCtx {
+    /// What the session's warning suggests asking for: this user, target and role.
+    fn request_hint(&self) -> RequestHint {
+        RequestHint::new(
+            &self.gw.config(),
+            &self.ident.user,
+            &self.target.name,
+            Some(&self.ident.role),
+        )
+    }
 }
 
 /// Says the `warn_before` line on each interactive channel whose client has window for it;
 /// a terminal that is not being read misses it rather than holding up the session.
 async fn warn_interactive(ctx: &SessionCtx, lease: &Lease, remaining: Duration) {
-    let line = Bytes::from(warning_line(lease.grant_id(), &ctx.target.name, remaining));
+    let line = Bytes::from(warning_line(
+        lease.grant_id(),
+        &ctx.request_hint(),
+        remaining,
+    ));
     let writers: Vec<Arc<russh::ChannelWriteHalf<DownMsg>>> = ctx
         .channels
         .lock()
@@ -567,21 +581,27 @@ mod tests {
     use std::time::Duration;
 
     use super::warning_line;
+    use crate::grants::{RequestHint, RoleHint};
 
     #[test]
     fn the_warning_names_the_target_and_what_a_user_can_do() {
-        let line = warning_line("g_1", "web-1", Duration::from_millis(59_900));
+        let hint = RequestHint {
+            user: "alice".into(),
+            target: "web-1".into(),
+            role: RoleHint::Named("deploy".into()),
+            duration: Duration::from_secs(3600),
+        };
+        let line = warning_line("g_1", &hint, Duration::from_millis(59_900));
         assert_eq!(
             line,
             "\r\nportcullis: grant g_1 on web-1 expires in 1m; the session will be closed then; \
-             for more time: portcullis request create --target web-1 --for 1h --reason \"...\"\r\n"
+             for more time: portcullis request create --target web-1 --role deploy --for 1h \
+             --reason \"...\" --as alice\r\n"
         );
         assert!(
-            warning_line("g_1", "web-1", Duration::from_secs(5400)).contains("expires in 1h 30m;")
+            warning_line("g_1", &hint, Duration::from_secs(5400)).contains("expires in 1h 30m;")
         );
         // A warning due 1 s ahead fires inside that second: it says 1s, not 0s.
-        assert!(
-            warning_line("g_1", "web-1", Duration::from_millis(999)).contains("expires in 1s;")
-        );
+        assert!(warning_line("g_1", &hint, Duration::from_millis(999)).contains("expires in 1s;"));
     }
 }
