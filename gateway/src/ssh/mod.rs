@@ -178,7 +178,7 @@ pub async fn listen(
                 let gone = CancellationToken::new();
                 let logged_in = CancellationToken::new();
                 let closing = CancellationToken::new();
-                let cut = CancellationToken::new();
+                let cut = socket::Cut::default();
                 let socket = ClientSocket::new(
                     socket,
                     Limits {
@@ -235,7 +235,7 @@ pub async fn listen(
                     Some(Err(e)) => debug!(error = %e, "ssh connection ended with an error"),
                     None => {
                         debug!("the client did not hang up in time; cutting its connection");
-                        cut.cancel();
+                        cut.fire();
                         // Cut, russh's session task ends at its next read or write.
                         let _ = tokio::time::timeout(CLOSE_WAIT, &mut running).await;
                     }

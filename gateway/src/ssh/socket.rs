@@ -17,18 +17,23 @@
 //!   whatever it was waiting for. A client that is told to disconnect and never reads it (a
 //!   full TCP window), or reads it and never hangs up, would otherwise keep the task and its
 //!   socket for ever; the kill path must close the connection within a second (SPEC §6)
-//!   whatever the client does.
+//!   whatever the client does. Every read and write of the session checks it, so the check is
+//!   one atomic load, and a waker is registered only when the socket itself has to wait (a
+//!   `CancellationToken` takes two locks per check: its own and its waiters').
 
 use std::future::Future;
 use std::io::{Error, ErrorKind};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 /// How long a connection may take to log in, from accept.
 pub(super) const LOGIN_GRACE: Duration = Duration::from_secs(120);
@@ -43,7 +48,49 @@ pub(super) struct Limits {
     /// The connection's place among those not logged in yet.
     pub startup: OwnedSemaphorePermit,
     /// Fired by the connection task to cut the connection.
-    pub cut: CancellationToken,
+    pub cut: Cut,
+}
+
+/// The connection task's switch that cuts a connection under russh: once fired, the socket
+/// reads as at EOF and fails writes (see the module's documentation).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Cut(Arc<CutState>);
+
+#[derive(Debug, Default)]
+struct CutState {
+    fired: AtomicBool,
+    /// One waker for each direction: russh waits on a read and a write at the same time, and
+    /// a waker slot holds only the last task that registered in it.
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl Cut {
+    /// Cuts the connection: a read or write waiting on the socket wakes and ends.
+    pub(super) fn fire(&self) {
+        self.0.fired.store(true, Ordering::SeqCst);
+        self.0.read.wake();
+        self.0.write.wake();
+    }
+
+    fn is_fired(&self) -> bool {
+        self.0.fired.load(Ordering::SeqCst)
+    }
+
+    /// For a read or write that is about to wait on the socket: registers its waker, then
+    /// looks again, so a cut fired meanwhile is not missed. True when cut.
+    fn wait(&self, slot: &AtomicWaker, cx: &Context<'_>) -> bool {
+        slot.register(cx.waker());
+        self.is_fired()
+    }
+
+    fn read_waits(&self, cx: &Context<'_>) -> bool {
+        self.wait(&self.0.read, cx)
+    }
+
+    fn write_waits(&self, cx: &Context<'_>) -> bool {
+        self.wait(&self.0.write, cx)
+    }
 }
 
 /// A client socket under the login grace, holding its place until the login, and cut when
@@ -57,10 +104,7 @@ pub(super) struct ClientSocket<S> {
     expired: bool,
     /// The connection's place among those not logged in yet, until the login.
     startup: Option<OwnedSemaphorePermit>,
-    /// One waiter for each direction: russh waits on a read and a write at the same time,
-    /// and a waiter wakes only the last task that polled it.
-    read_cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    write_cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    cut: Cut,
 }
 
 impl<S> ClientSocket<S> {
@@ -71,8 +115,7 @@ impl<S> ClientSocket<S> {
             deadline: Some(Box::pin(tokio::time::sleep_until(limits.login_by))),
             expired: false,
             startup: Some(limits.startup),
-            read_cut: Box::pin(limits.cut.clone().cancelled_owned()),
-            write_cut: Box::pin(limits.cut.cancelled_owned()),
+            cut: limits.cut,
         }
     }
 
@@ -95,10 +138,6 @@ impl<S> ClientSocket<S> {
         }
         self.expired
     }
-
-    fn write_cut(&mut self, cx: &mut Context<'_>) -> bool {
-        self.write_cut.as_mut().poll(cx).is_ready()
-    }
 }
 
 fn cut_error() -> Error {
@@ -111,11 +150,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientSocket<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.read_cut.as_mut().poll(cx).is_ready() || self.expired(cx) {
+        if self.cut.is_fired() || self.expired(cx) {
             // Nothing filled: end of stream.
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending if self.cut.read_waits(cx) => Poll::Ready(Ok(())),
+            polled => polled,
+        }
     }
 }
 
@@ -125,25 +167,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientSocket<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.write_cut(cx) {
+        if self.cut.is_fired() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending if self.cut.write_waits(cx) => Poll::Ready(Err(cut_error())),
+            polled => polled,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.write_cut(cx) {
+        if self.cut.is_fired() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending if self.cut.write_waits(cx) => Poll::Ready(Err(cut_error())),
+            polled => polled,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.write_cut(cx) {
+        if self.cut.is_fired() {
             // Dropping the socket closes it; nothing to wait for.
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending if self.cut.write_waits(cx) => Poll::Ready(Ok(())),
+            polled => polled,
+        }
     }
 
     fn poll_write_vectored(
@@ -151,10 +202,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientSocket<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if self.write_cut(cx) {
+        if self.cut.is_fired() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending if self.cut.write_waits(cx) => Poll::Ready(Err(cut_error())),
+            polled => polled,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -164,24 +218,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientSocket<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::sync::Semaphore;
 
     use super::*;
 
-    /// A socket with its own place, login and cut tokens, and the semaphore of places.
-    fn socket<S>(
-        inner: S,
-    ) -> (
-        ClientSocket<S>,
-        CancellationToken,
-        CancellationToken,
-        Arc<Semaphore>,
-    ) {
+    /// A socket with its own place, login token and cut, and the semaphore of places.
+    fn socket<S>(inner: S) -> (ClientSocket<S>, CancellationToken, Cut, Arc<Semaphore>) {
         let places = Arc::new(Semaphore::new(1));
-        let (logged_in, cut) = (CancellationToken::new(), CancellationToken::new());
+        let (logged_in, cut) = (CancellationToken::new(), Cut::default());
         let limits = Limits {
             logged_in: logged_in.clone(),
             login_by: Instant::now() + LOGIN_GRACE,
@@ -229,7 +274,7 @@ mod tests {
         let reader = tokio::spawn(async move { r.read(&mut [0u8; 8]).await });
         tokio::task::yield_now().await;
         assert!(!writer.is_finished() && !reader.is_finished());
-        cut.cancel();
+        cut.fire();
         let written = writer.await.expect("writer");
         assert_eq!(
             written.expect_err("a cut write fails").kind(),
