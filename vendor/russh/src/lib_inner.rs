@@ -466,6 +466,39 @@ impl ChannelId {
     }
 }
 
+/// Portcullis patch: a session's table of channels, looked up several times per packet.
+///
+/// The keys are the channel numbers this side allocated (consecutive, from 1), never numbers
+/// a peer chose, so they need no keyed SipHash (about a hundred instructions a lookup): a
+/// multiplication by an odd constant keeps consecutive numbers in distinct buckets (its low
+/// bits) and spreads the control bytes (its high bits).
+pub(crate) type ChannelMap<V> =
+    std::collections::HashMap<ChannelId, V, std::hash::BuildHasherDefault<ChannelIdHasher>>;
+
+/// The hasher of [`ChannelMap`].
+#[derive(Debug, Default)]
+pub(crate) struct ChannelIdHasher(u64);
+
+impl ChannelIdHasher {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+}
+
+impl std::hash::Hasher for ChannelIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(Self::K);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(Self::K);
+    }
+}
+
 impl Decode for ChannelId {
     type Error = ssh_encoding::Error;
 
@@ -538,7 +571,10 @@ pub(crate) async fn flush_or_timeout<W: AsyncWrite + Unpin>(
     stream: &mut W,
     inactivity_timer: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
+    // Portcullis patch: `biased`, the write first; the timer only matters while it waits.
+    // An unbiased `select!` draws a random number on every call, twice per packet.
     tokio::select! {
+        biased;
         r = writer.flush_into(stream) => Ok(r?),
         _ = inactivity_timer => {
             debug!("timeout while writing");

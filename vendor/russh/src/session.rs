@@ -45,7 +45,7 @@ pub(crate) struct Encrypted {
     pub client_mac: mac::Name,
     pub server_mac: mac::Name,
     pub session_id: CryptoVec,
-    pub channels: HashMap<ChannelId, ChannelParams>,
+    pub channels: crate::ChannelMap<ChannelParams>,
     pub last_channel_id: Wrapping<u32>,
     // Non-sensitive packet assembly buffer, analogous to
     // OpenSSH sshbuf (output side).  Not mlocked because it
@@ -178,7 +178,7 @@ impl<C> CommonSession<C> {
             server_mac: newkeys.names.server_mac,
             session_id: newkeys.session_id,
             state,
-            channels: HashMap::new(),
+            channels: crate::ChannelMap::default(),
             last_channel_id: Wrapping(1),
             write: Vec::new(),
             write_cursor: 0,
@@ -898,7 +898,7 @@ mod tests {
             client_mac: mac::NONE,
             server_mac: mac::NONE,
             session_id: CryptoVec::new(),
-            channels: HashMap::new(),
+            channels: crate::ChannelMap::default(),
             last_channel_id: Wrapping(0),
             write: Vec::new(),
             write_cursor: 0,

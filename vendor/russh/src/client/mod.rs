@@ -35,7 +35,7 @@
 //! [Session]: client::Session
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::TryInto;
 use std::num::Wrapping;
 use std::pin::Pin;
@@ -91,7 +91,7 @@ pub struct Session {
     common: CommonSession<Arc<Config>>,
     receiver: Receiver<Msg>,
     sender: UnboundedSender<Reply>,
-    channels: HashMap<ChannelId, ChannelRef>,
+    channels: crate::ChannelMap<ChannelRef>,
     /// Portcullis patch: a channel reader that caught up after its window was withheld.
     flow_wake: std::sync::Arc<tokio::sync::Notify>,
     target_window_size: u32,
@@ -1338,7 +1338,7 @@ impl Session {
             priority_receiver,
             inbound_channel_sender,
             inbound_channel_receiver,
-            channels: HashMap::new(),
+            channels: crate::ChannelMap::default(),
             flow_wake: Default::default(),
             pending_reads: Vec::new(),
             pending_len: 0,
@@ -2206,7 +2206,7 @@ mod tests {
                     client_mac: mac::NONE,
                     server_mac: mac::NONE,
                     session_id: CryptoVec::new(),
-                    channels: HashMap::new(),
+                    channels: crate::ChannelMap::default(),
                     last_channel_id: Wrapping(0),
                     write: Vec::new(),
                     write_cursor: 0,
@@ -2513,7 +2513,7 @@ mod tests {
                     client_mac: mac::NONE,
                     server_mac: mac::NONE,
                     session_id: CryptoVec::new(),
-                    channels: HashMap::new(),
+                    channels: crate::ChannelMap::default(),
                     last_channel_id: Wrapping(0),
                     write: Vec::new(),
                     write_cursor: 0,
