@@ -158,7 +158,10 @@ pub async fn session(
 pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
+    // Biased: polled on every message either way, and the order does not matter; an
+    // unbiased `select!` draws a random number each time.
     tokio::select! {
+        biased;
         () = &mut a => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, b).await; }
         () = &mut b => { let _ = tokio::time::timeout(OTHER_HALF_GRACE, a).await; }
     }
