@@ -1,6 +1,7 @@
 //! An interactive shell through the gateway, driven in a real terminal (tmux): commands run,
 //! the window size follows a resize, Ctrl-C interrupts, and the typed commands (typed-ahead
-//! ones included) and the recording land in the audit log.
+//! ones included) and the recording land in the audit log; the recording is on disk while
+//! the session still runs.
 
 mod ssh_env;
 mod tmux;
@@ -30,6 +31,19 @@ fn shell_in_a_real_terminal() {
     t.wait_screen("ready-1");
     t.keys(&["echo marker-$((40+2))", "Enter"]);
     t.wait_screen("marker-42");
+    // The live session's recording already holds it (flushed within a second), so a
+    // `replay` now, or a crash of the gateway, finds it: it used to wait in a 64 KiB
+    // buffer until the session ended.
+    let recordings = env.gw.data_dir.join("recordings");
+    let on_disk = wait_for(Duration::from_secs(10), || {
+        std::fs::read_dir(&recordings)
+            .ok()?
+            .flatten()
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .any(|cast| cast.contains("marker-42"))
+            .then_some(())
+    });
+    assert!(on_disk.is_some(), "the live recording lacks the output");
 
     t.cmd()
         .args(["resize-window", "-t", "t", "-x", "100", "-y", "30"])

@@ -107,6 +107,8 @@ pub struct Recording {
     started: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
+    /// Lines written to the buffer since the last flush.
+    dirty: bool,
 }
 
 impl Recording {
@@ -144,6 +146,7 @@ impl Recording {
             started: Instant::now(),
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
+            dirty: false,
         };
         let ts = chrono::Utc::now().timestamp();
         rec.line(&header(width, height, ts, term, title))?;
@@ -153,6 +156,7 @@ impl Recording {
     fn line(&mut self, s: &str) -> std::io::Result<()> {
         self.hasher.update(s.as_bytes());
         self.hasher.update(b"\n");
+        self.dirty = true;
         self.out.write_all(s.as_bytes())?;
         self.out.write_all(b"\n")
     }
@@ -184,6 +188,17 @@ impl Recording {
         ))
     }
 
+    /// Hands what is buffered to the file (no fsync), if anything is: a recording being
+    /// written is then readable (`replay` of a live session), and what a crash of the
+    /// gateway would lose is only what came since. The caller paces it (the gateway: once a
+    /// second); a write per event would cost a syscall per keystroke echoed.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.dirty) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
     /// Flushes and fsyncs the file; returns its path and sha256 (hex).
     pub fn finish(mut self) -> std::io::Result<(PathBuf, String)> {
         self.out.flush()?;
@@ -195,6 +210,23 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_makes_the_lines_so_far_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut rec =
+            Recording::create(dir.path(), "s_1", 0, 80, 24, "xterm", "t").expect("create");
+        rec.output(b"secret output\r\n").expect("output");
+        let path = rec.path.clone();
+        let read = || std::fs::read_to_string(&path).expect("read");
+        assert_eq!(read(), "", "buffered");
+        rec.flush().expect("flush");
+        let text = read();
+        assert!(
+            text.lines().count() == 2 && text.contains("secret output"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn format_lines() {

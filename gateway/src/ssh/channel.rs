@@ -35,6 +35,11 @@ const MAX_ENV: usize = 64;
 /// Longest environment variable name and value kept in an event, in bytes.
 const MAX_ENV_TEXT: usize = 1024;
 
+/// How often a terminal's recording hands what it buffered to its file: a live session's
+/// recording is at most this far behind (for `replay`, and for what a crash of the
+/// gateway would lose), without a write per keystroke echoed.
+const RECORDING_FLUSH: Duration = Duration::from_secs(1);
+
 /// Once one direction of a channel is done, how long the other may take to finish.
 const OTHER_HALF_GRACE: Duration = Duration::from_secs(5);
 
@@ -154,6 +159,32 @@ pub async fn session(
     finish(&ctx, id, &state, started).await;
 }
 
+/// Flushes the channel's terminal recording every `period` until the channel or its
+/// session ends (the channel's state gone, or the session closing).
+fn flush_recording_every(period: Duration, ctx: &SessionCtx, state: &Arc<Mutex<State>>) {
+    let state = Arc::downgrade(state);
+    let closing = ctx.closing.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = closing.cancelled() => return,
+            }
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            if let Ok(mut s) = state.lock()
+                && let Some(p) = &mut s.pty
+            {
+                p.flush_recording();
+            }
+        }
+    });
+}
+
 /// Runs both directions; when one ends the other gets a grace period.
 pub(super) async fn both_halves(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
     let mut a = std::pin::pin!(a);
@@ -172,7 +203,7 @@ async fn client_to_upstream(
     id: ChannelId,
     mut rx: ChannelReadHalf,
     up: &ChannelWriteHalf<UpMsg>,
-    state: &Mutex<State>,
+    state: &Arc<Mutex<State>>,
     replies: &Replies,
 ) {
     while let Some(msg) = rx.wait().await {
@@ -276,7 +307,9 @@ async fn client_to_upstream(
                 );
                 if let Ok(mut s) = state.lock() {
                     s.term = term.clone();
-                    s.pty = Some(tap);
+                    if s.pty.replace(tap).is_none() {
+                        flush_recording_every(RECORDING_FLUSH, ctx, state);
+                    }
                 }
                 ctx.update(id, |r| r.interactive = true);
                 replies.ask(want_reply, Asked::Setting);

@@ -54,6 +54,11 @@ impl Rec {
         self.write(|r| r.resize(cols, rows));
     }
 
+    /// Hands what is buffered to the file (see `Recording::flush`).
+    pub fn flush(&mut self) {
+        self.write(Recording::flush);
+    }
+
     /// Flushes; returns the file and its sha256 for `session.ended`.
     pub fn finish(self) -> Option<(PathBuf, String)> {
         match self.inner?.finish() {

@@ -184,6 +184,14 @@ impl PtyTap {
         }
     }
 
+    /// Hands the recording's buffered lines to its file (paced by the channel: see
+    /// `channel::flush_recording_every`).
+    pub fn flush_recording(&mut self) {
+        if let Some(r) = &mut self.rec {
+            r.flush();
+        }
+    }
+
     /// Closes the recording; its file and sha256.
     pub fn finish(self) -> Option<(PathBuf, String)> {
         self.rec.and_then(Rec::finish)
