@@ -191,10 +191,16 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     cmd.args(["-c", "select 1"]);
     let (ok, _, err) = output(cmd).await;
     assert!(!ok);
+    // The user is told the gateway's credential was refused, not the upstream's words
+    // about it, which name the account the gateway logs in as.
     assert!(
-        err.contains("server refused the login") && err.contains("password authentication failed"),
+        err.contains(
+            "cannot open a session on pg as role badpw: the server refused the gateway's \
+             credentials for the role (SQLSTATE 28P01); tell an operator"
+        ),
         "{err}"
     );
+    assert!(!err.contains("password authentication failed"), "{err}");
     // The upstream said 28P01 about the gateway's credential; the user's own password was
     // right, so a driver must not be told 28P01.
     let e = tokio_postgres::connect(
@@ -209,6 +215,16 @@ async fn bad_inputs_get_clear_errors_and_healthy_clients_keep_working() {
     drop(healthy);
 
     let events = h.audit_events().await;
+    // The operator finds the upstream's own words about the refused credential in the
+    // session's record.
+    assert!(
+        events.iter().any(|e| e["type"] == "session.ended"
+            && e["role"] == "badpw"
+            && e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("password authentication failed"))),
+        "{events:#?}"
+    );
     assert!(
         events
             .iter()

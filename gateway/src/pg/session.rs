@@ -298,7 +298,19 @@ pub(crate) async fn run(
                 target.name,
                 lease.role()
             );
-            send_fatal(&mut io, code, &msg).await;
+            // A refused credential is the operator's to mend, and the upstream's words
+            // about it name the account the gateway logs in as (`password authentication
+            // failed for user "app"`): the user is told so without them; the log keeps them.
+            let told = match &e {
+                UpstreamError::Refused { code, .. } if code.starts_with("28") => format!(
+                    "portcullis: cannot open a session on {} as role {}: the server refused \
+                     the gateway's credentials for the role (SQLSTATE {code}); tell an operator",
+                    target.name,
+                    lease.role()
+                ),
+                _ => msg.clone(),
+            };
+            send_fatal(&mut io, code, &told).await;
             end_session(audit, &common, "error", &lease, started_at, 0, Some(&msg)).await;
             return;
         }
