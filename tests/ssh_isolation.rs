@@ -227,15 +227,7 @@ fn multiplexed_commands_keep_their_exit_status_and_are_logged_as_they_end() {
     let env = Env::start();
     env.grant("web-1", "deploy", "1h");
     let control = env.dir.path().join("ctl");
-    let mut master = env
-        .ssh("alice+web-1")
-        .args(["-o", "ControlMaster=yes", "-o"])
-        .arg(format!("ControlPath={}", control.display()))
-        .arg("-N")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ssh master");
-    wait_for(Duration::from_secs(20), || control.exists().then_some(())).expect("master up");
+    let mut master = env.control_master(&control);
 
     let mut wrong = Vec::new();
     for code in 1..=40 {

@@ -288,16 +288,7 @@ fn a_multiplexed_command_is_told_why_its_session_closed() {
     let env = Env::start_unprivileged();
     let g = env.grant("web-1", "deploy", "1h");
     let control = env.dir.path().join("ctl");
-    let mut master = env
-        .ssh("alice+web-1")
-        .args(["-o", "ControlMaster=yes", "-o"])
-        .arg(format!("ControlPath={}", control.display()))
-        .arg("-N")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ssh master");
-    wait_for(Duration::from_secs(20), || control.exists().then_some(())).expect("master up");
+    let mut master = env.control_master(&control);
     let m = marker("404");
     let child = env
         .mux(&control)

@@ -114,6 +114,22 @@ impl Env {
         self.ssh_with(login, &self.key)
     }
 
+    /// Starts a ControlMaster connection as alice+web-1 (`ssh -N`) at `control`, and waits
+    /// until it takes clients.
+    pub fn control_master(&self, control: &Path) -> std::process::Child {
+        let master = self
+            .ssh("alice+web-1")
+            .args(["-o", "ControlMaster=yes", "-o"])
+            .arg(format!("ControlPath={}", control.display()))
+            .arg("-N")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh master");
+        wait_for(Duration::from_secs(20), || control.exists().then_some(())).expect("master up");
+        master
+    }
+
     /// `ssh` as alice+web-1 over the ControlMaster connection at `control` (it rides the
     /// master's connection; it never opens one of its own).
     pub fn mux(&self, control: &Path) -> Command {

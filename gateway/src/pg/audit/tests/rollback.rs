@@ -11,8 +11,37 @@ enum Step {
     Fails(&'static [u8]),
 }
 
+/// Sends `sql` as an unnamed Parse, Bind and Execute.
+fn execute(t: &mut Tracker, sql: &'static [u8]) {
+    t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
+        name: b"",
+        sql,
+        param_types: &[],
+    }));
+    t.frontend(&FrontendMessage::Bind(Bind {
+        portal: b"",
+        statement: b"",
+        param_formats: &[],
+        param_count: 0,
+        param_values: &[],
+        result_formats: &[],
+    }));
+    t.frontend(&FrontendMessage::Execute {
+        portal: b"",
+        max_rows: 0,
+    });
+}
+
+/// The server's answer to a statement that failed: a duplicate key.
+fn failure(t: &mut Tracker, out: &mut Vec<Finished>) {
+    let mut err = Vec::new();
+    portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "23505", "duplicate key");
+    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
+    t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), out);
+}
+
 /// Sends each step as Parse/Bind/Execute, then one Sync, after a simple Query `before`
-/// (if any) answered with `status`; the server answers in order (after a failure, it
+/// (if any) answered with its status; the server answers in order (after a failure, it
 /// skips the rest). Returns the events of the batch.
 fn batch(before: Before, steps: &[Step]) -> Vec<Map<String, Value>> {
     let mut t = Tracker::new(&common(), false);
@@ -24,26 +53,8 @@ fn batch(before: Before, steps: &[Step]) -> Vec<Map<String, Value>> {
         out.clear();
     }
     for step in steps {
-        let sql = match step {
-            Step::Ok(sql, _) | Step::Fails(sql) => sql,
-        };
-        t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
-            name: b"",
-            sql,
-            param_types: &[],
-        }));
-        t.frontend(&FrontendMessage::Bind(Bind {
-            portal: b"",
-            statement: b"",
-            param_formats: &[],
-            param_count: 0,
-            param_values: &[],
-            result_formats: &[],
-        }));
-        t.frontend(&FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        });
+        let (Step::Ok(sql, _) | Step::Fails(sql)) = step;
+        execute(&mut t, sql);
     }
     t.frontend(&FrontendMessage::Sync);
     let mut status = b'I';
@@ -51,15 +62,7 @@ fn batch(before: Before, steps: &[Step]) -> Vec<Map<String, Value>> {
         match step {
             Step::Ok(_, tag) => t.backend(&BackendMessage::CommandComplete { tag }, &mut out),
             Step::Fails(_) => {
-                let mut err = Vec::new();
-                portcullis_protocol::pg::encode_error_response(
-                    &mut err,
-                    "ERROR",
-                    "23505",
-                    "duplicate key",
-                );
-                let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
-                t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+                failure(&mut t, &mut out);
                 status = b'E';
                 break;
             }
@@ -165,27 +168,8 @@ fn each_batch_starts_a_new_count() {
     let mut t = Tracker::new(&common(), false);
     let mut out = Vec::new();
     // A statement completed alone in its batch is committed by its Sync.
-    for sql in [
-        b"insert into t values (1)".as_slice(),
-        b"insert into t values (1)",
-    ] {
-        t.frontend(&FrontendMessage::Parse(portcullis_protocol::pg::Parse {
-            name: b"",
-            sql,
-            param_types: &[],
-        }));
-        t.frontend(&FrontendMessage::Bind(Bind {
-            portal: b"",
-            statement: b"",
-            param_formats: &[],
-            param_count: 0,
-            param_values: &[],
-            result_formats: &[],
-        }));
-        t.frontend(&FrontendMessage::Execute {
-            portal: b"",
-            max_rows: 0,
-        });
+    for _ in 0..2 {
+        execute(&mut t, b"insert into t values (1)");
         t.frontend(&FrontendMessage::Sync);
     }
     t.backend(
@@ -193,10 +177,7 @@ fn each_batch_starts_a_new_count() {
         &mut out,
     );
     t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
-    let mut err = Vec::new();
-    portcullis_protocol::pg::encode_error_response(&mut err, "ERROR", "23505", "duplicate key");
-    let (f, _) = portcullis_protocol::pg::next_frame(&err).unwrap().unwrap();
-    t.backend(&BackendMessage::decode(f.tag, f.body).unwrap(), &mut out);
+    failure(&mut t, &mut out);
     t.backend(&BackendMessage::ReadyForQuery { status: b'I' }, &mut out);
     let events: Vec<_> = out.iter().map(|f| m(&t, f)).collect();
     assert_eq!(events.len(), 2);
