@@ -2,37 +2,13 @@
 //! `audit search|tail`, `replay` (asciicast and text export, Postgres timeline) and `report`.
 //! Logs are written with the real recorder; the recording holds a real shell's output.
 
+mod cli_support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use cli_support::{portcullis, text, write_log};
 use portcullis_recorder::{AuditLog, Durability, Event, Recording};
-
-fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("run portcullis")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn write_log(data: &Path, events: Vec<Event>) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let log = AuditLog::open(
-            &data.join("audit"),
-            &data.join("audit-seal.key"),
-            Durability::Strict,
-        )
-        .expect("open");
-        for e in events {
-            log.append(e).await.expect("append");
-        }
-        log.close().await.expect("close");
-    });
-}
 
 /// A new recording of alice's SSH session `s_ssh` (80×24, xterm) under `dir`.
 fn ssh_recording(dir: &Path) -> Recording {

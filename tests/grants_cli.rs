@@ -1,76 +1,16 @@
 //! Grants, JIT requests, sessions and webhooks through the real `portcullis` CLI against a
 //! real `portcullis serve`.
 
+mod cli_support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Output;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use cli_support::{BIN, body, cli, cli_as, fails, json, ok};
 use portcullis_gateway::testbed::GatewayProc;
-use portcullis_protocol::scram::generate_verifier;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-
-fn body(webhook: Option<&str>) -> String {
-    let users: String = ["alice", "bob", "carol"]
-        .iter()
-        .map(|u| {
-            format!(
-                "[[users]]\nname = \"{u}\"\npassword_scram = \"{}\"\n\n",
-                generate_verifier(&format!("{u}-pw"))
-            )
-        })
-        .collect();
-    let notify = webhook
-        .map(|u| format!("[notify]\nwebhook_url = \"{u}\"\n\n"))
-        .unwrap_or_default();
-    format!(
-        "[policy]\nmax_grant = \"8h\"\nwarn_before = \"1m\"\napprovers = [\"bob\"]\n\n{notify}{users}\
-         [[targets]]\nname = \"pg-prod\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\n\
-         database = \"app\"\ntls = \"disable\"\nmax_grant = \"1h\"\n\
-         [targets.roles.read]\nuser = \"app_ro\"\npassword = \"x\"\n\
-         [targets.roles.write]\nuser = \"app_rw\"\npassword = \"x\"\n"
-    )
-}
-
-/// Runs the CLI as the operator (token from the testbed) with `args`.
-fn cli(gw: &GatewayProc, args: &[&str]) -> Output {
-    gw.cli().args(args).output().expect("portcullis runs")
-}
-
-/// Runs the CLI as `user` (password `<user>-pw`).
-fn cli_as(gw: &GatewayProc, user: &str, args: &[&str]) -> Output {
-    gw.cli()
-        .args(["--as", user])
-        .env("PORTCULLIS_PASSWORD", format!("{user}-pw"))
-        .args(args)
-        .output()
-        .expect("portcullis runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json(o: Output) -> Value {
-    let out = ok(o);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-/// Asserts exit code `code` and returns stderr.
-fn fails(o: Output, code: i32) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    err
-}
 
 fn ids(v: &Value) -> Vec<String> {
     v.as_array()
