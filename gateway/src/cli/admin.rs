@@ -11,7 +11,7 @@ use std::io::{BufRead, Write};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{CmdResult, Failure, Global};
+use super::{CmdResult, Failure, Global, inert};
 
 /// Accepts humantime durations (`90s`, `15m`, `2h`, `1d`); a bad one is a usage error.
 fn duration(s: &str) -> Result<String, String> {
@@ -164,7 +164,7 @@ pub fn run_grant(cmd: GrantCmd, g: &Global) -> CmdResult {
                 q.push("all=true".into());
             }
             let v = api.call("GET", &format!("/v1/grants?{}", q.join("&")), None)?;
-            print_or(g, &v, || grant_table(&v))
+            print_or(g, &v, || out!("{}", grant_table(&v)))
         }
         GrantCmd::Revoke { id, reason } => {
             let v = api.call(
@@ -209,7 +209,7 @@ pub fn run_request(cmd: RequestCmd, g: &Global) -> CmdResult {
                 "/v1/requests"
             };
             let v = api.call("GET", path, None)?;
-            print_or(g, &v, || request_table(&v))
+            print_or(g, &v, || out!("{}", request_table(&v)))
         }
         RequestCmd::Approve { id } => {
             let v = api.call(
@@ -258,7 +258,7 @@ pub fn run_sessions(cmd: SessionsCmd, g: &Global) -> CmdResult {
     match cmd {
         SessionsCmd::List => {
             let v = api.call("GET", "/v1/sessions", None)?;
-            print_or(g, &v, || session_table(&v))
+            print_or(g, &v, || out!("{}", session_table(&v)))
         }
         SessionsCmd::Kill { id, reason } => {
             let v = api.call(
@@ -281,12 +281,14 @@ fn print_or(g: &Global, v: &Value, human: impl FnOnce()) -> CmdResult {
     Ok(())
 }
 
-/// A string field, or `-` when absent or null.
+/// A string field for a terminal, or `-` when absent or null. Reasons are the requester's
+/// (or an operator's) to write and become the grant's reason, so every field is made inert
+/// (`inert::line`): no control character or bidi override in it reaches the terminal.
 fn s(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".into(),
-        Value::String(x) => x.clone(),
-        other => other.to_string(),
+        Value::String(x) => inert::line(x),
+        other => inert::line(&other.to_string()),
     }
 }
 
@@ -299,20 +301,27 @@ fn when(v: &Value, key: &str) -> String {
                     .format("%Y-%m-%dT%H:%M:%SZ")
                     .to_string()
             })
-            .unwrap_or_else(|_| t.to_owned()),
+            .unwrap_or_else(|_| inert::line(t)),
         None => "-".into(),
     }
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+/// A table, one row a line. Every cell is made inert whatever built it, so none can break
+/// its row, add rows of its own or drive the terminal.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| inert::line(c)).collect())
+        .collect();
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let start = out.len();
         for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
             if i + 1 == cells.len() {
                 out.push_str(c);
@@ -320,19 +329,22 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
-        outln!("{}", out.trim_end());
+        let end = out[start..].trim_end().len();
+        out.truncate(start + end);
+        out.push('\n');
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for r in &rows {
         line(r);
     }
+    out
 }
 
 fn items(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
-fn grant_table(v: &Value) {
+fn grant_table(v: &Value) -> String {
     let rows = items(v)
         .iter()
         .map(|g| {
@@ -352,10 +364,10 @@ fn grant_table(v: &Value) {
             "ID", "USER", "TARGET", "ROLE", "STATUS", "EXPIRES", "REASON",
         ],
         rows,
-    );
+    )
 }
 
-fn request_table(v: &Value) {
+fn request_table(v: &Value) -> String {
     let rows = items(v)
         .iter()
         .map(|r| {
@@ -386,10 +398,10 @@ fn request_table(v: &Value) {
             "REASON",
         ],
         rows,
-    );
+    )
 }
 
-fn session_table(v: &Value) {
+fn session_table(v: &Value) -> String {
     let rows = items(v)
         .iter()
         .map(|x| {
@@ -412,7 +424,7 @@ fn session_table(v: &Value) {
             "ID", "PROTO", "USER", "TARGET", "ROLE", "GRANT", "CLIENT", "STARTED", "IN", "OUT",
         ],
         rows,
-    );
+    )
 }
 
 /// Percent-encodes a query or path value (ids and names are plain, but be safe).
@@ -525,10 +537,13 @@ impl Api {
             if status.is_success() {
                 return Ok(v);
             }
-            let msg = v["error"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("admin API answered {status}: {}", text.trim()));
+            // The API's sentence may quote what a requester wrote: one inert line.
+            let msg = inert::line(
+                &v["error"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("admin API answered {status}: {}", text.trim())),
+            );
             Err(Failure::failed(msg))
         })
     }
@@ -605,4 +620,52 @@ fn echo_off(stdin: &std::io::Stdin) -> Option<nix::sys::termios::Termios> {
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(stdin, SetArg::TCSAFLUSH, &quiet).ok()?;
     Some(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a requester may put in a reason, and a client string no gateway gives but a
+    /// table must still survive.
+    const FORGED: &str = "\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7} fake: APPROVED\n| fake | row |\r\t\u{7f}\u{9b}31m\u{202e}";
+
+    /// Every table shows one line per row, and no cell reaches the terminal with a control
+    /// character or bidi override in it, whichever field carries it.
+    #[test]
+    fn tables_show_each_row_on_one_inert_line() {
+        let grant = json!([{"id": "g_1", "user": "dave", "target": "pg-prod", "role": "read",
+            "status": "live", "expires_at": "2026-11-29T10:00:00Z", "reason": FORGED}]);
+        let request = json!([{"id": "r_1", "user": "dave", "target": "pg-prod", "role": "read",
+            "duration_secs": 600, "status": "pending", "created_at": FORGED,
+            "decided_by": null, "reason": FORGED}]);
+        let session = json!([{"id": "s_1", "proto": "ssh", "user": "dave", "target": FORGED,
+            "role": "read", "grant_id": "g_1", "client": FORGED,
+            "started_at": "2026-11-29T10:00:00Z", "bytes_in": 1, "bytes_out": 2}]);
+        for printed in [
+            grant_table(&grant),
+            request_table(&request),
+            session_table(&session),
+        ] {
+            assert_eq!(printed.lines().count(), 2, "{printed}");
+            assert!(
+                !printed.chars().any(
+                    |c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)
+                ),
+                "{printed:?}"
+            );
+            assert!(
+                printed.contains(
+                    r"\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7} fake: APPROVED\u{a}| fake | row |"
+                ),
+                "{printed}"
+            );
+        }
+        // The one-line answers (`approved ...`, a grant's id) read fields the same way.
+        assert_eq!(
+            s(&json!({"reason": "a\nb\u{1b}"}), "reason"),
+            r"a\u{a}b\u{1b}"
+        );
+        assert_eq!(s(&json!({}), "reason"), "-");
+    }
 }

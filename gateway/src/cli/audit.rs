@@ -182,17 +182,11 @@ pub(crate) fn human(r: &Record) -> String {
         match v {
             serde_json::Value::String(t) => s.push_str(&format!(" {k}={t:?}")),
             other => {
-                // JSON escapes the C0 controls but leaves DEL and the C1 controls (CSI is
-                // one) as they are, and a query's parameters or a startup parameter are the
-                // client's to choose: none may reach the reader's terminal as a control.
-                s.push_str(&format!(" {k}="));
-                for c in other.to_string().chars() {
-                    if c.is_control() {
-                        s.push_str(&c.escape_unicode().to_string());
-                    } else {
-                        s.push(c);
-                    }
-                }
+                // JSON escapes the C0 controls but leaves DEL, the C1 controls (CSI is one)
+                // and bidi overrides as they are, and a query's parameters or a startup
+                // parameter are the client's to choose: none may reach the reader's terminal
+                // as a control. (A string's Debug form above escapes all of them.)
+                s.push_str(&format!(" {k}={}", super::inert::line(&other.to_string())));
             }
         }
     }

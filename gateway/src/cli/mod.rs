@@ -24,6 +24,7 @@ macro_rules! outln {
 
 pub mod admin;
 pub mod audit;
+mod inert;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

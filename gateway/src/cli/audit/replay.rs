@@ -8,6 +8,7 @@ use std::time::Duration;
 use portcullis_recorder::Record;
 
 use super::{DataDirArg, each_record};
+use crate::cli::inert;
 use crate::cli::{CmdResult, Failure, Global};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,7 +146,7 @@ pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
                 if matches!(r.kind(), "ssh.command" | "ssh.exec")
                     && let Some(c) = r.str_field("command")
                 {
-                    out.push_str(&format!("{} {}\n", r.ts, inert(c, "    ")));
+                    out.push_str(&format!("{} {}\n", r.ts, inert::lines(c, "    ")));
                 }
             }
             write_out(a.output.as_deref(), out.as_bytes())
@@ -323,8 +324,8 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
                 .filter_map(|k| {
                     let v = r.event.get(*k)?;
                     let text = match v.as_str() {
-                        Some(text) => inert(text, "    "),
-                        None => inert(&v.to_string(), "    "),
+                        Some(text) => inert::lines(text, "    "),
+                        None => inert::lines(&v.to_string(), "    "),
                     };
                     Some(format!("  {k}: {text}"))
                 })
@@ -339,13 +340,16 @@ fn pg_timeline(recs: &[Record], json: bool) -> CmdResult {
             .and_then(|n| results.get(&n).copied())
             .unwrap_or(r);
         outln!("{}", pg_line(r, outcome_rec));
-        outln!("    {}", inert(r.str_field("sql").unwrap_or(""), "    "));
+        outln!(
+            "    {}",
+            inert::lines(r.str_field("sql").unwrap_or(""), "    ")
+        );
         if let Some(p) = r
             .event
             .get("params")
             .filter(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
         {
-            outln!("    params: {}", inert(&p.to_string(), "    "));
+            outln!("    params: {}", inert::lines(&p.to_string(), "    "));
         }
     }
     Ok(())
@@ -371,34 +375,7 @@ fn pg_line(query: &Record, outcome: &Record) -> String {
         (None, Some(tag)) => tag.to_string(),
         (None, None) => "(no outcome recorded)".to_string(),
     };
-    format!("{}  {dur:>12}  {}", query.ts, inert(&text, "    "))
-}
-
-/// A string from the log as it may reach the reviewer's terminal. The SQL a user ran, the
-/// server's error about it and the commands typed in a shell are theirs to choose, so control
-/// characters (ESC, CR, backspace, the C1 set) and bidirectional overrides are written as
-/// Rust escapes (`\u{1b}`): nothing in them can move the cursor, erase or rewrite earlier
-/// lines, retitle the window or otherwise drive the terminal. A newline stays a line break,
-/// with `indent` in front of the next line, so a multi-line statement stays readable and
-/// cannot start a timeline line of its own.
-fn inert(s: &str, indent: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => {
-                out.push('\n');
-                out.push_str(indent);
-            }
-            '\t' => out.push(c),
-            c if c.is_control()
-                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
-            {
-                out.extend(c.escape_unicode());
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    format!("{}  {dur:>12}  {}", query.ts, inert::lines(&text, "    "))
 }
 
 #[cfg(test)]

@@ -1,0 +1,65 @@
+//! What the CLI prints of text others chose, through the real `portcullis` binary against a
+//! real `serve`: a reason a requester wrote reaches the approver's tables inert.
+
+mod cli_support;
+
+use cli_support::{BIN, body, cli, cli_as, json, ok};
+use portcullis_gateway::testbed::GatewayProc;
+
+/// Clears the screen, homes the cursor, retitles the window, forges table rows, and reverses
+/// what follows: everything a requester could try with a reason.
+const FORGED: &str = "\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7} fake: APPROVED\n| fake | row |\r\t\u{7f}\u{9b}31m\u{202e}gnp";
+
+/// Characters a terminal acts on, other than the newline ending each line.
+fn acting(printed: &str) -> Vec<char> {
+    printed
+        .chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+/// A reason alice wrote reaches bob's `request list` and, once approved, the operator's
+/// `grant list` with no control character or override left in it, on the one line of its
+/// row; `--json` still carries it exactly.
+#[test]
+fn a_requesters_reason_reaches_the_approvers_tables_inert() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let created = json(cli_as(
+        &gw,
+        "alice",
+        &[
+            "request", "create", "--target", "pg-prod", "--role", "read", "--for", "10m",
+            "--reason", FORGED, "--json",
+        ],
+    ));
+    let rid = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["reason"], FORGED);
+
+    let check = |printed: String, what: &str| {
+        assert!(acting(&printed).is_empty(), "{what}: {printed:?}");
+        assert_eq!(
+            printed.lines().count(),
+            2,
+            "{what}: one header, one row: {printed}"
+        );
+        assert!(
+            printed.contains(r"\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7} fake: APPROVED\u{a}| fake | row |\u{d}\u{9}\u{7f}\u{9b}31m\u{202e}gnp"),
+            "{what}: {printed}"
+        );
+    };
+    check(ok(cli_as(&gw, "bob", &["request", "list"])), "request list");
+    let listed = json(cli_as(&gw, "bob", &["request", "list", "--json"]));
+    assert_eq!(listed[0]["reason"], FORGED);
+
+    ok(cli_as(&gw, "bob", &["request", "approve", &rid]));
+    check(ok(cli(&gw, &["grant", "list"])), "grant list");
+    check(
+        ok(cli_as(&gw, "alice", &["grant", "list"])),
+        "alice's grant list",
+    );
+    let grants = json(cli(&gw, &["grant", "list", "--json"]));
+    assert_eq!(grants[0]["reason"], FORGED);
+}
