@@ -1,10 +1,13 @@
 //! What the CLI prints of text others chose, through the real `portcullis` binary against a
-//! real `serve`: a reason a requester wrote reaches the approver's tables inert.
+//! real `serve` (and, for the offline readers, a log written by the real recorder): a
+//! reason a requester wrote reaches the approver's tables inert, and a search that could
+//! match nothing is refused rather than answered with silence.
 
 mod cli_support;
 
-use cli_support::{BIN, body, cli, cli_as, json, ok};
+use cli_support::{BIN, body, cli, cli_as, json, ok, portcullis, text, write_log};
 use portcullis_gateway::testbed::GatewayProc;
+use portcullis_recorder::Event;
 
 /// Clears the screen, homes the cursor, retitles the window, forges table rows, and reverses
 /// what follows: everything a requester could try with a reason.
@@ -62,4 +65,80 @@ fn a_requesters_reason_reaches_the_approvers_tables_inert() {
     );
     let grants = json(cli(&gw, &["grant", "list", "--json"]));
     assert_eq!(grants[0]["reason"], FORGED);
+}
+
+/// `audit search` refuses a `--type` no record could have (listing those it takes) and a
+/// window that ends before it starts, instead of printing nothing with success.
+#[test]
+fn audit_search_refuses_what_could_match_nothing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    write_log(
+        d.path(),
+        vec![
+            Event::new("grant.created")
+                .with("grant", "g_1")
+                .with("user", "alice"),
+            Event::new("pg.query")
+                .with("session", "s_1")
+                .with("sql", "select 1"),
+        ],
+    );
+    let dd = d.path().to_str().expect("utf-8");
+
+    for bad in ["pg.qurey", "ssh*", "GRANT.CREATED"] {
+        let out = portcullis(&["audit", "search", "--data-dir", dd, "--type", bad]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--type {bad}: {err}");
+        assert!(
+            err.contains("unknown event type") && err.contains("pg.query") && err.contains("grant"),
+            "--type {bad}: {err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let err = text(
+        &portcullis(&[
+            "audit",
+            "search",
+            "--data-dir",
+            dd,
+            "--type",
+            "GRANT.CREATED",
+        ])
+        .stderr,
+    );
+    assert!(err.contains("lower-case: grant.created"), "{err}");
+    for good in ["pg.query", "grant", "grant.*"] {
+        let out = portcullis(&["audit", "search", "--data-dir", dd, "--type", good]);
+        assert!(out.status.success(), "--type {good}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).lines().count(), 1, "--type {good}");
+    }
+
+    let out = portcullis(&[
+        "audit",
+        "search",
+        "--data-dir",
+        dd,
+        "--since",
+        "1m",
+        "--until",
+        "5m",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--since") && err.contains("after --until"),
+        "{err}"
+    );
+    let out = portcullis(&[
+        "audit",
+        "search",
+        "--data-dir",
+        dd,
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
 }

@@ -84,7 +84,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub session: Option<String>,
     /// Event type, e.g. pg.query, or a family: grant or grant.*
-    #[arg(long = "type", value_name = "TYPE")]
+    #[arg(long = "type", value_name = "TYPE", value_parser = event_type)]
     pub kind: Option<String>,
     /// RFC 3339 time, or a duration back from now (2h, 1d)
     #[arg(long)]
@@ -92,6 +92,69 @@ pub struct SearchArgs {
     /// RFC 3339 time, or a duration back from now
     #[arg(long)]
     pub until: Option<String>,
+}
+
+/// Every event type the gateway writes to the log: SPEC §7's and its additions
+/// (`pg.result`, `request.expired`, `ssh.subsystem`, `ssh.denied`, `config.*`). A new event
+/// type belongs here too, or `audit search --type` refuses it as a typo.
+pub(crate) const EVENT_TYPES: &[&str] = &[
+    "audit.recovered",
+    "auth.failed",
+    "auth.succeeded",
+    "config.reload_failed",
+    "config.reloaded",
+    "gateway.started",
+    "gateway.stopped",
+    "grant.created",
+    "grant.expired",
+    "grant.extended",
+    "grant.revoked",
+    "pg.query",
+    "pg.result",
+    "request.approved",
+    "request.created",
+    "request.denied",
+    "request.expired",
+    "session.ended",
+    "session.started",
+    "ssh.command",
+    "ssh.denied",
+    "ssh.exec",
+    "ssh.forward",
+    "ssh.sftp",
+    "ssh.shell",
+    "ssh.subsystem",
+];
+
+/// The families of [`EVENT_TYPES`]: what comes before the dot.
+fn event_families() -> Vec<&'static str> {
+    let mut families: Vec<&str> = EVENT_TYPES
+        .iter()
+        .filter_map(|t| t.split_once('.').map(|(f, _)| f))
+        .collect();
+    families.dedup();
+    families
+}
+
+/// `--type`: an event type or a family (`grant`, `grant.*`), as [`Filter::matches`] reads it.
+/// Anything else would match no record, and an empty search would read as "no such events"
+/// when the type was only misspelt, so it is a usage error listing what is accepted.
+fn event_type(s: &str) -> Result<String, String> {
+    let family = s.strip_suffix(".*").unwrap_or(s);
+    if EVENT_TYPES.contains(&s) || event_families().contains(&family) {
+        return Ok(s.to_owned());
+    }
+    let lower = s.to_lowercase();
+    let hint = if lower != s && event_type(&lower).is_ok() {
+        format!(" (types are lower-case: {lower})")
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "unknown event type{hint}; use one of {}, or a family: {} (also written as grant.*)",
+        EVENT_TYPES.join(", "),
+        event_families().join(", ")
+    ))
 }
 
 pub fn run_audit(cmd: AuditCmd, g: &Global) -> CmdResult {
@@ -355,9 +418,82 @@ fn run_search(a: SearchArgs, g: &Global) -> CmdResult {
         since: a.since.as_deref().map(|s| parse_when(s, now)).transpose()?,
         until: a.until.as_deref().map(|s| parse_when(s, now)).transpose()?,
     };
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since > until
+    {
+        // `--since 1m --until 5m` reads as a window, but is one that ends before it starts.
+        return Err(Failure::usage(format!(
+            "--since ({}) is after --until ({}), so no record could match; durations count back from now, so the longer one goes with --since",
+            portcullis_recorder::record::format_ts(since),
+            portcullis_recorder::record::format_ts(until)
+        )));
+    }
     each_record(&data_dir, |r| {
         if filter.matches(&r) {
             print_record(&r, g.json);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_of(kind: &str) -> Record {
+        Record {
+            seq: 1,
+            ts: "2026-11-29T10:00:00Z".into(),
+            prev: String::new(),
+            hash: String::new(),
+            event: serde_json::json!({ "type": kind })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every `--type` accepted matches some event type the gateway writes, as the search's
+    /// filter reads it; every one refused would match none.
+    #[test]
+    fn search_types_are_the_ones_the_filter_can_match() {
+        for ok in [
+            "pg.query",
+            "grant",
+            "grant.*",
+            "ssh",
+            "ssh.*",
+            "request.expired",
+        ] {
+            assert_eq!(event_type(ok).as_deref(), Ok(ok));
+        }
+        for t in EVENT_TYPES {
+            assert!(event_type(t).is_ok(), "{t}");
+        }
+        for bad in [
+            "pg.qurey",
+            "ssh*",
+            "GRANT.CREATED",
+            "",
+            "grant.",
+            "pg.query.*",
+            "*",
+            "gateway.log",
+        ] {
+            assert!(event_type(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            event_type("GRANT.CREATED")
+                .is_err_and(|e| e.contains("lower-case: grant.created") && e.contains("pg.query")),
+        );
+        for pattern in [
+            "pg.query", "pg", "pg.*", "grant", "grant.*", "ssh", "pg.qurey", "ssh*", "grant.",
+        ] {
+            let filter = Filter {
+                kind: Some(pattern.into()),
+                ..Default::default()
+            };
+            let matches_some = EVENT_TYPES.iter().any(|t| filter.matches(&record_of(t)));
+            assert_eq!(event_type(pattern).is_ok(), matches_some, "{pattern}");
+        }
+    }
 }
