@@ -1,11 +1,11 @@
-//! What the CLI prints of text others chose, through the real `portcullis` binary against a
-//! real `serve` (and, for the offline readers, a log written by the real recorder): a
-//! reason a requester wrote reaches the approver's tables inert, and a search that could
-//! match nothing is refused rather than answered with silence.
+//! What the CLI prints of text others chose, and the exit codes it gives, through the real
+//! `portcullis` binary against a real `serve` (and, for the offline readers, a log written
+//! by the real recorder): a reason a requester wrote reaches the approver's tables inert,
+//! and what the command line got wrong is a usage error (exit 2), SPEC §3.
 
 mod cli_support;
 
-use cli_support::{BIN, body, cli, cli_as, json, ok, portcullis, text, write_log};
+use cli_support::{BIN, body, cli, cli_as, fails, json, ok, portcullis, text, write_log};
 use portcullis_gateway::testbed::GatewayProc;
 use portcullis_recorder::Event;
 
@@ -65,6 +65,78 @@ fn a_requesters_reason_reaches_the_approvers_tables_inert() {
     );
     let grants = json(cli(&gw, &["grant", "list", "--json"]));
     assert_eq!(grants[0]["reason"], FORGED);
+}
+
+/// What the command line got wrong, and the API refused as invalid (400), exits 2; an
+/// operation refused or failed (self-approval, no such grant) still exits 1. `replay ''`
+/// is a usage error too.
+#[test]
+fn invalid_input_the_api_refuses_is_a_usage_error() {
+    let gw = GatewayProc::start(BIN, &body(None)).expect("gateway starts");
+    let add = |user: &str, target: &str, role: &str, dur: &str| {
+        cli(
+            &gw,
+            &[
+                "grant", "add", "--user", user, "--target", target, "--role", role, "--for", dur,
+            ],
+        )
+    };
+    let err = fails(add("alice", "pg-nope", "read", "10m"), 2);
+    assert!(err.contains("unknown target pg-nope"), "{err}");
+    let err = fails(add("mallory", "pg-prod", "read", "10m"), 2);
+    assert!(err.contains("unknown user mallory"), "{err}");
+    let err = fails(add("alice", "pg-prod", "admin", "10m"), 2);
+    assert!(err.contains("has no role admin"), "{err}");
+    let ask = |reason: &str, dur: &str| {
+        cli_as(
+            &gw,
+            "alice",
+            &[
+                "request", "create", "--target", "pg-prod", "--role", "read", "--for", dur,
+                "--reason", reason,
+            ],
+        )
+    };
+    let err = fails(ask("", "10m"), 2);
+    assert!(err.contains("needs a --reason"), "{err}");
+    let err = fails(ask("INC-1", "1ns"), 2);
+    assert!(err.contains("whole number of seconds"), "{err}");
+    // The operator's token acts for nobody: a request needs a user.
+    let err = fails(
+        cli(
+            &gw,
+            &[
+                "request", "create", "--target", "pg-prod", "--role", "read", "--for", "10m",
+                "--reason", "INC-1",
+            ],
+        ),
+        2,
+    );
+    assert!(err.contains("--as USER"), "{err}");
+
+    // Refusals and missing objects are failed operations, as before.
+    let rid = json(cli_as(
+        &gw,
+        "alice",
+        &[
+            "request", "create", "--target", "pg-prod", "--role", "read", "--for", "10m",
+            "--reason", "INC-2", "--json",
+        ],
+    ))["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let err = fails(cli_as(&gw, "alice", &["request", "approve", &rid]), 1);
+    assert!(err.contains("your own request"), "{err}");
+    let err = fails(cli(&gw, &["grant", "revoke", "g_nope"]), 1);
+    assert!(err.contains("g_nope"), "{err}");
+    fails(cli(&gw, &["grant", "list", "--token", "wrong"]), 1);
+
+    // An empty session id is refused as the admin commands refuse an empty id.
+    let out = portcullis(&["replay", "", "--data-dir", "/nonexistent"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("session id cannot be empty"), "{err}");
 }
 
 /// `audit search` refuses a `--type` no record could have (listing those it takes) and a

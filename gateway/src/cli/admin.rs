@@ -24,7 +24,7 @@ fn duration(s: &str) -> Result<String, String> {
 
 /// An id argument: an empty or blank one is a usage error naming the kind and where ids
 /// are listed, rather than an API call that answers "no grant " with nothing after it.
-fn id_of(kind: &str, list: &str, s: &str) -> Result<String, String> {
+pub(crate) fn id_of(kind: &str, list: &str, s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err(format!(
             "a {kind} id cannot be empty; `portcullis {list}` shows the ids"
@@ -544,8 +544,23 @@ impl Api {
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("admin API answered {status}: {}", text.trim())),
             );
-            Err(Failure::failed(msg))
+            Err(api_failure(status, msg))
         })
+    }
+}
+
+/// The exit code of an API refusal (SPEC §3). The API answers 400 for what the command
+/// line said wrong (an unknown target, user or role, an empty reason, a duration it cannot
+/// keep, a reason over its limit) and 413 for a body too large to read, which a reason of
+/// megabytes makes: usage errors, exit 2. Every other refusal (401 authentication, 403 a
+/// refused operation such as self-approval, 404 no such grant or request, 429, 5xx) is an
+/// operation that failed or was refused: exit 1.
+fn api_failure(status: reqwest::StatusCode, message: String) -> Failure {
+    match status {
+        reqwest::StatusCode::BAD_REQUEST | reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+            Failure::usage(message)
+        }
+        _ => Failure::failed(message),
     }
 }
 
@@ -667,5 +682,25 @@ mod tests {
             r"a\u{a}b\u{1b}"
         );
         assert_eq!(s(&json!({}), "reason"), "-");
+    }
+
+    /// What the command line said wrong is a usage error; a refusal, a missing object or a
+    /// gateway failure is not.
+    #[test]
+    fn api_answers_map_to_spec_exit_codes() {
+        use reqwest::StatusCode as S;
+        for (status, code) in [
+            (S::BAD_REQUEST, 2),
+            (S::PAYLOAD_TOO_LARGE, 2),
+            (S::UNAUTHORIZED, 1),
+            (S::FORBIDDEN, 1),
+            (S::NOT_FOUND, 1),
+            (S::CONFLICT, 1),
+            (S::TOO_MANY_REQUESTS, 1),
+            (S::INTERNAL_SERVER_ERROR, 1),
+            (S::SERVICE_UNAVAILABLE, 1),
+        ] {
+            assert_eq!(api_failure(status, "x".into()).code, code, "{status}");
+        }
     }
 }

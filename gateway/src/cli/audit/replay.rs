@@ -22,6 +22,7 @@ pub enum Export {
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// Session id
+    #[arg(value_parser = session_id)]
     pub session: String,
     #[command(flatten)]
     pub dir: DataDirArg,
@@ -41,6 +42,11 @@ pub struct ReplayArgs {
     /// several shells); an asciicast export of such a session needs it
     #[arg(long, value_name = "N")]
     pub channel: Option<u32>,
+}
+
+/// A session id to replay: an empty one is a usage error, as for the admin commands' ids.
+fn session_id(s: &str) -> Result<String, String> {
+    crate::cli::admin::id_of("session", "audit search --type session.started", s)
 }
 
 pub fn run_replay(a: ReplayArgs, g: &Global) -> CmdResult {
