@@ -663,9 +663,12 @@ fn report_reviews_grants_requests_and_sessions() {
     assert_eq!(r["unused_grants"], serde_json::json!(["g_2"]));
     assert_eq!(r["grants_at_max"], serde_json::json!(["g_1"]));
     assert_eq!(r["denied_requests"][0]["id"], "r_2");
-    // The requester's own denial is a withdrawal, listed as such.
+    // The requester's own denial is a withdrawal: a denial, as the request API says,
+    // marked as withdrawn.
     assert_eq!(r["denied_requests"][1]["id"], "r_5");
-    assert_eq!(r["denied_requests"][1]["status"], "withdrawn");
+    assert_eq!(r["denied_requests"][1]["status"], "denied");
+    assert_eq!(r["denied_requests"][1]["withdrawn"], true);
+    assert_eq!(r["denied_requests"][0]["withdrawn"], false);
     // A request made moments ago is waiting, not lapsed; an expired one lapsed.
     assert_eq!(r["pending_requests"][0]["id"], "r_3");
     assert_eq!(r["pending_requests"].as_array().map(Vec::len), Some(1));

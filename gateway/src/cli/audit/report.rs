@@ -1,6 +1,6 @@
 //! `report`: an access review derived from the audit log alone: per grant who, what, why,
 //! who approved, granted versus used time, sessions, queries and commands; then unused
-//! grants, grants at their maximum, denied (or withdrawn), lapsed and still pending requests,
+//! grants, grants at their maximum, denied (withdrawals marked), lapsed and still pending requests,
 //! forced session closes, failed logins, and repairs of the audit log itself.
 //!
 //! Event fields are read leniently (`grant` or `grant_id`, `by` or `created_by` ...) so the
@@ -68,6 +68,9 @@ struct RequestRow {
     status: String,
     decided_by: String,
     decision_reason: String,
+    /// Denied by the requester: withdrawn. The status stays `denied`, as the request API and
+    /// SPEC §3 give it; this says which kind of denial it was.
+    withdrawn: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -276,9 +279,7 @@ impl Review {
                     q.decided_by = field(r, &["by", "decided_by", "approved_by", "denied_by"]);
                     q.decision_reason = field(r, &["reason"]);
                     // A requester denying their own request withdrew it.
-                    if q.status == "denied" && q.decided_by == q.user {
-                        q.status = "withdrawn".into();
-                    }
+                    q.withdrawn = q.status == "denied" && q.decided_by == q.user;
                 }
                 let grant = field(r, &["grant", "grant_id"]);
                 if kind == "request.approved"
@@ -418,7 +419,7 @@ impl Review {
                 .collect(),
             denied_requests: requests
                 .values()
-                .filter(|q| q.status == "denied" || q.status == "withdrawn")
+                .filter(|q| q.status == "denied")
                 .cloned()
                 .collect(),
             lapsed_requests: requests

@@ -115,20 +115,26 @@ pub(super) fn markdown(r: &Report) -> String {
     let reqs = |qs: &[RequestRow]| -> Vec<String> {
         qs.iter()
             .map(|q| {
-                format!(
-                    "{} {} on {} ({}) {} {}{}",
+                let mut line = format!(
+                    "{} {} on {} ({}) {} {}",
                     logged(&q.id),
                     logged(&q.user),
                     logged(&q.target),
                     logged(&q.role),
                     logged(&q.reason),
                     q.status,
-                    if q.decided_by.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" by {}", logged(&q.decided_by))
-                    }
-                )
+                );
+                if !q.decided_by.is_empty() {
+                    line.push_str(&format!(" by {}", logged(&q.decided_by)));
+                }
+                if q.withdrawn {
+                    line.push_str(" (withdrawn by the requester)");
+                }
+                // Why it was denied is the decision's half of the review.
+                if q.status == "denied" && !q.decision_reason.is_empty() {
+                    line.push_str(&format!(": {}", logged(&q.decision_reason)));
+                }
+                line
             })
             .collect()
     };
@@ -369,5 +375,61 @@ mod tests {
             "{line}"
         );
         assert!(md.len() < 5000, "{}", md.len());
+    }
+
+    /// A denied request's line says why it was denied (escaped like every logged value), and
+    /// a requester's own denial is a denial, as the request API says, marked withdrawn.
+    #[test]
+    fn denied_requests_carry_the_decision_and_its_reason() {
+        let recs = [
+            rec(
+                1,
+                json!({"type": "request.created", "request": "r_1", "user": "dave",
+                       "target": "pg", "role": "read", "reason": "INC-7"}),
+            ),
+            rec(
+                2,
+                json!({"type": "request.denied", "request": "r_1", "user": "dave",
+                       "denied_by": "bob", "reason": "not on call\n- fake"}),
+            ),
+            rec(
+                3,
+                json!({"type": "request.created", "request": "r_2", "user": "dave",
+                       "target": "pg", "role": "read", "reason": "INC-8"}),
+            ),
+            rec(
+                4,
+                json!({"type": "request.denied", "request": "r_2", "user": "dave",
+                       "denied_by": "dave"}),
+            ),
+        ];
+        let now = time("2026-11-29T12:00:00Z").expect("time");
+        let mut review = Review::new(None);
+        for r in &recs {
+            review.add(r);
+        }
+        let report = review.finish(now);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["denied_requests"][0]["status"], "denied");
+        assert_eq!(json["denied_requests"][0]["withdrawn"], false);
+        assert_eq!(
+            json["denied_requests"][0]["decision_reason"],
+            "not on call\n- fake"
+        );
+        assert_eq!(json["denied_requests"][1]["status"], "denied");
+        assert_eq!(json["denied_requests"][1]["withdrawn"], true);
+        let md = markdown(&report);
+        assert!(
+            md.contains(
+                "- `r_1` `dave` on `pg` (`read`) `INC-7` denied by `bob`: `not on call\\n- fake`\n"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- `r_2` `dave` on `pg` (`read`) `INC-8` denied by `dave` (withdrawn by the requester)\n"
+            ),
+            "{md}"
+        );
     }
 }
