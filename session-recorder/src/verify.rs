@@ -97,8 +97,7 @@ pub enum Problem {
 }
 
 /// The first bad place in a log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file} at offset {offset} (seq {seq}): {problem}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
     /// File name (segment or seal) where the problem is.
     pub file: String,
@@ -106,7 +105,42 @@ pub struct VerifyError {
     pub offset: u64,
     /// The seq expected at that place: where the chain breaks.
     pub seq: u64,
+    /// How much of `offset` and `seq` names the place, for the message.
+    pub at: At,
     pub problem: Problem,
+}
+
+/// What a [`VerifyError`]'s place is, so that its message names it as it is: a head file or
+/// a missing seal has no offset or seq of its own to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// A place in a segment or seal: its byte offset and the seq expected there.
+    Record,
+    /// A whole segment, which holds seqs `first` to `last` (none when `last < first`).
+    Segment { first: u64, last: u64 },
+    /// A file as a whole (the head, a side file, the directory).
+    File,
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = &self.file;
+        match self.at {
+            At::Record => write!(f, "{file} at offset {} (seq {})", self.offset, self.seq)?,
+            At::Segment { first, last } if last >= first => {
+                write!(f, "{file} (seqs {first} to {last})")?
+            }
+            At::Segment { first, .. } => write!(f, "{file} (no records; seq {first} was next)")?,
+            At::File => write!(f, "{file}")?,
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for VerifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.problem)
+    }
 }
 
 /// Verifies segments fed in order, without I/O.
@@ -119,6 +153,10 @@ pub struct Verifier {
     records: u64,
     bytes: u64,
     open_segment: Option<String>,
+    /// The first seq of the open segment (its last is the chain's).
+    open_first: u64,
+    /// The last segment fed and its length: where the log ends.
+    end: Option<(String, u64)>,
     kept: Vec<Kept>,
     /// The seq and hash the log's head vouches for, when known.
     head: Option<(u64, Hash)>,
@@ -165,10 +203,16 @@ impl Verifier {
         seal: Option<&[u8]>,
     ) -> Result<(), VerifyError> {
         if let Some(open) = &self.open_segment {
+            // The place is the unsealed segment as a whole, named with the seqs it holds;
+            // the chain's trust breaks at its first record.
             return Err(VerifyError {
                 file: open.clone(),
                 offset: 0,
-                seq: self.chain.last_seq + 1,
+                seq: self.open_first,
+                at: At::Segment {
+                    first: self.open_first,
+                    last: self.chain.last_seq,
+                },
                 problem: Problem::Unsealed(name.to_string()),
             });
         }
@@ -180,6 +224,7 @@ impl Verifier {
                 file: name.to_string(),
                 offset: off as u64,
                 seq: chain.last_seq + 1,
+                at: At::Record,
                 problem,
             };
             let Some(len) = data[off..].iter().position(|&b| b == b'\n') else {
@@ -207,8 +252,10 @@ impl Verifier {
             off += len + 1;
         }
         self.bytes += data.len() as u64;
+        self.end = Some((name.to_string(), data.len() as u64));
         let Some(seal_bytes) = seal else {
             self.open_segment = Some(name.to_string());
+            self.open_first = first_seq;
             return Ok(());
         };
         let seal_name = name.replace(".jsonl", ".seal");
@@ -216,6 +263,7 @@ impl Verifier {
             file: seal_name.clone(),
             offset: 0,
             seq,
+            at: At::Record,
             problem: Problem::Seal(problem),
         };
         let seal = Seal::parse(seal_bytes).map_err(|e| seal_err(e, first_seq))?;
@@ -278,6 +326,7 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
         file: file.to_string(),
         offset: 0,
         seq: 0,
+        at: At::File,
         problem: Problem::Io(e.to_string()),
     };
     let dir_name = dir.display().to_string();
@@ -287,6 +336,7 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
             file: dir_name,
             offset: 0,
             seq: 1,
+            at: At::File,
             problem: Problem::Empty,
         });
     }
@@ -294,6 +344,7 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
         file: head::FILE.to_string(),
         offset: 0,
         seq: 0,
+        at: At::File,
         problem,
     };
     // Checked against `pubkey`, or the key it names, which the seals must then share.
@@ -317,6 +368,7 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
                 file: seg.name(),
                 offset: 0,
                 seq: v.chain.last_seq + 1,
+                at: At::File,
                 problem: Problem::MissingSegment(segment::segment_name(want)),
             });
         }
@@ -338,12 +390,18 @@ pub fn verify(dir: &Path, pubkey: Option<VerifyingKey>) -> Result<Summary, Verif
         ))));
     }
     if head.seq > v.chain.last_seq {
+        // The place is where the log ends: the end of its last segment, where the next
+        // record the head vouches for is missing.
+        let (file, offset) = v.end.clone().unwrap_or_default();
         return Err(VerifyError {
+            file,
+            offset,
             seq: v.chain.last_seq + 1,
-            ..head_err(Problem::HeadAhead {
+            at: At::Record,
+            problem: Problem::HeadAhead {
                 last: v.chain.last_seq,
                 head: head.seq,
-            })
+            },
         });
     }
     for k in v.kept() {
@@ -358,6 +416,7 @@ fn check_kept(dir: &Path, k: &Kept) -> Result<(), VerifyError> {
         file: k.file.clone(),
         offset: 0,
         seq: k.seq,
+        at: At::File,
         problem: Problem::Kept { seq: k.seq, what },
     };
     // A name, not a path: the record must not send the check elsewhere.

@@ -425,3 +425,68 @@ fn a_json_event_must_be_an_object() {
     assert!(JsonEvent::new(&[1, 2]).is_err());
     assert!(JsonEvent::new(&serde_json::json!({"type": "x"})).is_ok());
 }
+
+/// `verify` names each bad place as it is: an unsealed segment by the seqs it holds (not by
+/// the next segment's first seq), the end of a log emptied of its records at the segment
+/// where it ends, and a missing head as the file it is, with no offset or seq it lacks. Each
+/// of them still fails.
+#[tokio::test]
+async fn verify_names_the_place_of_a_missing_seal_an_emptied_segment_and_a_missing_head() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (dir, key) = paths(d.path());
+    let log = AuditLog::open_with(&dir, &key, opts(Durability::Strict, 4096)).expect("open");
+    for i in 0..100 {
+        log.append(Event::new("pg.query").with("sql", format!("select {i}")))
+            .await
+            .expect("append");
+    }
+    log.close().await.expect("close");
+    let whole = verify(&dir, None).expect("verify");
+    assert!(whole.segments > 2, "{whole:?}");
+    let seg1 = std::fs::read(dir.join("seg-000001.jsonl")).expect("segment 1");
+    let in_seg1 = seg1.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(in_seg1 > 1 && in_seg1 < whole.last_seq, "{in_seg1}");
+
+    let seal = dir.join("seg-000001.seal");
+    let sealed = std::fs::read(&seal).expect("seal");
+    std::fs::remove_file(&seal).expect("remove seal");
+    let err = verify(&dir, None).expect_err("an unsealed segment before another fails");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "seg-000001.jsonl (seqs 1 to {in_seg1}): segment is not sealed but is followed by seg-000002.jsonl"
+        )
+    );
+    assert_eq!(err.seq, 1);
+    std::fs::write(&seal, sealed).expect("put the seal back");
+    verify(&dir, None).expect("whole again");
+
+    let head = std::fs::read(dir.join("head")).expect("head");
+    std::fs::remove_file(dir.join("head")).expect("remove head");
+    let err = verify(&dir, None).expect_err("no head fails");
+    assert!(
+        err.to_string()
+            .starts_with("head: the log has no signed head"),
+        "{err}"
+    );
+    std::fs::write(dir.join("head"), head).expect("put the head back");
+
+    // A log whose only segment was emptied (and unsealed): it ends at offset 0 of that
+    // segment, where seq 1 is missing.
+    let one = tempfile::tempdir().expect("tempdir");
+    let (dir, key) = paths(one.path());
+    let log = AuditLog::open(&dir, &key, Durability::Strict).expect("open");
+    log.append(Event::new("pg.query").with("sql", "select 1"))
+        .await
+        .expect("append");
+    log.close().await.expect("close");
+    std::fs::write(dir.join("seg-000001.jsonl"), b"").expect("empty it");
+    std::fs::remove_file(dir.join("seg-000001.seal")).expect("remove seal");
+    let err = verify(&dir, None).expect_err("an emptied log fails");
+    assert!(
+        err.to_string().starts_with(
+            "seg-000001.jsonl at offset 0 (seq 1): the log ends at seq 0 but its signed head vouches for records up to seq "
+        ),
+        "{err}"
+    );
+}
