@@ -185,32 +185,26 @@ fn audit_search_refuses_what_could_match_nothing() {
         assert_eq!(text(&out.stdout).lines().count(), 1, "--type {good}");
     }
 
-    let out = portcullis(&[
-        "audit",
-        "search",
-        "--data-dir",
-        dd,
-        "--since",
-        "1m",
-        "--until",
-        "5m",
-    ]);
+    let window = |since: &str, until: &str| {
+        portcullis(&[
+            "audit",
+            "search",
+            "--data-dir",
+            dd,
+            "--since",
+            since,
+            "--until",
+            until,
+        ])
+    };
+    let out = window("1m", "5m");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--since") && err.contains("after --until"),
         "{err}"
     );
-    let out = portcullis(&[
-        "audit",
-        "search",
-        "--data-dir",
-        dd,
-        "--since",
-        "5m",
-        "--until",
-        "0s",
-    ]);
+    let out = window("5m", "0s");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 2);
 }
