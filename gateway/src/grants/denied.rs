@@ -78,6 +78,13 @@ pub enum RoleHint {
     OneOf(Vec<String>),
 }
 
+/// A target's role names, sorted, as refusals list them.
+pub(super) fn role_names(target: &portcullis_config::Target) -> Vec<String> {
+    let mut roles: Vec<String> = target.roles.keys().cloned().collect();
+    roles.sort_unstable();
+    roles
+}
+
 impl RequestHint {
     /// The request for `user` on `target` under `config`: the role the user named, or none
     /// when the target has one (`request create` then takes it), or a placeholder with the
@@ -91,11 +98,7 @@ impl RequestHint {
         let t = config.target(target);
         let role = match (role, t) {
             (Some(r), _) => RoleHint::Named(r.to_owned()),
-            (None, Some(t)) if t.roles.len() > 1 => {
-                let mut roles: Vec<String> = t.roles.keys().cloned().collect();
-                roles.sort_unstable();
-                RoleHint::OneOf(roles)
-            }
+            (None, Some(t)) if t.roles.len() > 1 => RoleHint::OneOf(role_names(t)),
             (None, _) => RoleHint::Only,
         };
         let hour = std::time::Duration::from_secs(3600);

@@ -210,12 +210,10 @@ impl Inner {
             && let Some(t) = self.config().target(target)
             && !t.roles.contains_key(r)
         {
-            let mut roles: Vec<&str> = t.roles.keys().map(String::as_str).collect();
-            roles.sort_unstable();
             return Denied::UnknownRole {
                 target: target.to_owned(),
                 role: r.to_owned(),
-                roles: roles.join(", "),
+                roles: super::denied::role_names(t).join(", "),
             };
         }
         let request = Box::new(self.request_hint(user, target, role));

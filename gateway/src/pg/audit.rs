@@ -65,7 +65,7 @@ fn opens_transaction(tag: &str) -> bool {
 fn ends_transaction(tag: &str) -> bool {
     matches!(
         tag,
-        "COMMIT" | "ROLLBACK" | "COMMIT PREPARED" | "ROLLBACK PREPARED"
+        "COMMIT" | "ROLLBACK" | "PREPARE TRANSACTION" | "COMMIT PREPARED" | "ROLLBACK PREPARED"
     )
 }
 

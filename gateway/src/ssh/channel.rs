@@ -435,15 +435,16 @@ async fn start(
         Start::Subsystem(name) if what.needs().is_empty() => format!("subsystem {name}"),
         _ => what.kind().to_owned(),
     };
+    let allow = ctx.allow();
     let allowed = policy::check(
-        &ctx.allow(),
+        &allow,
         what.needs(),
         &label,
         &ctx.ident.role,
         &ctx.ident.target,
     );
     if let Err(sentence) = allowed {
-        let sentence = policy::scp_refusal(&what, &ctx.allow(), sentence);
+        let sentence = policy::scp_refusal(&what, &allow, sentence);
         let ev = ctx
             .ident
             .event("ssh.denied")

@@ -94,7 +94,7 @@ fn rolled_back(events: &[Map<String, Value>]) -> Option<u64> {
 fn an_error_in_a_pipeline_says_what_it_rolled_back() {
     use Step::{Fails, Ok};
     let ins = b"insert into t values (1)".as_slice();
-    let cases: [(&str, Before, Vec<Step>, Option<u64>); 7] = [
+    let cases: [(&str, Before, Vec<Step>, Option<u64>); 8] = [
         (
             "two inserts then a failure: both undone",
             None,
@@ -118,6 +118,18 @@ fn an_error_in_a_pipeline_says_what_it_rolled_back() {
             vec![
                 Ok(ins, b"INSERT 0 1"),
                 Ok(b"commit", b"COMMIT"),
+                Ok(ins, b"INSERT 0 1"),
+                Fails(ins),
+            ],
+            Some(1),
+        ),
+        (
+            "a PREPARE TRANSACTION ends the transaction begun in the pipeline",
+            None,
+            vec![
+                Ok(b"begin", b"BEGIN"),
+                Ok(ins, b"INSERT 0 1"),
+                Ok(b"prepare transaction 'x'", b"PREPARE TRANSACTION"),
                 Ok(ins, b"INSERT 0 1"),
                 Fails(ins),
             ],
